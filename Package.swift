@@ -1,0 +1,30 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "swift-dpo",
+    products: [
+        .library(name: "DPO", targets: ["DPO"]),
+    ],
+    targets: [
+        // System library: the CBLAS interface of OpenBLAS (Debian: libopenblas-dev).
+        .systemLibrary(
+            name: "COpenBLAS",
+            pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]
+        ),
+        // The engine. No Foundation: it links statically into a self-contained libdpo.so.
+        .target(
+            name: "DPO",
+            dependencies: ["COpenBLAS"]
+        ),
+        .testTarget(
+            name: "DPOTests",
+            dependencies: ["DPO"],
+            exclude: ["Fixtures"]
+        ),
+    ],
+    // Swift 5 language mode: the kernels hand raw buffers to parallel loops, which Swift 6's strict
+    // sendability checking would reject without adding any safety here.
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,2 @@
+// The CBLAS interface of OpenBLAS plus its thread-count controls.
+#include <cblas.h>

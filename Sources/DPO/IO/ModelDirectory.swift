@@ -1,0 +1,58 @@
+/// Loading and saving a `LlamaModel` as a Hugging Face model directory: `config.json` plus
+/// `model.safetensors` (or a sharded set with `model.safetensors.index.json`).
+extension LlamaModel {
+    /// Loads `config.json` and the weights (F32, BF16 or F16, kept as F32) from `directory`.
+    /// Every tensor the config implies must be present with the right shape; tensors the config
+    /// does not imply are refused (they would otherwise be silently ignored), except rotary
+    /// `inv_freq` buffers of old checkpoints and a redundant `lm_head.weight` in a tied model.
+    public static func load(directory: String) throws -> LlamaModel {
+        guard isDirectory(directory) else {
+            throw DPOError.io("model directory '\(directory)' does not exist or is not a directory")
+        }
+        let configPath = joinPath(directory, "config.json")
+        guard fileExists(configPath) else { throw DPOError.io("no config.json in '\(directory)'") }
+        let json: JSONValue
+        do { json = try JSON.parse(try readFile(configPath)) } catch DPOError.format(let m) {
+            throw DPOError.format("\(configPath): \(m)")
+        }
+        let config: LlamaConfig
+        do { config = try LlamaConfig(json: json) } catch DPOError.format(let m) {
+            throw DPOError.format("\(configPath): \(m)")
+        }
+        let model = try LlamaModel(config: config)
+        model.extraConfig = json.object ?? JSONObject()
+
+        let checkpoint = try SafetensorsCheckpoint.open(directory: directory)
+        for spec in model.layout.tensors {
+            guard let info = checkpoint.info(spec.name) else {
+                throw DPOError.format("tensor '\(spec.name)' is missing from the checkpoint in '\(directory)'")
+            }
+            guard info.shape == spec.shape else {
+                throw DPOError.format("tensor '\(spec.name)' in '\(directory)' has shape \(info.shape), the config implies \(spec.shape)")
+            }
+            try checkpoint.readFloats(spec.name, into: model.parameter(spec.name)!)
+        }
+        for name in checkpoint.tensorNames where model.layout.tensor(named: name) == nil {
+            if name.hasSuffix("rotary_emb.inv_freq") || (config.tieWordEmbeddings && name == "lm_head.weight") {
+                continue
+            }
+            throw DPOError.format("tensor '\(name)' in '\(directory)' is not part of the model the config describes")
+        }
+        return model
+    }
+
+    /// Writes `config.json` and `model.safetensors` (F32) into `directory` (created if needed),
+    /// each atomically. A tied model stores no `lm_head.weight`, as transformers does.
+    public func save(directory: String) throws {
+        try makeDirectories(directory)
+        let base = parameters.pointer
+        let tensors = layout.tensors.map { spec in
+            (name: spec.name, shape: spec.shape,
+             data: UnsafeBufferPointer(start: base + spec.offset, count: spec.count))
+        }
+        try SafetensorsWriter.write(joinPath(directory, "model.safetensors"), tensors: tensors,
+                                    metadata: ["format": "pt"])
+        let text = JSON.serialize(config.json(base: extraConfig)) + "\n"
+        try writeFileAtomically(joinPath(directory, "config.json"), bytes: Array(text.utf8))
+    }
+}

@@ -1,0 +1,72 @@
+import COpenBLAS
+
+/// Row-major single-precision matrix product through OpenBLAS:
+///   C[m, n] = alpha * op(A)[m, k] * op(B)[k, n] + beta * C
+/// where op(X) is X or its transpose. `lda`, `ldb`, `ldc` are row strides of the stored matrices
+/// (so a column block of a wider matrix can be passed with its full row width).
+@inline(__always)
+func sgemm(
+    transA: Bool = false, transB: Bool = false,
+    m: Int, n: Int, k: Int,
+    alpha: Float = 1,
+    a: UnsafePointer<Float>, lda: Int,
+    b: UnsafePointer<Float>, ldb: Int,
+    beta: Float = 0,
+    c: UnsafeMutablePointer<Float>, ldc: Int
+) {
+    if m == 0 || n == 0 { return }
+    if k == 0 {
+        // C = beta * C (BLAS would do the same, but some builds mishandle k = 0).
+        for i in 0..<m {
+            let row = c + i * ldc
+            for j in 0..<n { row[j] = beta == 0 ? 0 : beta * row[j] }
+        }
+        return
+    }
+    cblas_sgemm(
+        CblasRowMajor,
+        transA ? CblasTrans : CblasNoTrans,
+        transB ? CblasTrans : CblasNoTrans,
+        Int32(m), Int32(n), Int32(k),
+        alpha, a, Int32(lda), b, Int32(ldb),
+        beta, c, Int32(ldc))
+}
+
+/// Linear layer forward: Y[rows, outF] = X[rows, inF] * W^T (+ bias), W stored [outF, inF] as in
+/// PyTorch's nn.Linear.
+@inline(__always)
+func linearForward(
+    _ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
+    weight w: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+    rows: Int, inFeatures: Int, outFeatures: Int
+) {
+    sgemm(transB: true, m: rows, n: outFeatures, k: inFeatures,
+          a: x, lda: inFeatures, b: w, ldb: inFeatures, beta: 0, c: y, ldc: outFeatures)
+    if let bias { addBias(y, bias, rows: rows, width: outFeatures) }
+}
+
+/// Linear layer backward. Given dY[rows, outF]:
+///   dX (+)= dY * W           (accumulate when `accumulateInput`)
+///   dW += dY^T * X
+///   db += column sums of dY
+@inline(__always)
+func linearBackward(
+    dx: UnsafeMutablePointer<Float>?, accumulateInput: Bool,
+    dWeight: UnsafeMutablePointer<Float>, dBias: UnsafeMutablePointer<Float>?,
+    dy: UnsafePointer<Float>, x: UnsafePointer<Float>, weight w: UnsafePointer<Float>,
+    rows: Int, inFeatures: Int, outFeatures: Int
+) {
+    if let dx {
+        sgemm(m: rows, n: inFeatures, k: outFeatures,
+              a: dy, lda: outFeatures, b: w, ldb: inFeatures,
+              beta: accumulateInput ? 1 : 0, c: dx, ldc: inFeatures)
+    }
+    sgemm(transA: true, m: outFeatures, n: inFeatures, k: rows,
+          a: dy, lda: outFeatures, b: x, ldb: inFeatures, beta: 1, c: dWeight, ldc: inFeatures)
+    if let dBias {
+        for t in 0..<rows {
+            let row = dy + t * outFeatures
+            for j in 0..<outFeatures { dBias[j] += row[j] }
+        }
+    }
+}

@@ -1,0 +1,43 @@
+import COpenBLAS
+import Dispatch
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The library's thread count: used by `parallelFor` for non-GEMM loops and handed to OpenBLAS for
+/// matrix products, so one setting controls both (default: all online cores).
+public enum Threads {
+    nonisolated(unsafe) private static var current: Int = {
+        let n = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+        return max(1, n)
+    }()
+
+    public static var count: Int { current }
+
+    /// Sets the thread count for swift-dpo's loops and OpenBLAS (values below 1 become 1).
+    /// Not thread-safe with respect to running computations: call it between steps.
+    public static func setCount(_ n: Int) {
+        current = max(1, min(n, 1024))
+        openblas_set_num_threads(Int32(current))
+    }
+}
+
+/// Runs `body` over `0..<n` split into contiguous ranges across `Threads.count` threads. Ranges are
+/// at least `grain` items so that tiny loops stay on the calling thread.
+@inline(__always)
+func parallelFor(_ n: Int, grain: Int = 1, _ body: (Range<Int>) -> Void) {
+    if n <= 0 { return }
+    let threads = min(Threads.count, max(1, n / max(grain, 1)))
+    if threads <= 1 {
+        body(0..<n)
+        return
+    }
+    withoutActuallyEscaping(body) { body in
+        DispatchQueue.concurrentPerform(iterations: threads) { chunk in
+            let lo = n * chunk / threads
+            let hi = n * (chunk + 1) / threads
+            if lo < hi { body(lo..<hi) }
+        }
+    }
+}

@@ -1,0 +1,82 @@
+extension LlamaModel {
+    /// Runs the decoder over a packed stream and the LM head on `head`'s rows.
+    ///
+    /// With `keepActivations`, the buffers the backward needs are kept until the next forward, and
+    /// `backward(dlogp:)` may follow. Without, the forward holds one layer's activations at a time.
+    public func forward(_ packed: PackedTokens, head: HeadQuery, keepActivations: Bool) throws -> HeadOutputs {
+        try packed.validate(vocabSize: config.vocabSize)
+        try head.validate(tokens: packed.count, vocabSize: config.vocabSize)
+        pending = nil
+        let c = config, lay = layout, a = attentionShape
+        let T = packed.count, R = head.count, H = c.hiddenSize, I = c.intermediateSize
+        let eps = Float(c.rmsNormEps)
+        let scratchCount = attentionScratchCount(packed.segments)
+        let w = workspaceFor(tokens: T, headRows: R, scratch: scratchCount, keep: keepActivations)
+        let p = UnsafePointer(parameters.pointer)
+
+        packed.positions.withUnsafeBufferPointer { pos in
+            ropeTables(cos: w.ropeCos.pointer, sin: w.ropeSin.pointer, positions: pos.baseAddress!,
+                       tokens: T, invFreq: invFreq)
+        }
+        // Embedding lookup.
+        let x0 = w.residual[0].pointer
+        packed.tokens.withUnsafeBufferPointer { tok in
+            let tok = tok.baseAddress!
+            parallelFor(T, grain: 64) { range in
+                for t in range { (x0 + t * H).update(from: p + lay.embed + Int(tok[t]) * H, count: H) }
+            }
+        }
+        for l in 0..<c.numHiddenLayers {
+            let o = lay.layers[l], s = w.slot(l)
+            let x = w.residual[w.residualSlot(l)].pointer
+            let out = w.residual[w.residualSlot(l + 1)].pointer
+            let mid = w.mid[s].pointer, xn = w.normed.pointer
+            let q = w.q[s].pointer, k = w.k[s].pointer, v = w.v[s].pointer
+            // Attention block: mid = x + o_proj(attention(rope(q), rope(k), v)) of rmsnorm(x).
+            rmsnormForward(xn, rstd: w.rstd1[s].pointer, x, weight: p + o.inputNorm, rows: T, dim: H, eps: eps)
+            linearForward(q, xn, weight: p + o.q, bias: o.qBias >= 0 ? p + o.qBias : nil, rows: T, inFeatures: H, outFeatures: a.qWidth)
+            linearForward(k, xn, weight: p + o.k, bias: o.kBias >= 0 ? p + o.kBias : nil, rows: T, inFeatures: H, outFeatures: a.kvWidth)
+            linearForward(v, xn, weight: p + o.v, bias: o.vBias >= 0 ? p + o.vBias : nil, rows: T, inFeatures: H, outFeatures: a.kvWidth)
+            ropeApply(q, cos: w.ropeCos.pointer, sin: w.ropeSin.pointer, tokens: T, heads: a.heads, headDim: a.headDim)
+            ropeApply(k, cos: w.ropeCos.pointer, sin: w.ropeSin.pointer, tokens: T, heads: a.kvHeads, headDim: a.headDim)
+            attentionForward(out: w.attn[s].pointer, lse: w.lse[s].pointer, q: q, k: k, v: v,
+                             segments: packed.segments, shape: a, scratch: w.scratch.pointer)
+            mid.update(from: x, count: T * H)
+            sgemm(transB: true, m: T, n: H, k: a.qWidth, a: w.attn[s].pointer, lda: a.qWidth,
+                  b: p + o.o, ldb: a.qWidth, beta: 1, c: mid, ldc: H)
+            if o.oBias >= 0 { addBias(mid, p + o.oBias, rows: T, width: H) }
+            // MLP block: out = mid + down(silu(gate(xn)) * up(xn)), xn = rmsnorm(mid).
+            rmsnormForward(xn, rstd: w.rstd2[s].pointer, mid, weight: p + o.postNorm, rows: T, dim: H, eps: eps)
+            linearForward(w.gate[s].pointer, xn, weight: p + o.gate, bias: o.gateBias >= 0 ? p + o.gateBias : nil, rows: T, inFeatures: H, outFeatures: I)
+            linearForward(w.up[s].pointer, xn, weight: p + o.up, bias: o.upBias >= 0 ? p + o.upBias : nil, rows: T, inFeatures: H, outFeatures: I)
+            swigluForward(w.hidden.pointer, gate: w.gate[s].pointer, up: w.up[s].pointer, count: T * I)
+            out.update(from: mid, count: T * H)
+            sgemm(transB: true, m: T, n: H, k: I, a: w.hidden.pointer, lda: I, b: p + o.down, ldb: I,
+                  beta: 1, c: out, ldc: H)
+            if o.downBias >= 0 { addBias(out, p + o.downBias, rows: T, width: H) }
+        }
+        // Final norm and LM head on the requested rows only.
+        var result = HeadOutputs(logps: [], entropy: [], meanLogit: [], argmaxHit: [], logSumP2: [])
+        let last = w.residual[w.residualSlot(c.numHiddenLayers)].pointer
+        head.rows.withUnsafeBufferPointer { rows in
+            head.labels.withUnsafeBufferPointer { labels in
+                rmsnormForward(w.headX.pointer, rstd: w.headRstd.pointer, last, weight: p + lay.finalNorm,
+                               rows: R, dim: H, eps: eps, gather: rows.baseAddress!)
+                lmHeadForward(x: w.headX.pointer, weight: p + lay.lmHead, labels: labels.baseAddress!,
+                              rows: R, hidden: H, vocab: c.vocabSize, logits: w.logits.pointer, out: &result)
+            }
+        }
+        if keepActivations { pending = PendingBackward(packed: packed, head: head) }
+        return result
+    }
+}
+
+/// rows x width matrix += bias (broadcast over rows).
+func addBias(_ y: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, rows: Int, width: Int) {
+    parallelFor(rows, grain: 64) { range in
+        for t in range {
+            let row = y + t * width
+            for j in 0..<width { row[j] += bias[j] }
+        }
+    }
+}

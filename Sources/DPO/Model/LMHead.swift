@@ -1,0 +1,122 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// The LM head evaluated only on the rows asked for, in chunks of rows, so the [rows, vocab] logits
+// are never held whole. Per row z (vocab logits), with m = max z and lse = m + log sum exp(z - m):
+//   logp      = z[label] - lse
+//   entropy   = lse - sum_v p_v z_v
+//   meanLogit = mean_v z_v
+//   argmaxHit = 1[first argmax == label]
+//   logSumP2  = lse(2z) - 2 lse(z) = 2m + log sum exp(2(z - m)) - 2 lse
+// Backward of logp only (the other outputs are metrics or no-grad weights):
+//   dz_v = dlogp * (1[v == label] - p_v)
+
+/// Rows per head chunk: the chunk's logits are chunk x vocab floats.
+let headChunkRows = 64
+
+struct HeadRowStats {
+    var logp: Float, entropy: Float, meanLogit: Float, argmaxHit: Float, logSumP2: Float
+}
+
+/// Statistics of one logits row. Sums run over SIMD lanes (blocked accumulation) in fp32.
+@inline(__always)
+func headRowStats(_ z: UnsafePointer<Float>, vocab n: Int, label: Int) -> HeadRowStats {
+    var m = -Float.infinity
+    var arg = 0
+    var sum: Float = 0
+    for v in 0..<n {
+        let x = z[v]
+        if x > m { m = x; arg = v }
+        sum += x
+    }
+    var se: Double = 0, se2: Double = 0, spz: Double = 0
+    var v = 0
+    // exp in fp32 per element, accumulated in blocks of 8 into Double partial sums.
+    while v < n {
+        let end = min(v + 256, n)
+        var a: Float = 0, a2: Float = 0, apz: Float = 0
+        while v < end {
+            let d = z[v] - m
+            let e = expf(d)
+            a += e
+            a2 += e * e
+            apz += e * d
+            v += 1
+        }
+        se += Double(a); se2 += Double(a2); spz += Double(apz)
+    }
+    let logSum = log(se)
+    let lse = Double(m) + logSum
+    // sum_v p_v z_v = m + sum_v p_v (z_v - m)
+    let entropy = lse - (Double(m) + spz / se)
+    let logSumP2 = log(se2) - 2 * logSum
+    return HeadRowStats(logp: Float(Double(z[label]) - lse), entropy: Float(entropy),
+                        meanLogit: sum / Float(n), argmaxHit: arg == label ? 1 : 0,
+                        logSumP2: Float(logSumP2))
+}
+
+/// Forward of the head on normed rows x[rows, hidden] against w[vocab, hidden].
+func lmHeadForward(x: UnsafePointer<Float>, weight w: UnsafePointer<Float>,
+                   labels: UnsafePointer<Int32>, rows: Int, hidden: Int, vocab: Int,
+                   logits: UnsafeMutablePointer<Float>, out: inout HeadOutputs) {
+    out = HeadOutputs(logps: .init(repeating: 0, count: rows), entropy: .init(repeating: 0, count: rows),
+                      meanLogit: .init(repeating: 0, count: rows), argmaxHit: .init(repeating: 0, count: rows),
+                      logSumP2: .init(repeating: 0, count: rows))
+    var stats = [HeadRowStats](repeating: HeadRowStats(logp: 0, entropy: 0, meanLogit: 0, argmaxHit: 0, logSumP2: 0), count: rows)
+    stats.withUnsafeMutableBufferPointer { st in
+        let st = st.baseAddress!
+        var r0 = 0
+        while r0 < rows {
+            let n = min(headChunkRows, rows - r0)
+            sgemm(transB: true, m: n, n: vocab, k: hidden, a: x + r0 * hidden, lda: hidden,
+                  b: w, ldb: hidden, c: logits, ldc: vocab)
+            parallelFor(n) { range in
+                for i in range {
+                    st[r0 + i] = headRowStats(logits + i * vocab, vocab: vocab, label: Int(labels[r0 + i]))
+                }
+            }
+            r0 += n
+        }
+    }
+    for (i, s) in stats.enumerated() {
+        out.logps[i] = s.logp; out.entropy[i] = s.entropy; out.meanLogit[i] = s.meanLogit
+        out.argmaxHit[i] = s.argmaxHit; out.logSumP2[i] = s.logSumP2
+    }
+}
+
+/// Backward of the head given dlogp per row: dx[rows, hidden] = dz * W (overwritten),
+/// dW[vocab, hidden] += dz^T * x. Rows with dlogp == 0 still pass through the GEMM (their dz is 0).
+func lmHeadBackward(dx: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePointer<Float>,
+                    dlogp: UnsafePointer<Float>, x: UnsafePointer<Float>, weight w: UnsafePointer<Float>,
+                    labels: UnsafePointer<Int32>, rows: Int, hidden: Int, vocab: Int,
+                    logits: UnsafeMutablePointer<Float>) {
+    var r0 = 0
+    while r0 < rows {
+        let n = min(headChunkRows, rows - r0)
+        sgemm(transB: true, m: n, n: vocab, k: hidden, a: x + r0 * hidden, lda: hidden,
+              b: w, ldb: hidden, c: logits, ldc: vocab)
+        parallelFor(n) { range in
+            for i in range {
+                let z = logits + i * vocab
+                let g = dlogp[r0 + i]
+                var m = -Float.infinity
+                for v in 0..<vocab where z[v] > m { m = z[v] }
+                var s: Double = 0
+                for v in 0..<vocab {
+                    let e = expf(z[v] - m)
+                    z[v] = e
+                    s += Double(e)
+                }
+                let scale = -g / Float(s)
+                for v in 0..<vocab { z[v] *= scale }   // dz = -g p
+                z[Int(labels[r0 + i])] += g           // + g at the label
+            }
+        }
+        sgemm(m: n, n: hidden, k: vocab, a: logits, lda: vocab, b: w, ldb: hidden,
+              c: dx + r0 * hidden, ldc: hidden)
+        sgemm(transA: true, m: vocab, n: hidden, k: n, a: logits, lda: vocab,
+              b: x + r0 * hidden, ldb: hidden, beta: 1, c: dWeight, ldc: hidden)
+        r0 += n
+    }
+}

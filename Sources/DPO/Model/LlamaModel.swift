@@ -1,0 +1,94 @@
+/// A Llama-family decoder: config, one flat fp32 parameter buffer with named views, and (once a
+/// backward has run) a gradient buffer of the same layout.
+///
+/// Not thread-safe: one model is used by one thread at a time; distinct models are independent.
+public final class LlamaModel {
+    public let config: LlamaConfig
+    public let layout: ParameterLayout
+    /// All parameters, laid out by `layout`.
+    public let parameters: FloatBuffer
+    /// Gradients in the same layout, allocated on first use (a frozen reference model has none).
+    public private(set) var gradients: FloatBuffer?
+    /// Keys of the loaded `config.json` that swift-dpo does not model, written back on save.
+    var extraConfig = JSONObject()
+
+    let invFreq: [Float]
+    var workspace: Workspace?
+    /// What the last forward computed, if it kept activations for a backward.
+    var pending: PendingBackward?
+
+    struct PendingBackward {
+        let packed: PackedTokens
+        let head: HeadQuery
+    }
+
+    /// A model with zeroed parameters (callers fill them: `randomlyInitialized` or a loader).
+    public init(config: LlamaConfig) throws {
+        try config.validate()
+        self.config = config
+        layout = ParameterLayout(config: config)
+        parameters = FloatBuffer(count: layout.count)
+        invFreq = ropeInverseFrequencies(headDim: config.resolvedHeadDim, theta: config.ropeTheta,
+                                         scaling: config.ropeScaling)
+    }
+
+    /// A model initialised like transformers' `_init_weights`: every matrix and the embedding
+    /// normal(0, initializer_range), biases 0, norm weights 1, the padding row of the embedding 0.
+    public static func randomlyInitialized(config: LlamaConfig, seed: UInt64) throws -> LlamaModel {
+        let model = try LlamaModel(config: config)
+        var rng = Xoshiro256(seed: seed)
+        let std = config.initializerRange
+        let p = model.parameters.pointer
+        for spec in model.layout.tensors {
+            if ParameterLayout.isNormWeight(spec.name) {
+                (p + spec.offset).update(repeating: 1, count: spec.count)
+            } else if spec.shape.count == 2 {
+                for i in 0..<spec.count { p[spec.offset + i] = Float(rng.nextNormal() * std) }
+            }
+        }
+        if let pad = config.padTokenId, pad >= 0, pad < config.vocabSize {
+            (p + model.layout.embed + pad * config.hiddenSize).update(repeating: 0, count: config.hiddenSize)
+        }
+        return model
+    }
+
+    public var parameterCount: Int { layout.count }
+
+    /// The named tensor's values as a buffer view into `parameters`.
+    public func parameter(_ name: String) -> UnsafeMutableBufferPointer<Float>? {
+        layout.tensor(named: name).map { UnsafeMutableBufferPointer(start: parameters.pointer + $0.offset, count: $0.count) }
+    }
+
+    /// The named tensor's gradient (nil before the first backward).
+    public func gradient(_ name: String) -> UnsafeMutableBufferPointer<Float>? {
+        guard let g = gradients, let s = layout.tensor(named: name) else { return nil }
+        return UnsafeMutableBufferPointer(start: g.pointer + s.offset, count: s.count)
+    }
+
+    /// Allocates the gradient buffer if needed and sets it to zero.
+    public func zeroGradients() {
+        if let g = gradients { g.zero() } else { gradients = FloatBuffer(count: layout.count) }
+    }
+
+    var attentionShape: AttentionShape {
+        AttentionShape(heads: config.numAttentionHeads, kvHeads: config.numKeyValueHeads,
+                       headDim: config.resolvedHeadDim)
+    }
+
+    func workspaceFor(tokens: Int, headRows: Int, scratch: Int, keep: Bool) -> Workspace {
+        if let w = workspace, w.fits(tokens: tokens, headRows: headRows, scratchCount: scratch, keep: keep) {
+            return w
+        }
+        // Grow to the largest shape seen so far so alternating shapes do not reallocate each time.
+        let old = workspace
+        workspace = nil
+        let w = Workspace(config: config, tokens: max(tokens, old?.tokens ?? 0),
+                          headRows: max(headRows, old?.headRows ?? 0),
+                          scratchCount: max(scratch, old?.scratchCount ?? 0), keep: keep || (old?.keep ?? false))
+        workspace = w
+        return w
+    }
+
+    /// Releases the activation buffers (they are reallocated by the next forward).
+    public func releaseWorkspace() { workspace = nil; pending = nil }
+}

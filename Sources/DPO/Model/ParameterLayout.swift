@@ -1,0 +1,79 @@
+/// One named tensor inside a flat parameter buffer.
+public struct TensorSpec: Equatable, Sendable {
+    public let name: String
+    public let shape: [Int]
+    public let offset: Int
+    public var count: Int { shape.reduce(1, *) }
+}
+
+/// Offsets of one decoder layer's tensors in the flat buffer (-1 where a bias is absent).
+struct LayerOffsets {
+    var inputNorm = 0, q = 0, qBias = -1, k = 0, kBias = -1, v = 0, vBias = -1, o = 0, oBias = -1
+    var postNorm = 0, gate = 0, gateBias = -1, up = 0, upBias = -1, down = 0, downBias = -1
+}
+
+/// All parameters of a Llama model in one flat fp32 buffer (llm.c style), in checkpoint order,
+/// each tensor addressed by its Hugging Face name. Gradients and optimizer moments use the same
+/// layout, so every per-parameter loop is a loop over one buffer.
+public struct ParameterLayout: Sendable {
+    public let tensors: [TensorSpec]
+    public let count: Int
+    let embed: Int
+    let layers: [LayerOffsets]
+    let finalNorm: Int
+    /// Offset of the LM head matrix [vocab, hidden]: the embedding when tied.
+    let lmHead: Int
+    private let index: [String: Int]
+
+    public init(config c: LlamaConfig) {
+        var specs: [TensorSpec] = []
+        var offset = 0
+        func add(_ name: String, _ shape: [Int]) -> Int {
+            specs.append(TensorSpec(name: name, shape: shape, offset: offset))
+            defer { offset += shape.reduce(1, *) }
+            return offset
+        }
+        let h = c.hiddenSize, hd = c.resolvedHeadDim
+        let qDim = c.numAttentionHeads * hd, kvDim = c.numKeyValueHeads * hd
+        embed = add("model.embed_tokens.weight", [c.vocabSize, h])
+        var layers: [LayerOffsets] = []
+        for l in 0..<c.numHiddenLayers {
+            let p = "model.layers.\(l)."
+            var o = LayerOffsets()
+            o.inputNorm = add(p + "input_layernorm.weight", [h])
+            o.q = add(p + "self_attn.q_proj.weight", [qDim, h])
+            if c.qkvBias { o.qBias = add(p + "self_attn.q_proj.bias", [qDim]) }
+            o.k = add(p + "self_attn.k_proj.weight", [kvDim, h])
+            if c.qkvBias { o.kBias = add(p + "self_attn.k_proj.bias", [kvDim]) }
+            o.v = add(p + "self_attn.v_proj.weight", [kvDim, h])
+            if c.qkvBias { o.vBias = add(p + "self_attn.v_proj.bias", [kvDim]) }
+            o.o = add(p + "self_attn.o_proj.weight", [h, qDim])
+            if c.outputProjectionBias { o.oBias = add(p + "self_attn.o_proj.bias", [h]) }
+            o.postNorm = add(p + "post_attention_layernorm.weight", [h])
+            o.gate = add(p + "mlp.gate_proj.weight", [c.intermediateSize, h])
+            if c.mlpBias { o.gateBias = add(p + "mlp.gate_proj.bias", [c.intermediateSize]) }
+            o.up = add(p + "mlp.up_proj.weight", [c.intermediateSize, h])
+            if c.mlpBias { o.upBias = add(p + "mlp.up_proj.bias", [c.intermediateSize]) }
+            o.down = add(p + "mlp.down_proj.weight", [h, c.intermediateSize])
+            if c.mlpBias { o.downBias = add(p + "mlp.down_proj.bias", [h]) }
+            layers.append(o)
+        }
+        self.layers = layers
+        finalNorm = add("model.norm.weight", [h])
+        lmHead = c.tieWordEmbeddings ? embed : add("lm_head.weight", [c.vocabSize, h])
+        tensors = specs
+        count = offset
+        var index: [String: Int] = [:]
+        for (i, s) in specs.enumerated() { index[s.name] = i }
+        self.index = index
+    }
+
+    public func tensor(named name: String) -> TensorSpec? {
+        index[name].map { tensors[$0] }
+    }
+
+    /// Whether a tensor is an RMSNorm weight (initialised to 1).
+    static func isNormWeight(_ name: String) -> Bool {
+        name.hasSuffix("layernorm.weight") || name == "model.norm.weight"
+    }
+}

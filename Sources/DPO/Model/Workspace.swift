@@ -1,0 +1,77 @@
+/// Activation and scratch buffers of one forward (and its backward), sized for a stream of up to
+/// `tokens` tokens and `headRows` head rows. Allocated once and reused while batches fit.
+///
+/// With `keep` the buffers the backward needs are kept per layer; without (no-grad forwards such
+/// as the reference model's), one layer's worth is reused for every layer.
+final class Workspace {
+    let tokens: Int, headRows: Int, scratchCount: Int, keep: Bool
+    let layerSlots: Int
+
+    // Saved by the forward, per layer slot (see LlamaModel.forward for what each holds).
+    let residual: [FloatBuffer]   // layer inputs; residual[L] is the last layer's output
+    let mid: [FloatBuffer]        // residual stream after attention
+    let rstd1: [FloatBuffer], rstd2: [FloatBuffer]
+    let q: [FloatBuffer], k: [FloatBuffer], v: [FloatBuffer]   // q, k after RoPE
+    let attn: [FloatBuffer], lse: [FloatBuffer]
+    let gate: [FloatBuffer], up: [FloatBuffer]
+    // Head rows: normed final hidden states and their rstd.
+    let headX: FloatBuffer, headRstd: FloatBuffer
+    // Temporaries.
+    let normed: FloatBuffer, hidden: FloatBuffer, ropeCos: FloatBuffer, ropeSin: FloatBuffer
+    let scratch: FloatBuffer, logits: FloatBuffer
+    // Backward temporaries, allocated on first use.
+    private(set) var grad: BackwardBuffers?
+
+    init(config c: LlamaConfig, tokens: Int, headRows: Int, scratchCount: Int, keep: Bool) {
+        self.tokens = tokens; self.headRows = headRows; self.scratchCount = scratchCount; self.keep = keep
+        let h = c.hiddenSize, hd = c.resolvedHeadDim, inter = c.intermediateSize
+        let qW = c.numAttentionHeads * hd, kvW = c.numKeyValueHeads * hd
+        layerSlots = keep ? c.numHiddenLayers : 1
+        func slots(_ n: Int, _ width: Int) -> [FloatBuffer] { (0..<n).map { _ in FloatBuffer(count: tokens * width) } }
+        residual = slots(keep ? c.numHiddenLayers + 1 : 2, h)
+        mid = slots(layerSlots, h)
+        rstd1 = slots(layerSlots, 1); rstd2 = slots(layerSlots, 1)
+        q = slots(layerSlots, qW); k = slots(layerSlots, kvW); v = slots(layerSlots, kvW)
+        attn = slots(layerSlots, qW); lse = slots(layerSlots, c.numAttentionHeads)
+        gate = slots(layerSlots, inter); up = slots(layerSlots, inter)
+        headX = FloatBuffer(count: headRows * h); headRstd = FloatBuffer(count: headRows)
+        normed = FloatBuffer(count: tokens * h); hidden = FloatBuffer(count: tokens * inter)
+        ropeCos = FloatBuffer(count: tokens * hd / 2); ropeSin = FloatBuffer(count: tokens * hd / 2)
+        self.scratch = FloatBuffer(count: 2 * scratchCount)
+        logits = FloatBuffer(count: min(headRows, headChunkRows) * c.vocabSize)
+    }
+
+    func fits(tokens t: Int, headRows r: Int, scratchCount s: Int, keep k: Bool) -> Bool {
+        t <= tokens && r <= headRows && s <= scratchCount && (keep || !k)
+    }
+
+    /// Slot of layer l's saved buffers.
+    @inline(__always) func slot(_ l: Int) -> Int { keep ? l : 0 }
+    /// Residual slot of layer l's input (l) or output (l + 1).
+    @inline(__always) func residualSlot(_ l: Int) -> Int { keep ? l : l % 2 }
+
+    func backwardBuffers(config c: LlamaConfig) -> BackwardBuffers {
+        if let grad { return grad }
+        let b = BackwardBuffers(config: c, tokens: tokens, headRows: headRows)
+        grad = b
+        return b
+    }
+}
+
+/// Gradient temporaries of the backward, [tokens, width] each.
+final class BackwardBuffers {
+    let dResidual: FloatBuffer, dMid: FloatBuffer, dNormed: FloatBuffer
+    let dAttn: FloatBuffer, dq: FloatBuffer, dk: FloatBuffer, dv: FloatBuffer
+    let dHidden: FloatBuffer, dGate: FloatBuffer, dUp: FloatBuffer, dHeadX: FloatBuffer
+
+    init(config c: LlamaConfig, tokens: Int, headRows: Int) {
+        let h = c.hiddenSize, hd = c.resolvedHeadDim, inter = c.intermediateSize
+        let qW = c.numAttentionHeads * hd, kvW = c.numKeyValueHeads * hd
+        dResidual = FloatBuffer(count: tokens * h); dMid = FloatBuffer(count: tokens * h)
+        dNormed = FloatBuffer(count: tokens * h)
+        dAttn = FloatBuffer(count: tokens * qW); dq = FloatBuffer(count: tokens * qW)
+        dk = FloatBuffer(count: tokens * kvW); dv = FloatBuffer(count: tokens * kvW)
+        dHidden = FloatBuffer(count: tokens * inter); dGate = FloatBuffer(count: tokens * inter)
+        dUp = FloatBuffer(count: tokens * inter); dHeadX = FloatBuffer(count: headRows * h)
+    }
+}
