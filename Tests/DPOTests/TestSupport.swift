@@ -61,7 +61,12 @@ enum TestModels {
         }
         var rows: [Int32] = [], labels: [Int32] = []
         for (si, s) in packed.segments.enumerated() {
-            if si == promptIndex { rows.append(Int32(s.start + 3)); labels.append(tokens(1)[0]); continue }
+            if si == promptIndex {
+                // The prompt's last row predicts the first token of both children: a repeated row.
+                rows += [Int32(s.start + 3), Int32(s.start + 3)]
+                labels += [packed.tokens[s.start + 4], packed.tokens[s.start + 4 + 3]]
+                continue
+            }
             for i in 0..<s.count {
                 rows.append(Int32(s.start + i))
                 labels.append(i + 1 < s.count ? packed.tokens[s.start + i + 1] : tokens(1)[0])

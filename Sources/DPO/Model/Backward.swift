@@ -33,9 +33,15 @@ extension LlamaModel {
                     lmHeadBackward(dx: b.dHeadX.pointer, dWeight: g + lay.lmHead, dlogp: dl.baseAddress!,
                                    x: w.headX.pointer, weight: p + lay.lmHead, labels: labels.baseAddress!,
                                    rows: R, hidden: H, vocab: c.vocabSize, logits: w.logits.pointer)
-                    rmsnormBackward(dx: dRes, dWeight: g + lay.finalNorm, dy: b.dHeadX.pointer, x: last,
+                    let dRows = b.dHeadRows.pointer
+                    rmsnormBackward(dx: dRows, dWeight: g + lay.finalNorm, dy: b.dHeadX.pointer, x: last,
                                     rstd: w.headRstd.pointer, weight: p + lay.finalNorm, rows: R, dim: H,
-                                    accumulate: true, gather: rows.baseAddress!)
+                                    accumulate: false, gather: rows.baseAddress!)
+                    // Scatter: rows may repeat, so this stays one sequential pass (R x H adds).
+                    for r in 0..<R {
+                        let dst = dRes + Int(rows[r]) * H, src = dRows + r * H
+                        for j in 0..<H { dst[j] += src[j] }
+                    }
                 }
             }
         }

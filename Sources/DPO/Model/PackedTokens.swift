@@ -68,6 +68,8 @@ public struct PackedTokens: Sendable {
 }
 
 /// Which hidden states go through the LM head: row `rows[i]` of the stream predicts `labels[i]`.
+/// A row may appear more than once (a shared prompt's last token predicts the first token of both
+/// the chosen and the rejected completion).
 public struct HeadQuery: Sendable {
     public var rows: [Int32]
     public var labels: [Int32]
@@ -79,14 +81,8 @@ public struct HeadQuery: Sendable {
         if rows.count != labels.count {
             throw DPOError.invalidArgument("head query: \(rows.count) rows but \(labels.count) labels")
         }
-        var seen = Set<Int32>()
-        for (i, r) in rows.enumerated() {
-            if r < 0 || Int(r) >= tokens {
-                throw DPOError.invalidArgument("head query: row \(r) at index \(i) is outside the stream of \(tokens) tokens")
-            }
-            if !seen.insert(r).inserted {
-                throw DPOError.invalidArgument("head query: row \(r) appears twice")
-            }
+        for (i, r) in rows.enumerated() where r < 0 || Int(r) >= tokens {
+            throw DPOError.invalidArgument("head query: row \(r) at index \(i) is outside the stream of \(tokens) tokens")
         }
         for (i, l) in labels.enumerated() where l < 0 || Int(l) >= vocabSize {
             throw DPOError.invalidArgument("label \(l) at index \(i) is outside the vocabulary [0, \(vocabSize))")

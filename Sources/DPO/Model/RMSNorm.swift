@@ -39,8 +39,8 @@ func rmsnormForward(
 ///   x_hat = x * rstd,  g = dy * w
 ///   dx = rstd * (g - x_hat * mean_j(g_j * x_hat_j))     (added to dx when `accumulate`)
 ///   dw += sum_rows dy * x_hat
-/// With `gather`, row r's input was x[gather[r]] and its dx is added (always accumulated) there;
-/// gathered rows must be distinct.
+/// With `gather`, row r's input was x[gather[r]]; dx is still written densely as dx[r] (the caller
+/// scatters it, since gathered rows may repeat).
 func rmsnormBackward(
     dx: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePointer<Float>,
     dy: UnsafePointer<Float>, x: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
@@ -57,8 +57,8 @@ func rmsnormBackward(
             let lo = rows * chunk / threads, hi = rows * (chunk + 1) / threads
             let dw = partial + chunk * dim
             for r in lo..<hi {
-                let xr = gather.map { Int($0[r]) } ?? r
-                let src = x + xr * dim, g = dy + r * dim, out = dx + xr * dim
+                let src = x + (gather.map { Int($0[r]) } ?? r) * dim
+                let g = dy + r * dim, out = dx + r * dim
                 let s = rstd[r]
                 var dot: Float = 0
                 for j in 0..<dim {
@@ -67,10 +67,9 @@ func rmsnormBackward(
                     dw[j] += g[j] * xh
                 }
                 let meanDot = dot / Float(dim)
-                let add = accumulate || gather != nil
                 for j in 0..<dim {
                     let v = s * (g[j] * weight[j] - src[j] * s * meanDot)
-                    out[j] = add ? out[j] + v : v
+                    out[j] = accumulate ? out[j] + v : v
                 }
             }
         }

@@ -62,7 +62,7 @@ final class Workspace {
 final class BackwardBuffers {
     let dResidual: FloatBuffer, dMid: FloatBuffer, dNormed: FloatBuffer
     let dAttn: FloatBuffer, dq: FloatBuffer, dk: FloatBuffer, dv: FloatBuffer
-    let dHidden: FloatBuffer, dGate: FloatBuffer, dUp: FloatBuffer, dHeadX: FloatBuffer
+    let dHidden: FloatBuffer, dGate: FloatBuffer, dUp: FloatBuffer, dHeadX: FloatBuffer, dHeadRows: FloatBuffer
 
     init(config c: LlamaConfig, tokens: Int, headRows: Int) {
         let h = c.hiddenSize, hd = c.resolvedHeadDim, inter = c.intermediateSize
@@ -73,5 +73,6 @@ final class BackwardBuffers {
         dk = FloatBuffer(count: tokens * kvW); dv = FloatBuffer(count: tokens * kvW)
         dHidden = FloatBuffer(count: tokens * inter); dGate = FloatBuffer(count: tokens * inter)
         dUp = FloatBuffer(count: tokens * inter); dHeadX = FloatBuffer(count: headRows * h)
+        dHeadRows = FloatBuffer(count: headRows * h)
     }
 }
