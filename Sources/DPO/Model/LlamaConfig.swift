@@ -49,6 +49,14 @@ public struct LlamaConfig: Equatable, Sendable {
 
     /// The per-head width actually used.
     public var resolvedHeadDim: Int { headDim ?? (numAttentionHeads > 0 ? hiddenSize / numAttentionHeads : 0) }
+    /// The config with derived values made explicit (`head_dim`), for comparing two configs that
+    /// describe the same model (one may spell out what the other derives).
+    public var normalized: LlamaConfig {
+        var c = self
+        c.headDim = resolvedHeadDim
+        return c
+    }
+
     /// Whether q/k/v projections carry biases (Llama's `attention_bias`, always for Qwen2).
     public var qkvBias: Bool { modelType == "qwen2" || attentionBias }
     /// Whether o_proj carries a bias (Llama's `attention_bias`; never for Qwen2).

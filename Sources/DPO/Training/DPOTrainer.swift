@@ -1,0 +1,214 @@
+/// Where the reference log-probs come from.
+public enum ReferenceKind: String, Sendable {
+    /// A separate frozen model.
+    case model
+    /// A copy of the policy's weights taken when training starts (no reference given).
+    case snapshot
+    /// Every batch carries `ref_chosen_logps` / `ref_rejected_logps`; no reference model is held.
+    case precomputed
+}
+
+/// Result of `DPOTrainer.step`: the metrics, and whether the call completed an optimizer step
+/// (with gradient accumulation, only every `gradient_accumulation_steps`-th call does).
+public struct DPOStepResult: Sendable {
+    public var metrics: DPOMetrics
+    public var optimizerStepped: Bool
+    /// Optimizer steps taken so far.
+    public var globalStep: Int
+}
+
+/// DPO training of a policy against a reference (TRL's `DPOTrainer`, dpo-math.md).
+///
+/// Not thread-safe: one trainer is used by one thread at a time.
+public final class DPOTrainer {
+    public let policy: LlamaModel
+    public internal(set) var config: DPOConfig
+    /// The reference model (a separate one, or the snapshot once taken); nil when precomputed.
+    public internal(set) var reference: LlamaModel?
+    public let referenceKind: ReferenceKind
+    let state: OptimizationState
+    /// Metrics of the micro-batches accumulated towards the next optimizer step.
+    var pendingMetrics: [DPOMetrics] = []
+
+    /// - Parameters:
+    ///   - policy: the model to train (its gradient buffer is used).
+    ///   - reference: a frozen reference with the same vocabulary; nil to use a snapshot of the
+    ///     policy's initial weights, or no model at all when `precompute_ref_log_probs` is set.
+    public init(policy: LlamaModel, reference: LlamaModel? = nil, config: DPOConfig) throws {
+        try config.validate()
+        if let reference {
+            if reference === policy {
+                throw DPOError.invalidArgument("reference: the reference must be a different model object than the policy (pass nil for a snapshot)")
+            }
+            if reference.config.vocabSize != policy.config.vocabSize {
+                throw DPOError.invalidArgument("reference: vocab_size \(reference.config.vocabSize) differs from the policy's \(policy.config.vocabSize)")
+            }
+            if config.syncRefModel && reference.config.normalized != policy.config.normalized {
+                throw DPOError.invalidArgument("sync_ref_model needs a reference with the policy's exact config")
+            }
+        }
+        self.policy = policy
+        self.config = config
+        self.reference = reference
+        referenceKind = config.precomputeRefLogProbs ? .precomputed : (reference == nil ? .snapshot : .model)
+        state = OptimizationState(model: policy, config: config.optimizer)
+    }
+
+    /// Optimizer steps taken.
+    public var globalStep: Int { state.globalStep }
+    /// Micro-batches accumulated since the last optimizer step.
+    public var pendingMicroBatches: Int { state.pendingMicroBatches }
+
+    // MARK: - Training
+
+    /// One micro-batch: forward of policy and reference, loss, backward into the accumulated
+    /// gradient; every `gradient_accumulation_steps`-th call also clips and steps AdamW.
+    /// A batch whose loss or gradient is not finite throws `DPOError.numeric` and changes nothing.
+    public func step(_ pairs: [PreferencePair]) throws -> DPOStepResult {
+        let metrics = try accumulate(pairs)
+        if state.readyToApply {
+            return DPOStepResult(metrics: try applyOptimizer(), optimizerStepped: true, globalStep: globalStep)
+        }
+        return DPOStepResult(metrics: metrics, optimizerStepped: false, globalStep: globalStep)
+    }
+
+    /// The distributed grain: forward and backward of one micro-batch, gradients (already divided
+    /// by `gradient_accumulation_steps`) added to `policy.gradients`. Returns the micro-batch's metrics.
+    @discardableResult
+    public func accumulate(_ pairs: [PreferencePair]) throws -> DPOMetrics {
+        let batch = try pack(pairs)
+        let (refChosen, refRejected) = try referenceSums(pairs, batch)
+        let out = try policy.forward(batch.packed, head: batch.head, keepActivations: true)
+        let stats = PairStatistics(out, batch: batch, ldAlpha: config.ldAlpha)
+        let input = lossInput(stats, batch, refChosen, refRejected)
+        let result = dpoLoss(input, config: config)
+        if !result.loss.isFinite {
+            policy.pending = nil
+            throw DPOError.numeric("the loss of this batch is \(result.loss); nothing was changed")
+        }
+        // d loss / d logp of each head row, divided by the accumulation count (transformers scales
+        // each micro-batch's loss by 1/k before backward).
+        let k = Double(config.optimizer.gradientAccumulationSteps)
+        var dlogp = [Float](repeating: 0, count: batch.owners.count)
+        for (r, o) in batch.owners.enumerated() {
+            let i = Int(o.pair)
+            let d = o.chosen ? result.dChosen[i] * stats.rowFactor[r] + result.dChosenToken
+                             : result.dRejected[i] * stats.rowFactor[r]
+            dlogp[r] = Float(d / k)
+        }
+        try state.guardedBackward(dlogp)
+        state.numTokens += batch.numTokens
+        var metrics = DPOMetrics(loss: result.loss, beta: config.beta, policy: stats,
+                                 refChosen: refChosen, refRejected: refRejected)
+        metrics.numTokens = Double(state.numTokens)
+        pendingMetrics.append(metrics)
+        return metrics
+    }
+
+    /// The distributed grain: clip, step AdamW at the scheduled rate, sync the reference for
+    /// TR-DPO, clear the accumulation. Returns the mean metrics of the accumulated micro-batches
+    /// with `grad_norm` and `learning_rate`.
+    public func applyOptimizer() throws -> DPOMetrics {
+        let (norm, lr) = try state.applyOptimizer()
+        var metrics = DPOMetrics.mean(pendingMetrics)
+        pendingMetrics = []
+        metrics.gradNorm = norm
+        metrics.learningRate = lr
+        if config.syncRefModel, state.globalStep % config.refModelSyncSteps == 0, let ref = reference {
+            // TR-DPO: ref <- (1 - alpha) ref + alpha policy (TRL's SyncRefModelCallback).
+            let a = Float(config.refModelMixupAlpha)
+            let r = ref.parameters.pointer, p = policy.parameters.pointer
+            parallelFor(ref.parameters.count, grain: 65536) { range in
+                for i in range { r[i] = (1 - a) * r[i] + a * p[i] }
+            }
+        }
+        return metrics
+    }
+
+    /// Metrics of a batch without any update or change of state (TRL's `evaluate`, `eval_` names).
+    public func evaluate(_ pairs: [PreferencePair]) throws -> DPOMetrics {
+        let batch = try pack(pairs)
+        let (refChosen, refRejected) = try referenceSums(pairs, batch)
+        let out = try policy.forward(batch.packed, head: batch.head, keepActivations: false)
+        let stats = PairStatistics(out, batch: batch, ldAlpha: config.ldAlpha)
+        let result = dpoLoss(lossInput(stats, batch, refChosen, refRejected), config: config)
+        var metrics = DPOMetrics(loss: result.loss, beta: config.beta, policy: stats,
+                                 refChosen: refChosen, refRejected: refRejected)
+        metrics.numTokens = Double(state.numTokens)
+        return metrics
+    }
+
+    /// Reference log-prob sums (LD-weighted like the loss uses them) of each pair, computed with
+    /// the reference model, or with the policy's current weights when there is none. Attach them
+    /// to the pairs (`refChosenLogps`, `refRejectedLogps`) to train without a reference forward.
+    public func precomputeReferenceLogProbs(_ pairs: [PreferencePair]) throws -> [(chosen: Double, rejected: Double)] {
+        let batch = try pack(pairs.map {
+            PreferencePair(promptIds: $0.promptIds, chosenIds: $0.chosenIds, rejectedIds: $0.rejectedIds)
+        })
+        let model = try referenceModel(allowPolicy: true)
+        let out = try model.forward(batch.packed, head: batch.head, keepActivations: false)
+        let stats = PairStatistics(out, batch: batch, ldAlpha: config.ldAlpha)
+        return (0..<batch.pairs).map { (stats.chosen[$0], stats.rejected[$0]) }
+    }
+
+    // MARK: - Pieces
+
+    func pack(_ pairs: [PreferencePair]) throws -> PackedPreferenceBatch {
+        try PackedPreferenceBatch(pairs: pairs, vocabSize: policy.config.vocabSize,
+                                  maxLength: config.maxLength, truncation: config.truncationMode)
+    }
+
+    /// The model that computes reference log-probs: the reference, or the snapshot (taken now if
+    /// this is the first use). With precomputed log-probs there is none, unless `allowPolicy`.
+    func referenceModel(allowPolicy: Bool = false) throws -> LlamaModel {
+        if let reference { return reference }
+        switch referenceKind {
+        case .model:
+            throw DPOError.internal("reference model missing")
+        case .snapshot:
+            let snap = try LlamaModel(config: policy.config)
+            snap.parameters.copy(from: policy.parameters)
+            reference = snap
+            return snap
+        case .precomputed:
+            if allowPolicy { return policy }
+            throw DPOError.invalidArgument("precompute_ref_log_probs is set, so every pair needs ref_chosen_logps and ref_rejected_logps")
+        }
+    }
+
+    /// Reference sums from the batch (when every pair carries them) or from a reference forward.
+    func referenceSums(_ pairs: [PreferencePair], _ batch: PackedPreferenceBatch) throws -> ([Double], [Double]) {
+        let carried = pairs.filter { $0.refChosenLogps != nil || $0.refRejectedLogps != nil }.count
+        if carried == pairs.count {
+            if config.syncRefModel {
+                throw DPOError.invalidArgument("precomputed reference log-probs cannot be used with sync_ref_model (they would go stale)")
+            }
+            var c: [Double] = [], r: [Double] = []
+            for (i, p) in pairs.enumerated() {
+                guard let rc = p.refChosenLogps, let rr = p.refRejectedLogps else {
+                    throw DPOError.invalidArgument("pair \(i): ref_chosen_logps and ref_rejected_logps must be given together")
+                }
+                if !rc.isFinite || !rr.isFinite || rc > 0 || rr > 0 {
+                    throw DPOError.invalidArgument("pair \(i): precomputed reference log-probs must be finite and <= 0, got \(rc) and \(rr)")
+                }
+                c.append(rc); r.append(rr)
+            }
+            return (c, r)
+        }
+        if carried > 0 {
+            throw DPOError.invalidArgument("\(carried) of \(pairs.count) pairs carry precomputed reference log-probs: give them for all pairs or none")
+        }
+        let ref = try referenceModel()
+        let out = try ref.forward(batch.packed, head: batch.head, keepActivations: false)
+        let stats = PairStatistics(out, batch: batch, ldAlpha: config.ldAlpha)
+        return (stats.chosen, stats.rejected)
+    }
+
+    func lossInput(_ s: PairStatistics, _ b: PackedPreferenceBatch, _ refChosen: [Double], _ refRejected: [Double]) -> DPOLossInput {
+        DPOLossInput(policyChosen: s.chosen, policyRejected: s.rejected, refChosen: refChosen, refRejected: refRejected,
+                     chosenTokens: b.chosenMasked.map { Double(max($0, 1)) },
+                     rejectedTokens: b.rejectedMasked.map { Double(max($0, 1)) },
+                     pairWeights: config.useWeighting ? s.pairWeights : nil,
+                     chosenTokenLogpSum: s.chosenTokenLogpSum, chosenTokenCount: s.chosenTokenCount)
+    }
+}

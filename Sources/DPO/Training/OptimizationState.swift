@@ -1,0 +1,66 @@
+/// What DPO and SFT training share: gradient accumulation into the model's gradient buffer, a
+/// guarded backward that leaves nothing changed when gradients are not finite, global-norm
+/// clipping, the learning-rate schedule and AdamW, and the counters a checkpoint restores.
+final class OptimizationState {
+    let model: LlamaModel
+    var config: OptimizerConfig
+    let adam: AdamW
+    /// Optimizer steps taken (transformers' `global_step`).
+    var globalStep = 0
+    /// Micro-batches whose gradients are in the gradient buffer, waiting for the optimizer.
+    var pendingMicroBatches = 0
+    /// Cumulative non-pad tokens trained on (TRL's `num_tokens`).
+    var numTokens = 0
+    var rng: Xoshiro256
+    /// Copy of the accumulated gradients taken before a micro-batch's backward (accumulation only).
+    private var backup: FloatBuffer?
+
+    init(model: LlamaModel, config: OptimizerConfig) {
+        self.model = model
+        self.config = config
+        adam = AdamW(layout: model.layout)
+        rng = Xoshiro256(seed: config.seed)
+    }
+
+    /// Runs `backward` into the gradient buffer (scaled by the caller) and checks the result; if any
+    /// gradient is not finite, the buffer is put back as it was and a numeric error is thrown.
+    func guardedBackward(_ dlogp: [Float]) throws {
+        if pendingMicroBatches == 0 {
+            model.zeroGradients()
+        } else {
+            let g = model.gradients!
+            if backup == nil { backup = FloatBuffer(count: g.count) }
+            backup!.copy(from: g)
+        }
+        try model.backward(dlogp: dlogp)
+        let g = model.gradients!
+        if !allFinite(g.pointer, count: g.count) {
+            if pendingMicroBatches == 0 { g.zero() } else { g.copy(from: backup!) }
+            throw DPOError.numeric("the gradient of this batch is not finite; nothing was changed")
+        }
+        pendingMicroBatches += 1
+    }
+
+    var readyToApply: Bool { pendingMicroBatches >= config.gradientAccumulationSteps }
+
+    /// Clips, steps AdamW with the scheduled rate and clears the accumulation. Returns the
+    /// pre-clip gradient norm and the learning rate used.
+    func applyOptimizer() throws -> (gradNorm: Double, learningRate: Double) {
+        guard pendingMicroBatches > 0, let g = model.gradients else {
+            throw DPOError.wrongState("apply_optimizer: no gradients have been accumulated")
+        }
+        let norm = globalNorm(g.pointer, count: g.count)
+        if !norm.isFinite { throw DPOError.numeric("the gradient norm is \(norm); nothing was changed") }
+        // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is < 1.
+        if config.maxGradNorm > 0 {
+            let coef = config.maxGradNorm / (norm + 1e-6)
+            if coef < 1 { scaleBuffer(g.pointer, count: g.count, by: Float(coef)) }
+        }
+        let lr = config.learningRate(afterSteps: globalStep)
+        adam.step(parameters: model.parameters.pointer, gradients: g.pointer, lr: lr, config: config)
+        globalStep += 1
+        pendingMicroBatches = 0
+        g.zero()
+        return (norm, lr)
+    }
+}

@@ -1,0 +1,191 @@
+/// One supervised example: the prompt is context only, the completion is learned.
+public struct SFTExample: Equatable, Sendable {
+    public var promptIds: [Int32]
+    public var completionIds: [Int32]
+    public init(promptIds: [Int32], completionIds: [Int32]) {
+        self.promptIds = promptIds; self.completionIds = completionIds
+    }
+}
+
+/// TRL's `SFTConfig` fields that matter here (same names, Swift-cased). TRL's SFT default
+/// learning rate is 2e-5.
+public struct SFTConfig: Equatable, Sendable {
+    /// `max_length`: longest prompt+completion sequence, truncated keeping the start (nil = none).
+    public var maxLength: Int? = 1024
+    public var optimizer: OptimizerConfig = {
+        var o = OptimizerConfig()
+        o.learningRate = 2e-5
+        return o
+    }()
+
+    public init() {}
+
+    public func validate() throws {
+        try optimizer.validate()
+        if let m = maxLength, m < 2 { throw DPOError.invalidArgument("max_length must be >= 2 or unset, got \(m)") }
+    }
+}
+
+/// Metrics of an SFT step, TRL's names: loss, mean_token_accuracy, entropy, grad_norm,
+/// learning_rate, num_tokens.
+public struct SFTMetrics: Equatable, Sendable {
+    public var loss = 0.0, meanTokenAccuracy = 0.0, entropy = 0.0
+    public var gradNorm: Double? = nil, learningRate: Double? = nil
+    public var numTokens = 0.0
+
+    public init() {}
+
+    public func named(prefix: String = "") -> [(name: String, value: Double)] {
+        var out: [(String, Double)] = [("loss", loss), ("mean_token_accuracy", meanTokenAccuracy), ("entropy", entropy)]
+        if let gradNorm { out.append(("grad_norm", gradNorm)) }
+        if let learningRate { out.append(("learning_rate", learningRate)) }
+        if prefix.isEmpty { out.append(("num_tokens", numTokens)) }
+        return out.map { (prefix + $0.0, $0.1) }
+    }
+}
+
+/// Supervised fine-tuning, the first phase of the pipeline: token-mean cross-entropy on completion
+/// tokens only (prompt tokens are context), with the same optimizer, schedule and accumulation as
+/// DPO. With accumulation, each micro-batch's token mean is divided by the micro-batch count.
+public final class SFTTrainer {
+    public let model: LlamaModel
+    public internal(set) var config: SFTConfig
+    let state: OptimizationState
+    var pendingMetrics: [SFTMetrics] = []
+
+    public init(model: LlamaModel, config: SFTConfig) throws {
+        try config.validate()
+        self.model = model
+        self.config = config
+        state = OptimizationState(model: model, config: config.optimizer)
+    }
+
+    public var globalStep: Int { state.globalStep }
+
+    struct Packed {
+        let packed: PackedTokens, head: HeadQuery, numTokens: Int
+    }
+
+    func pack(_ examples: [SFTExample]) throws -> Packed {
+        if examples.isEmpty { throw DPOError.invalidArgument("batch: no examples") }
+        var sequences: [[Int32]] = [], rows: [Int32] = [], labels: [Int32] = []
+        var start = 0, numTokens = 0
+        let vocab = model.config.vocabSize
+        for (i, e) in examples.enumerated() {
+            for (name, ids) in [("prompt_ids", e.promptIds), ("completion_ids", e.completionIds)] {
+                for (j, t) in ids.enumerated() where t < 0 || Int(t) >= vocab {
+                    throw DPOError.invalidArgument("example \(i): \(name)[\(j)] = \(t) is outside the vocabulary [0, \(vocab))")
+                }
+            }
+            if e.completionIds.isEmpty { throw DPOError.invalidArgument("example \(i): completion_ids is empty") }
+            if let m = config.maxLength, e.promptIds.count >= m {
+                throw DPOError.invalidArgument("example \(i): the prompt alone has \(e.promptIds.count) tokens, max_length is \(m)")
+            }
+            let s = MaskedSequence(prompt: e.promptIds, completion: e.completionIds, maxLength: config.maxLength, mode: .keepStart)
+            if s.scoredTokens == 0 {
+                throw DPOError.invalidArgument("example \(i): no completion token has a preceding token to predict it (give a prompt)")
+            }
+            for t in max(s.promptLength, 1)..<s.tokens.count {
+                rows.append(Int32(start + t - 1)); labels.append(s.tokens[t])
+            }
+            sequences.append(s.tokens)
+            start += s.tokens.count
+            numTokens += s.tokens.count
+        }
+        return Packed(packed: PackedTokens(sequences: sequences), head: HeadQuery(rows: rows, labels: labels), numTokens: numTokens)
+    }
+
+    func metrics(_ out: HeadOutputs) -> SFTMetrics {
+        var m = SFTMetrics()
+        let n = Double(out.logps.count)
+        m.loss = -out.logps.reduce(0.0) { $0 + Double($1) } / n
+        m.meanTokenAccuracy = out.argmaxHit.reduce(0.0) { $0 + Double($1) } / n
+        m.entropy = out.entropy.reduce(0.0) { $0 + Double($1) } / n
+        return m
+    }
+
+    /// One micro-batch; every `gradient_accumulation_steps`-th call also steps the optimizer
+    /// (then the metrics are the micro-batch means with grad_norm and learning_rate).
+    public func step(_ examples: [SFTExample]) throws -> (metrics: SFTMetrics, optimizerStepped: Bool) {
+        let m = try accumulate(examples)
+        if state.readyToApply { return (try applyOptimizer(), true) }
+        return (m, false)
+    }
+
+    @discardableResult
+    public func accumulate(_ examples: [SFTExample]) throws -> SFTMetrics {
+        let p = try pack(examples)
+        let out = try model.forward(p.packed, head: p.head, keepActivations: true)
+        var m = metrics(out)
+        if !m.loss.isFinite {
+            model.pending = nil
+            throw DPOError.numeric("the loss of this batch is \(m.loss); nothing was changed")
+        }
+        // loss = -(1/N) sum logp  =>  d loss / d logp_t = -1 / (N k)
+        let k = Float(config.optimizer.gradientAccumulationSteps)
+        let d = -1 / (Float(out.logps.count) * k)
+        try state.guardedBackward([Float](repeating: d, count: out.logps.count))
+        state.numTokens += p.numTokens
+        m.numTokens = Double(state.numTokens)
+        pendingMetrics.append(m)
+        return m
+    }
+
+    public func applyOptimizer() throws -> SFTMetrics {
+        let (norm, lr) = try state.applyOptimizer()
+        let k = Double(max(pendingMetrics.count, 1))
+        var m = SFTMetrics()
+        m.loss = pendingMetrics.reduce(0) { $0 + $1.loss } / k
+        m.meanTokenAccuracy = pendingMetrics.reduce(0) { $0 + $1.meanTokenAccuracy } / k
+        m.entropy = pendingMetrics.reduce(0) { $0 + $1.entropy } / k
+        m.numTokens = Double(state.numTokens)
+        m.gradNorm = norm
+        m.learningRate = lr
+        pendingMetrics = []
+        return m
+    }
+
+    /// Metrics without an update.
+    public func evaluate(_ examples: [SFTExample]) throws -> SFTMetrics {
+        let p = try pack(examples)
+        var m = metrics(try model.forward(p.packed, head: p.head, keepActivations: false))
+        m.numTokens = Double(state.numTokens)
+        return m
+    }
+
+    public func saveCheckpoint(directory: String) throws {
+        try writeDirectoryAtomically(directory) { dir in
+            var s = newCheckpointState(kind: "sft")
+            try state.writeFiles(into: dir, state: &s)
+            var c = JSONObject()
+            config.optimizer.write(into: &c)
+            c["max_length"] = config.maxLength.map { .number(Double($0)) } ?? .null
+            s["config"] = .object(c)
+            s["pending_metrics"] = .array(pendingMetrics.map { m in
+                .object(["loss": .number(m.loss), "mean_token_accuracy": .number(m.meanTokenAccuracy), "entropy": .number(m.entropy)])
+            })
+            try writeFileAtomically(joinPath(dir, "trainer_state.json"), bytes: Array((JSON.serialize(.object(s)) + "\n").utf8))
+        }
+    }
+
+    public func loadCheckpoint(directory: String) throws {
+        let s = try readCheckpointState(directory, kind: "sft")
+        var restored = SFTConfig()
+        for (key, value) in (s["config"]?.object).map({ o in o.keys.map { ($0, o[$0]!) } }) ?? [] {
+            if key == "max_length" { restored.maxLength = value.isNull ? nil : try value.requireInt(key) }
+            else if try !restored.optimizer.set(key, value) { throw DPOError.format("checkpoint '\(directory)': unknown SFT config field '\(key)'") }
+        }
+        try restored.validate()
+        try state.readFiles(from: directory, state: s)
+        config = restored
+        state.config = restored.optimizer
+        pendingMetrics = (s["pending_metrics"]?.array ?? []).compactMap { v in
+            v.object.map { o in
+                var m = SFTMetrics()
+                m.loss = o["loss"]?.double ?? 0; m.meanTokenAccuracy = o["mean_token_accuracy"]?.double ?? 0
+                m.entropy = o["entropy"]?.double ?? 0
+                return m
+            }
+        }
+    }
+}
