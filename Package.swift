@@ -5,6 +5,11 @@ let package = Package(
     name: "swift-dpo",
     products: [
         .library(name: "DPO", targets: ["DPO"]),
+        .executable(name: "dpo", targets: ["dpo-cli"]),
+    ],
+    dependencies: [
+        // Only the command line uses it; the engine has no package dependencies.
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     ],
     targets: [
         // System library: the CBLAS interface of OpenBLAS (Debian: libopenblas-dev).
@@ -17,6 +22,11 @@ let package = Package(
         .target(
             name: "DPO",
             dependencies: ["COpenBLAS"]
+        ),
+        // The `dpo` command line: demo, sft, train, eval, generate, bench.
+        .executableTarget(
+            name: "dpo-cli",
+            dependencies: ["DPO", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(
             name: "DPOTests",

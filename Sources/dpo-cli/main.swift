@@ -1,0 +1,11 @@
+import ArgumentParser
+import DPO
+
+struct DPOCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dpo",
+        abstract: "Direct Preference Optimization on the CPU.",
+        subcommands: [])
+}
+
+DPOCommand.main()
