@@ -5,7 +5,7 @@ struct DPOCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dpo",
         abstract: "Direct Preference Optimization on the CPU.",
-        subcommands: [])
+        subcommands: [Bench.self])
 }
 
 DPOCommand.main()

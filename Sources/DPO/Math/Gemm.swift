@@ -1,5 +1,18 @@
 import COpenBLAS
 
+/// Floating-point operations executed by `sgemm` (2 m n k per call) since the last reset, for
+/// benchmarks. Updated by the calling thread only; the engine never calls sgemm concurrently.
+public enum GemmCounter {
+    nonisolated(unsafe) public static var flops: Double = 0
+}
+
+/// Runs one row-major sgemm C[m, n] = A[m, k] B[k, n] on caller buffers (benchmarks measure the
+/// OpenBLAS rate with it).
+public func benchmarkSgemm(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>,
+                           c: UnsafeMutablePointer<Float>) {
+    sgemm(m: m, n: n, k: k, a: a, lda: k, b: b, ldb: n, c: c, ldc: n)
+}
+
 /// Row-major single-precision matrix product through OpenBLAS:
 ///   C[m, n] = alpha * op(A)[m, k] * op(B)[k, n] + beta * C
 /// where op(X) is X or its transpose. `lda`, `ldb`, `ldc` are row strides of the stored matrices
@@ -15,6 +28,7 @@ func sgemm(
     c: UnsafeMutablePointer<Float>, ldc: Int
 ) {
     if m == 0 || n == 0 { return }
+    GemmCounter.flops += 2 * Double(m) * Double(n) * Double(k)
     if k == 0 {
         // C = beta * C (BLAS would do the same, but some builds mishandle k = 0).
         for i in 0..<m {

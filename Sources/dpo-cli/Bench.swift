@@ -1,0 +1,183 @@
+import ArgumentParser
+import DPO
+import Foundation
+
+/// Named model shapes for benchmarks.
+enum BenchShape: String, ExpressibleByArgument, CaseIterable {
+    case tiny
+    case smollm2_135m = "smollm2-135m"
+
+    var config: LlamaConfig {
+        switch self {
+        case .tiny:
+            return LlamaConfig(vocabSize: 4096, hiddenSize: 256, intermediateSize: 704, numHiddenLayers: 4,
+                               numAttentionHeads: 8, numKeyValueHeads: 4, tieWordEmbeddings: true)
+        case .smollm2_135m:
+            var c = LlamaConfig(vocabSize: 49152, hiddenSize: 576, intermediateSize: 1536, numHiddenLayers: 30,
+                                numAttentionHeads: 9, numKeyValueHeads: 3, tieWordEmbeddings: true)
+            c.ropeTheta = 100_000
+            c.rmsNormEps = 1e-5
+            c.maxPositionEmbeddings = 8192
+            return c
+        }
+    }
+}
+
+func now() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
+
+/// Peak resident set size of this process in bytes (VmHWM).
+func peakRSS() -> Int {
+    guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+    for line in text.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+        let kb = line.split(separator: " ").compactMap { Int($0) }.first ?? 0
+        return kb * 1024
+    }
+    return 0
+}
+
+func median(_ xs: [Double]) -> Double {
+    let s = xs.sorted()
+    return s.isEmpty ? 0 : (s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2)
+}
+
+/// OpenBLAS sgemm rate in GFLOP/s on an m x k by k x n product (median of a few runs).
+func measureSgemm(m: Int, n: Int, k: Int, runs: Int = 5) -> Double {
+    var rng = Xoshiro256(seed: 1)
+    let a = (0..<(m * k)).map { _ in Float(rng.nextUniform() - 0.5) }
+    let b = (0..<(k * n)).map { _ in Float(rng.nextUniform() - 0.5) }
+    var c = [Float](repeating: 0, count: m * n)
+    var times: [Double] = []
+    a.withUnsafeBufferPointer { a in
+        b.withUnsafeBufferPointer { b in
+            c.withUnsafeMutableBufferPointer { c in
+                benchmarkSgemm(m: m, n: n, k: k, a: a.baseAddress!, b: b.baseAddress!, c: c.baseAddress!)
+                for _ in 0..<runs {
+                    let t0 = now()
+                    benchmarkSgemm(m: m, n: n, k: k, a: a.baseAddress!, b: b.baseAddress!, c: c.baseAddress!)
+                    times.append(now() - t0)
+                }
+            }
+        }
+    }
+    return 2 * Double(m) * Double(n) * Double(k) / median(times) / 1e9
+}
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Benchmark DPO steps (or the model's forward/backward) on a named shape.",
+        discussion: """
+        Reports the median time of --steps runs after --warmup, tokens/s, the GEMM FLOPs one step \
+        executes and the GFLOP/s achieved, the OpenBLAS sgemm rate measured in the same run and the \
+        ratio of the two, and the peak resident memory of the process.
+        """)
+
+    @Option(help: "Model shape: \(BenchShape.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var shape: BenchShape = .tiny
+    @Option(help: "What to time: step (a DPO step with a held reference) or model (forward, forward+backward).")
+    var mode: String = "step"
+    @Option(help: "Preference pairs per step.") var pairs: Int = 2
+    @Option(help: "Prompt tokens per pair.") var promptLength: Int = 128
+    @Option(help: "Tokens of each completion (chosen and rejected).") var completionLength: Int = 128
+    @Option(help: "Reference: model (a held copy) or precomputed (log-probs with the batch).") var reference: String = "model"
+    @Option(help: "Tokens per batch in model mode.") var tokens: Int = 1024
+    @Option(help: "Sequence length in model mode (tokens are split into sequences of this length).") var sequenceLength: Int = 256
+    @Option(help: "Timed runs.") var steps: Int = 5
+    @Option(help: "Untimed warm-up runs.") var warmup: Int = 1
+    @Option(help: "Threads (default: all cores).") var threads: Int?
+    @Flag(help: "Print one JSON object instead of text.") var json = false
+
+    func validate() throws {
+        guard ["step", "model"].contains(mode) else { throw ValidationError("--mode must be step or model, got \(mode)") }
+        guard ["model", "precomputed"].contains(reference) else { throw ValidationError("--reference must be model or precomputed") }
+        for (name, v) in [("pairs", pairs), ("prompt-length", promptLength), ("completion-length", completionLength),
+                          ("tokens", tokens), ("sequence-length", sequenceLength), ("steps", steps)] where v < 1 {
+            throw ValidationError("--\(name) must be >= 1, got \(v)")
+        }
+        if warmup < 0 { throw ValidationError("--warmup must be >= 0") }
+    }
+
+    func run() throws {
+        if let threads { Threads.setCount(threads) }
+        let config = shape.config
+        var rng = Xoshiro256(seed: 7)
+        func randomTokens(_ n: Int) -> [Int32] { (0..<n).map { _ in Int32(rng.next() % UInt64(config.vocabSize)) } }
+        var result: [(String, Double)] = []
+        var timesFB: [Double] = [], timesF: [Double] = []
+        var flopsPerRun = 0.0, tokensPerRun = 0
+        let policy = try LlamaModel.randomlyInitialized(config: config, seed: 1)
+
+        if mode == "model" {
+            var seqs: [[Int32]] = []
+            var left = tokens
+            while left > 0 { let n = min(sequenceLength, left); seqs.append(randomTokens(n)); left -= n }
+            let packed = PackedTokens(sequences: seqs)
+            var rows: [Int32] = [], labels: [Int32] = [], start = 0
+            for s in seqs {
+                for t in 0..<(s.count - 1) { rows.append(Int32(start + t)); labels.append(s[t + 1]) }
+                start += s.count
+            }
+            let head = HeadQuery(rows: rows, labels: labels)
+            let dl = [Float](repeating: -1 / Float(rows.count), count: rows.count)
+            for i in 0..<(warmup + steps) {
+                let t0 = now()
+                GemmCounter.flops = 0
+                _ = try policy.forward(packed, head: head, keepActivations: true)
+                let t1 = now()
+                let forwardFlops = GemmCounter.flops
+                try policy.backward(dlogp: dl)
+                let t2 = now()
+                if i >= warmup { timesF.append(t1 - t0); timesFB.append(t2 - t0) }
+                flopsPerRun = GemmCounter.flops
+                result = [("forward_flops", forwardFlops)]
+            }
+            tokensPerRun = tokens
+        } else {
+            var c = DPOConfig()
+            c.maxLength = nil
+            c.optimizer.learningRate = 1e-7
+            c.precomputeRefLogProbs = reference == "precomputed"
+            let ref = reference == "model" ? try LlamaModel.randomlyInitialized(config: config, seed: 2) : nil
+            let trainer = try DPOTrainer(policy: policy, reference: ref, config: c)
+            var batch = (0..<pairs).map { _ in
+                PreferencePair(promptIds: randomTokens(promptLength), chosenIds: randomTokens(completionLength),
+                               rejectedIds: randomTokens(completionLength))
+            }
+            if reference == "precomputed" {
+                for (i, r) in try trainer.precomputeReferenceLogProbs(batch).enumerated() {
+                    batch[i].refChosenLogps = r.chosen; batch[i].refRejectedLogps = r.rejected
+                }
+            }
+            for i in 0..<(warmup + steps) {
+                GemmCounter.flops = 0
+                let t0 = now()
+                _ = try trainer.step(batch)
+                let t1 = now()
+                if i >= warmup { timesFB.append(t1 - t0) }
+                flopsPerRun = GemmCounter.flops
+            }
+            // TRL's num_tokens per step: the non-pad tokens of the chosen and rejected rows.
+            tokensPerRun = pairs * (2 * promptLength + 2 * completionLength)
+        }
+        let t = median(timesFB)
+        let achieved = flopsPerRun / t / 1e9
+        let sgemmRate = measureSgemm(m: 1024, n: 1536, k: 576)
+        result = [("threads", Double(Threads.count)), ("parameters", Double(policy.parameterCount))]
+            + (mode == "model" ? [("forward_seconds", median(timesF))] : [])
+            + [("step_seconds", t), ("tokens_per_step", Double(tokensPerRun)),
+               ("tokens_per_second", Double(tokensPerRun) / t), ("gemm_flops_per_step", flopsPerRun),
+               ("achieved_gflops", achieved), ("sgemm_gflops", sgemmRate), ("ratio_to_sgemm", achieved / sgemmRate),
+               ("peak_rss_mib", Double(peakRSS()) / 1048576)]
+        if json {
+            var o: [String] = ["\"shape\": \"\(shape.rawValue)\"", "\"mode\": \"\(mode)\"", "\"reference\": \"\(reference)\""]
+            o += result.map { "\"\($0.0)\": \($0.1)" }
+            print("{" + o.joined(separator: ", ") + "}")
+        } else {
+            print("shape \(shape.rawValue), mode \(mode)" + (mode == "step" ? ", \(pairs) pairs x (\(promptLength) prompt + 2 x \(completionLength) completion), reference \(reference)" : ", \(tokens) tokens in sequences of \(sequenceLength)"))
+            for (k, v) in result { print(String(format: "  %-20@ %.4g", k as NSString, v)) }
+        }
+    }
+}
