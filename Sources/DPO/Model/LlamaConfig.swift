@@ -165,7 +165,8 @@ extension LlamaConfig {
         if modelType == "qwen2", let v = try bool("use_sliding_window"), v {
             throw DPOError.format("config.json: use_sliding_window=true is not supported")
         }
-        bosTokenId = try int("bos_token_id")
+        // Absent ids keep transformers' defaults (bos 1, eos 2); an explicit null means none.
+        if obj["bos_token_id"] != nil { bosTokenId = try int("bos_token_id") }
         padTokenId = try int("pad_token_id")
         if let v = obj["eos_token_id"], !v.isNull {
             if let i = v.int { eosTokenIds = [i] } else if let list = v.array {
@@ -174,7 +175,7 @@ extension LlamaConfig {
                     return i
                 }
             } else { throw DPOError.format("config.json: 'eos_token_id' must be an integer or a list of integers") }
-        } else { eosTokenIds = [] }
+        } else if obj["eos_token_id"] != nil { eosTokenIds = [] }
 
         // RoPE: transformers 5 writes `rope_parameters`; older checkpoints a top-level `rope_theta`
         // and an optional `rope_scaling` object.
@@ -188,7 +189,10 @@ extension LlamaConfig {
         }
         if let theta = try double("rope_theta", in: rope) ?? double("rope_theta") { ropeTheta = theta }
         if let rope {
-            let type = rope["rope_type"]?.string ?? rope["type"]?.string ?? "default"
+            let typeValue = rope["rope_type"] ?? rope["type"] ?? .string("default")
+            guard let type = typeValue.string else {
+                throw DPOError.format("config.json: 'rope_type' must be a string, got \(JSON.serialize(typeValue, pretty: false))")
+            }
             switch type {
             case "default":
                 ropeScaling = .none
@@ -227,7 +231,8 @@ extension LlamaConfig {
         o["num_hidden_layers"] = num(Double(numHiddenLayers))
         o["num_attention_heads"] = num(Double(numAttentionHeads))
         o["num_key_value_heads"] = num(Double(numKeyValueHeads))
-        o["head_dim"] = num(Double(resolvedHeadDim))
+        // head_dim only when set: transformers derives it otherwise, and a round trip keeps it unset.
+        o["head_dim"] = headDim.map { num(Double($0)) }
         o["hidden_act"] = .string(hiddenAct)
         o["max_position_embeddings"] = num(Double(maxPositionEmbeddings))
         o["initializer_range"] = num(initializerRange)

@@ -26,7 +26,8 @@ func ropeInverseFrequencies(headDim: Int, theta: Double, scaling: RopeScaling) -
     let highFreqWavelen = oldContext / Float(highFreqFactor)
     for i in 0..<half {
         let f = invFreq[i]
-        let wavelen = 2 * Float.pi / f
+        // 2 pi rounded to the nearest float, as torch converts Python's math.pi (Float.pi rounds down).
+        let wavelen = Float(2 * Double.pi) / f
         var scaled = wavelen > lowFreqWavelen ? f / Float(factor) : f
         let isMedium = !(wavelen < highFreqWavelen) && !(wavelen > lowFreqWavelen)
         if isMedium {
