@@ -70,6 +70,14 @@ public struct LlamaConfig: Equatable, Sendable {
         guard modelType == "llama" || modelType == "qwen2" else {
             throw DPOError.invalidArgument("config: model_type '\(modelType)' is not supported (supported: llama, qwen2)")
         }
+        // Each size is bounded first so no product below can overflow.
+        let sizes = [("vocab_size", vocabSize), ("hidden_size", hiddenSize), ("intermediate_size", intermediateSize),
+                     ("num_hidden_layers", numHiddenLayers), ("num_attention_heads", numAttentionHeads),
+                     ("num_key_value_heads", numKeyValueHeads), ("head_dim", headDim ?? 1),
+                     ("max_position_embeddings", maxPositionEmbeddings)]
+        for (name, v) in sizes where v > 1 << 31 {
+            throw DPOError.invalidArgument("config: \(name) \(v) is larger than 2^31")
+        }
         try positive(vocabSize, "vocab_size")
         try positive(hiddenSize, "hidden_size")
         try positive(intermediateSize, "intermediate_size")
@@ -109,9 +117,9 @@ public struct LlamaConfig: Equatable, Sendable {
             try positive(original, "rope_scaling.original_max_position_embeddings")
         }
         // The widest matrices must be addressable with int32 BLAS dimensions.
-        let widest = [vocabSize * hiddenSize, intermediateSize * hiddenSize,
-                      numAttentionHeads * resolvedHeadDim * hiddenSize].max() ?? 0
-        if widest > Int(Int32.max) {
+        let widest = [Double(vocabSize) * Double(hiddenSize), Double(intermediateSize) * Double(hiddenSize),
+                      Double(numAttentionHeads) * Double(resolvedHeadDim) * Double(hiddenSize)].max() ?? 0
+        if widest > Double(Int32.max) {
             throw DPOError.invalidArgument("config: a weight matrix has \(widest) entries, more than 2^31 - 1")
         }
     }
@@ -204,6 +212,9 @@ extension LlamaConfig {
                     return d
                 }
                 let original = try need("original_max_position_embeddings")
+                guard original >= 1 && original <= Double(1 << 31) && original == original.rounded() else {
+                    throw DPOError.format("config.json: original_max_position_embeddings must be a positive integer, got \(original)")
+                }
                 ropeScaling = .llama3(factor: try need("factor"), lowFreqFactor: try need("low_freq_factor"),
                                       highFreqFactor: try need("high_freq_factor"),
                                       originalMaxPositionEmbeddings: Int(original))

@@ -1,3 +1,12 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Physical memory of the machine in bytes.
+func physicalMemoryBytes() -> Double {
+    Double(sysconf(Int32(_SC_PHYS_PAGES))) * Double(sysconf(Int32(_SC_PAGESIZE)))
+}
+
 /// A Llama-family decoder: config, one flat fp32 parameter buffer with named views, and (once a
 /// backward has run) a gradient buffer of the same layout.
 ///
@@ -27,6 +36,10 @@ public final class LlamaModel {
         try config.validate()
         self.config = config
         layout = ParameterLayout(config: config)
+        let bytes = Double(layout.count) * 4, physical = physicalMemoryBytes()
+        if bytes > physical {
+            throw DPOError.outOfMemory("the model needs \(Int(bytes / 1048576)) MiB for its parameters alone; this machine has \(Int(physical / 1048576)) MiB")
+        }
         parameters = FloatBuffer(count: layout.count)
         invFreq = ropeInverseFrequencies(headDim: config.resolvedHeadDim, theta: config.ropeTheta,
                                          scaling: config.ropeScaling)

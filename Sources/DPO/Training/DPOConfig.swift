@@ -87,8 +87,9 @@ public struct OptimizerConfig: Equatable, Sendable {
         try check(maxGradNorm >= 0 && maxGradNorm.isFinite, "max_grad_norm", maxGradNorm, ">= 0")
         try check(warmupSteps >= 0, "warmup_steps", warmupSteps, ">= 0")
         try check(warmupRatio >= 0 && warmupRatio <= 1, "warmup_ratio", warmupRatio, "in [0, 1]")
-        try check(maxSteps >= 1, "max_steps", maxSteps, ">= 1")
-        try check(gradientAccumulationSteps >= 1, "gradient_accumulation_steps", gradientAccumulationSteps, ">= 1")
+        try check(maxSteps >= 1 && maxSteps <= 1 << 40, "max_steps", maxSteps, "in [1, 2^40]")
+        try check(warmupSteps <= 1 << 40, "warmup_steps", warmupSteps, "<= 2^40")
+        try check(gradientAccumulationSteps >= 1 && gradientAccumulationSteps <= 1 << 30, "gradient_accumulation_steps", gradientAccumulationSteps, "in [1, 2^30]")
     }
 }
 

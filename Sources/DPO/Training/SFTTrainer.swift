@@ -61,6 +61,8 @@ public final class SFTTrainer {
     }
 
     public var globalStep: Int { state.globalStep }
+    /// Micro-batches accumulated since the last optimizer step.
+    public var pendingMicroBatches: Int { state.pendingMicroBatches }
 
     struct Packed {
         let packed: PackedTokens, head: HeadQuery, numTokens: Int
