@@ -6,6 +6,9 @@ let package = Package(
     products: [
         .library(name: "DPO", targets: ["DPO"]),
         .executable(name: "dpo", targets: ["dpo-cli"]),
+        // The C library (include/dpo.h): libCDPO.so, which `make build` copies to libdpo.so (its
+        // soname; the product name `dpo` is taken by the command). Self-contained, exports only `dpo_*`.
+        .library(name: "CDPO", type: .dynamic, targets: ["CDPO"]),
     ],
     dependencies: [
         // Only the command line uses it; the engine has no package dependencies.
@@ -27,6 +30,20 @@ let package = Package(
         .executableTarget(
             name: "dpo-cli",
             dependencies: ["DPO", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        // include/dpo.h as a Clang module, so the exports use the header's own struct layouts.
+        .systemLibrary(name: "CDPOHeader", path: "Sources/CDPOHeader"),
+        // The C ABI: @_cdecl exports over the engine. Linked with the Swift runtime statically and a
+        // version script that keeps every symbol but `dpo_*` local, so hosts need no toolchain
+        // (lld: gold would leave local Swift symbols in the dynamic symbol table).
+        .target(
+            name: "CDPO",
+            dependencies: ["DPO", "CDPOHeader"],
+            exclude: ["exports.map"],
+            linkerSettings: [
+                .unsafeFlags(["-static-stdlib", "-use-ld=lld", "-Xlinker", "-soname=libdpo.so",
+                              "-Xlinker", "--version-script=\(Context.packageDirectory)/Sources/CDPO/exports.map"]),
+            ]
         ),
         .testTarget(
             name: "DPOTests",

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The C tests of libdpo.so (make test-c):
+#   1. include/dpo.h compiles as C99 and as C++ with -Wall -Wextra -pedantic -Werror;
+#   2. the exported dynamic symbols are exactly the functions the header declares;
+#   3. no Swift runtime or Foundation among the NEEDED libraries, and the library loads with the
+#      Swift toolchain absent from the environment;
+#   4. the smoke test (Tests/c/smoke.c), plainly and under valgrind memcheck;
+#   5. examples/train.c, the README's C example.
+# Usage: Tests/c/run.sh [library-dir]   (default .build/release, as `make build` leaves it)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+LIBDIR=$(cd "${1:-.build/release}" && pwd)
+LIB="$LIBDIR/libdpo.so"
+CC=${CC:-$(command -v cc || command -v gcc || command -v clang)}
+CXX=${CXX:-$(command -v c++ || command -v g++ || command -v clang++)}
+CFLAGS=(-std=c99 -Wall -Wextra -pedantic -Werror -Iinclude)
+LINK=(-L"$LIBDIR" -ldpo -lm -Wl,-rpath,"$LIBDIR")
+OUT=$(mktemp -d)
+trap 'rm -rf "$OUT"' EXIT
+# Run programs with the toolchain out of reach: no LD_LIBRARY_PATH, a minimal PATH.
+clean_env=(env -u LD_LIBRARY_PATH PATH=/usr/local/bin:/usr/bin:/bin)
+
+[ -f "$LIB" ] || { echo "test-c: $LIB not found: run 'make build' first" >&2; exit 1; }
+
+echo "== header: C99 and C++"
+"$CC" "${CFLAGS[@]}" -fsyntax-only -x c include/dpo.h
+"$CXX" -Wall -Wextra -pedantic -Werror -Iinclude Tests/c/header_cpp.cpp "${LINK[@]}" -o "$OUT/header_cpp"
+"${clean_env[@]}" "$OUT/header_cpp"
+
+echo "== exported symbols vs. header declarations"
+"$CC" -E -P -Iinclude include/dpo.h | tr '\n' ' ' | grep -oE '\bdpo_[a-z0-9_]+[[:space:]]*\(' \
+    | sed -E 's/[[:space:]]*\($//' | sort -u > "$OUT/declared"
+# Global/weak defined dynamic symbols (upper-case nm types); local ones are not exported.
+nm -D --defined-only "$LIB" | awk '$2 ~ /^[A-Z]$/ { print $3 }' | sort -u > "$OUT/exported"
+if ! diff -u "$OUT/declared" "$OUT/exported"; then
+    echo "test-c: FAILED: '-' lines are declared but not exported, '+' lines exported but not declared" >&2
+    exit 1
+fi
+echo "$(wc -l < "$OUT/exported") functions declared and exported, nothing else exported"
+
+echo "== NEEDED libraries"
+readelf -d "$LIB" | awk '/NEEDED/ { print "  " $NF }'
+if readelf -d "$LIB" | grep NEEDED | grep -Eiq 'swift|foundation|dispatch|BlocksRuntime|icu'; then
+    echo "test-c: FAILED: the library needs the Swift runtime" >&2
+    exit 1
+fi
+if "${clean_env[@]}" ldd "$LIB" | grep -q '/opt/swift\|not found'; then
+    "${clean_env[@]}" ldd "$LIB" >&2
+    echo "test-c: FAILED: the library resolves something from the toolchain or misses a library" >&2
+    exit 1
+fi
+echo "size: $(du -k "$LIB" | cut -f1) KiB"
+
+echo "== smoke test"
+"$CC" "${CFLAGS[@]}" -O1 -g Tests/c/smoke.c "${LINK[@]}" -o "$OUT/smoke"
+mkdir "$OUT/run" "$OUT/vg"
+"${clean_env[@]}" "$OUT/smoke" "$OUT/run"
+
+echo "== examples/train.c"
+"$CC" "${CFLAGS[@]}" examples/train.c "${LINK[@]}" -o "$OUT/train"
+(cd "$OUT" && "${clean_env[@]}" ./train)
+[ -f "$OUT/dpo-model/model.safetensors" ] || { echo "test-c: FAILED: examples/train.c saved no model" >&2; exit 1; }
+
+if [ "${DPO_SKIP_VALGRIND:-0}" = 1 ]; then
+    echo "== valgrind skipped (DPO_SKIP_VALGRIND=1)"
+elif ! command -v valgrind >/dev/null; then
+    echo "test-c: FAILED: valgrind is not installed (make deps installs it; DPO_SKIP_VALGRIND=1 skips)" >&2
+    exit 1
+else
+    echo "== smoke test under valgrind memcheck"
+    "${clean_env[@]}" valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
+        --show-leak-kinds=definite "$OUT/smoke" "$OUT/vg" > "$OUT/vg.log" 2>&1 || {
+        cat "$OUT/vg.log" >&2
+        echo "test-c: FAILED under valgrind" >&2
+        exit 1
+    }
+    grep -E 'ERROR SUMMARY|definitely lost|indirectly lost|possibly lost|still reachable|All heap blocks' "$OUT/vg.log" | sed 's/^==[0-9]*== */  /'
+    echo "valgrind: no invalid reads or writes, no definitely lost blocks"
+fi
+echo "test-c: all passed"

@@ -1,0 +1,158 @@
+"""dpo.Model: a Llama-family model (Hugging Face names) held by libdpo."""
+import ctypes
+import json
+from ctypes import c_double, c_int32, c_int64, c_void_p
+
+from . import _batch, _lib
+from .errors import InvalidArgumentError
+
+
+class Handle:
+    """Owns one library handle; frees it once (close, context exit or garbage collection). After
+    close the stale handle is still passed to the library, which refuses it with a clear error."""
+
+    _free = None  # the library's free function for this handle type
+
+    def __init__(self, handle):
+        self._handle = c_void_p(handle)
+        self._closed = False
+
+    def close(self):
+        if not self._closed:
+            self._closed = True
+            _lib.check(type(self)._free(self._handle))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            if not self._closed and _lib is not None and _lib.lib is not None:
+                self._closed = True
+                type(self)._free(self._handle)
+        except Exception:
+            pass
+
+
+class Model(Handle):
+    """A Llama-family decoder (model_type "llama" or "qwen2") with fp32 weights."""
+
+    _free = _lib.lib.dpo_model_free
+
+    @classmethod
+    def from_pretrained(cls, path):
+        """Loads a Hugging Face model directory (config.json + model.safetensors)."""
+        out = c_void_p()
+        _lib.check(_lib.lib.dpo_model_load(_lib.encode_path(path), ctypes.byref(out)))
+        return cls(out.value)
+
+    @classmethod
+    def from_config(cls, config, seed=0):
+        """A randomly initialised model from a config dict with Hugging Face names (absent fields take
+        transformers' LlamaConfig defaults), deterministic for a seed."""
+        if not isinstance(config, dict):
+            raise InvalidArgumentError("config must be a dict of Hugging Face config.json fields, got %r"
+                                       % type(config).__name__)
+        if not isinstance(seed, int) or not 0 <= seed < 2**64:
+            raise InvalidArgumentError("seed must be an integer in [0, 2^64), got %r" % (seed,))
+        out = c_void_p()
+        text = json.dumps(config, default=_jsonable).encode()
+        _lib.check(_lib.lib.dpo_model_create_json(text, seed, ctypes.byref(out)))
+        return cls(out.value)
+
+    def save_pretrained(self, path):
+        """Writes config.json and model.safetensors (F32) into the directory (created if needed)."""
+        _lib.check(_lib.lib.dpo_model_save(self._handle, _lib.encode_path(path)))
+
+    @property
+    def config(self):
+        """The config as a dict with Hugging Face names (as config.json)."""
+        return json.loads(_lib.text_out(_lib.lib.dpo_model_config_json, self._handle))
+
+    def num_parameters(self):
+        out = c_int64()
+        _lib.check(_lib.lib.dpo_model_num_parameters(self._handle, ctypes.byref(out)))
+        return out.value
+
+    def sequence_logps(self, batch):
+        """Summed completion log-probs, one float per {"prompt_ids", "completion_ids"} item."""
+        b = _batch.Completion(batch)
+        out = (c_double * b.count)()
+        _lib.check(_lib.lib.dpo_model_sequence_logps(self._handle, ctypes.byref(b.struct), out, b.count))
+        return list(out)
+
+    def generate(self, prompt_ids, max_new_tokens=32, temperature=0.0, top_k=0, top_p=1.0, seed=0,
+                 eos_token_id=None):
+        """Continues one prompt (a list of ids -> a list of new ids) or several (a list of lists ->
+        a list of lists). Greedy when temperature is 0. eos_token_id: None = the config's, an int or a
+        list of ints; [] never stops early. Returns only the new tokens (an EOS that stopped a
+        sequence included)."""
+        prompts = _batch._as_list(prompt_ids)
+        if isinstance(prompts, (str, bytes)) or not hasattr(prompts, "__iter__"):
+            raise InvalidArgumentError("prompt_ids must be a list of token ids or a list of lists, got %r"
+                                       % type(prompt_ids).__name__)
+        prompts = list(prompts)
+        single = not prompts or not hasattr(_batch._as_list(prompts[0]), "__iter__")
+        if single:
+            prompts = [prompts]
+        params = _lib.new(_lib.GenerateParams)
+        _lib.check(_lib.lib.dpo_generate_default_params(ctypes.byref(params)))
+        for name, value in (("max_new_tokens", max_new_tokens), ("top_k", top_k), ("seed", seed)):
+            if isinstance(value, bool) or not isinstance(_batch._as_list(value), int):
+                raise InvalidArgumentError("%s must be an integer, got %r" % (name, value))
+        if not 0 <= seed < 2**64:
+            raise InvalidArgumentError("seed must be in [0, 2^64), got %d" % seed)
+        if not -2**63 <= max_new_tokens < 2**63 or not -2**63 <= top_k < 2**63:
+            raise InvalidArgumentError("max_new_tokens = %d, top_k = %d: out of range" % (max_new_tokens, top_k))
+        params.max_new_tokens = max_new_tokens
+        params.top_k = top_k
+        params.seed = seed
+        try:
+            params.temperature = float(temperature)
+            params.top_p = float(top_p)
+        except (TypeError, ValueError):
+            raise InvalidArgumentError("temperature and top_p must be numbers, got %r and %r"
+                                       % (temperature, top_p)) from None
+        eos = None
+        if eos_token_id is not None:
+            ids = [eos_token_id] if isinstance(_batch._as_list(eos_token_id), int) else eos_token_id
+            eos = _batch.token_ids(ids, "eos_token_id")
+            params.num_eos_token_ids = len(eos)
+            if len(eos):
+                params.eos_token_ids = (c_int32 * len(eos)).from_buffer(eos)
+        lists = _batch.Lists(prompts, ["prompt %d" % i for i in range(len(prompts))])
+        n = len(prompts)
+        # Room for up to 4096 new tokens per prompt up front (the library checks the request fits in
+        # memory before generating); a longer result is regenerated into a buffer of the size needed
+        # (decoding is deterministic for a seed).
+        capacity = max(n * min(max(max_new_tokens, 0), 4096), 1)
+        out_offsets = (c_int64 * (n + 1))()
+        needed = c_int64()
+        while True:
+            out_ids = (c_int32 * capacity)()
+            status = _lib.lib.dpo_model_generate(self._handle, ctypes.byref(params), n, ctypes.byref(lists.struct),
+                                                 out_ids, capacity, out_offsets, ctypes.byref(needed))
+            if status != 8 or needed.value <= capacity:
+                _lib.check(status)
+                break
+            capacity = needed.value
+        out = [list(out_ids[out_offsets[i]:out_offsets[i + 1]]) for i in range(n)]
+        return out[0] if single else out
+
+    def __repr__(self):
+        try:
+            c = self.config
+            return "Model(%s, %d layers, hidden %d, vocab %d)" % (c.get("model_type"), c.get("num_hidden_layers"),
+                                                                c.get("hidden_size"), c.get("vocab_size"))
+        except Exception:
+            return "Model(closed)"
+
+
+def _jsonable(x):
+    """numpy scalars and arrays in JSON payloads."""
+    if hasattr(x, "tolist"):
+        return x.tolist()
+    raise TypeError("%r is not JSON serializable" % (x,))

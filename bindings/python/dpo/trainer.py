@@ -1,0 +1,208 @@
+"""DPOConfig / DPOTrainer and SFTConfig / SFTTrainer with TRL's names, over libdpo."""
+import ctypes
+import json
+from ctypes import POINTER, c_double, c_float, c_int64, c_void_p
+
+from . import _batch, _lib
+from .errors import InvalidArgumentError
+from .model import Handle, Model, _jsonable
+
+# TRL's metric names, in TRL's logging order, for the fields of dpo_metrics / dpo_sft_metrics.
+_DPO_METRICS = [("loss", "loss"), ("rewards/chosen", "rewards_chosen"), ("rewards/rejected", "rewards_rejected"),
+                ("rewards/accuracies", "rewards_accuracies"), ("rewards/margins", "rewards_margins"),
+                ("logps/chosen", "logps_chosen"), ("logps/rejected", "logps_rejected"),
+                ("logits/chosen", "logits_chosen"), ("logits/rejected", "logits_rejected"),
+                ("entropy", "entropy"), ("mean_token_accuracy", "mean_token_accuracy")]
+_SFT_METRICS = [("loss", "loss"), ("mean_token_accuracy", "mean_token_accuracy"), ("entropy", "entropy")]
+
+
+def _metrics(m, names, prefix=""):
+    """TRL's metric dict: grad_norm and learning_rate on optimizer steps, num_tokens in training."""
+    out = {prefix + name: getattr(m, field) for name, field in names}
+    if m.optimizer_stepped:
+        out[prefix + "grad_norm"] = m.grad_norm
+        out[prefix + "learning_rate"] = m.learning_rate
+    if not prefix:
+        out["num_tokens"] = m.num_tokens
+    return out
+
+
+class _Config:
+    """A config with TRL's field names and defaults. Fields are validated by the library when the
+    config is made (and again when a trainer uses it); unknown names raise TypeError."""
+
+    _resolve = None   # the library's *_config_json function
+    _defaults = None  # cached per class
+
+    def __init__(self, **fields):
+        cls = type(self)
+        if cls._defaults is None:
+            cls._defaults = json.loads(_lib.text_out(cls._resolve, None))
+        for key in fields:
+            if key not in cls._defaults:
+                raise TypeError("%s.__init__() got an unexpected keyword argument '%s' (fields: %s)"
+                                % (cls.__name__, key, ", ".join(cls._defaults)))
+        text = json.dumps(fields, default=_jsonable).encode()
+        object.__setattr__(self, "_fields", json.loads(_lib.text_out(cls._resolve, text)))
+
+    def __getattr__(self, name):
+        fields = self.__dict__.get("_fields", {})
+        if name in fields:
+            return fields[name]
+        raise AttributeError("%s has no field '%s'" % (type(self).__name__, name))
+
+    def __setattr__(self, name, value):
+        if name not in self._fields:
+            raise AttributeError("%s has no field '%s'" % (type(self).__name__, name))
+        changed = dict(self._fields)
+        changed[name] = value
+        text = json.dumps(changed, default=_jsonable).encode()
+        object.__setattr__(self, "_fields", json.loads(_lib.text_out(type(self)._resolve, text)))
+
+    def to_dict(self):
+        return dict(self._fields)
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self._fields == other._fields
+
+    def __repr__(self):
+        return "%s(%s)" % (type(self).__name__, ", ".join("%s=%r" % kv for kv in self._fields.items()))
+
+
+class DPOConfig(_Config):
+    """TRL's DPOConfig fields (beta, loss_type, loss_weights, label_smoothing, f_divergence_type,
+    f_alpha_divergence_coef, ld_alpha, use_weighting, discopop_tau, max_length, truncation_mode,
+    precompute_ref_log_probs, sync_ref_model, ref_model_mixup_alpha, ref_model_sync_steps) and the
+    optimizer fields of TrainingArguments (learning_rate, weight_decay, adam_beta1, adam_beta2,
+    adam_epsilon, max_grad_norm, lr_scheduler_type, warmup_steps, warmup_ratio, max_steps,
+    gradient_accumulation_steps, seed), with TRL's defaults."""
+
+    _resolve = _lib.lib.dpo_trainer_config_json
+
+
+class SFTConfig(_Config):
+    """TRL's SFTConfig fields that apply: max_length and the optimizer fields (learning_rate 2e-5)."""
+
+    _resolve = _lib.lib.dpo_sft_trainer_config_json
+
+
+def _model_handle(model, name):
+    if not isinstance(model, Model):
+        raise InvalidArgumentError("%s must be a dpo.Model, got %r" % (name, type(model).__name__))
+    return model._handle
+
+
+class _Trainer(Handle):
+    _config_type = None
+    _metric_names = None
+    _metrics_type = None
+    _batch_type = None
+    _fn = None  # function-name prefix
+
+    def _call(self, name, *args):
+        _lib.check(getattr(_lib.lib, self._fn + name)(self._handle, *args))
+
+    def _run(self, name, batch, prefix=""):
+        b = self._batch_type(batch)
+        m = _lib.new(self._metrics_type)
+        self._call(name, ctypes.byref(b.struct), ctypes.byref(m))
+        return _metrics(m, self._metric_names, prefix)
+
+    def step(self, batch):
+        """One training step (forward, backward; an optimizer step every gradient_accumulation_steps
+        calls). Returns TRL's metrics; grad_norm and learning_rate appear on optimizer steps."""
+        return self._run("step", batch)
+
+    def evaluate(self, batch):
+        """Metrics of a batch without any update, keys prefixed "eval_"."""
+        return self._run("evaluate", batch, "eval_")
+
+    def accumulate(self, batch):
+        """Distributed grain: forward and backward of a micro-batch, gradients added to the buffer."""
+        return self._run("accumulate", batch)
+
+    def gradients(self):
+        """Distributed grain: the flat float32 gradient buffer as a writable memoryview (zero-copy;
+        ``numpy.frombuffer(trainer.gradients(), dtype=numpy.float32)`` wraps it). Valid while the
+        trainer lives; all-reduce it between accumulate() and apply_optimizer()."""
+        data, count = POINTER(c_float)(), c_int64()
+        self._call("gradients", ctypes.byref(data), ctypes.byref(count))
+        array = (c_float * count.value).from_address(ctypes.addressof(data.contents))
+        array._trainer = self  # keep the trainer (and so the buffer) alive with the view
+        return memoryview(array).cast("B").cast("f")
+
+    def apply_optimizer(self):
+        """Distributed grain: clip, AdamW step, zero the gradients. Returns the step's metrics."""
+        m = _lib.new(self._metrics_type)
+        self._call("apply_optimizer", ctypes.byref(m))
+        return _metrics(m, self._metric_names)
+
+    @property
+    def global_step(self):
+        out = c_int64()
+        self._call("global_step", ctypes.byref(out))
+        return out.value
+
+    def save_checkpoint(self, path):
+        """Writes a checkpoint directory (weights, optimizer, counters, RNG, config) atomically."""
+        self._call("save_checkpoint", _lib.encode_path(path))
+
+    def load_checkpoint(self, path):
+        """Restores a checkpoint of save_checkpoint() into this trainer (same model config)."""
+        self._call("load_checkpoint", _lib.encode_path(path))
+
+
+class DPOTrainer(_Trainer):
+    """TRL's DPOTrainer on token-id batches: lists of {"prompt_ids", "chosen_ids", "rejected_ids"}
+    dicts, optionally with "ref_chosen_logps" and "ref_rejected_logps". ref_model=None uses a
+    snapshot of the model's initial weights (or none with precompute_ref_log_probs)."""
+
+    _free = _lib.lib.dpo_trainer_free
+    _metric_names = _DPO_METRICS
+    _metrics_type = _lib.Metrics
+    _batch_type = _batch.Preference
+    _fn = "dpo_trainer_"
+
+    def __init__(self, model, ref_model=None, args=None):
+        args = DPOConfig() if args is None else args
+        if not isinstance(args, DPOConfig):
+            raise InvalidArgumentError("args must be a dpo.DPOConfig, got %r" % type(args).__name__)
+        policy = _model_handle(model, "model")
+        reference = None if ref_model is None else _model_handle(ref_model, "ref_model")
+        out = c_void_p()
+        text = json.dumps(args.to_dict()).encode()
+        _lib.check(_lib.lib.dpo_trainer_create_json(policy, reference, text, ctypes.byref(out)))
+        super().__init__(out.value)
+        self.model, self.ref_model, self.args = model, ref_model, args
+
+    def precompute_ref_log_probs(self, batch):
+        """The batch with "ref_chosen_logps" and "ref_rejected_logps" added to (copies of) its items,
+        computed with the reference (or the current weights when there is none)."""
+        b = _batch.Preference(batch, with_reference=False)
+        n = b.count
+        chosen, rejected = (c_double * n)(), (c_double * n)()
+        self._call("precompute_ref_logps", ctypes.byref(b.struct), chosen, rejected, n)
+        return [dict(item, ref_chosen_logps=chosen[i], ref_rejected_logps=rejected[i])
+                for i, item in enumerate(_batch._as_list(batch))]
+
+
+class SFTTrainer(_Trainer):
+    """Supervised fine-tuning on lists of {"prompt_ids", "completion_ids"} (loss on completions)."""
+
+    _free = _lib.lib.dpo_sft_trainer_free
+    _metric_names = _SFT_METRICS
+    _metrics_type = _lib.SFTMetrics
+    _batch_type = _batch.Completion
+    _fn = "dpo_sft_trainer_"
+
+    def __init__(self, model, args=None):
+        args = SFTConfig() if args is None else args
+        if not isinstance(args, SFTConfig):
+            raise InvalidArgumentError("args must be a dpo.SFTConfig, got %r" % type(args).__name__)
+        out = c_void_p()
+        text = json.dumps(args.to_dict()).encode()
+        _lib.check(_lib.lib.dpo_sft_trainer_create_json(_model_handle(model, "model"), text, ctypes.byref(out)))
+        super().__init__(out.value)
+        self.model, self.args = model, args
+
+

@@ -1,0 +1,549 @@
+/*
+ * dpo.h - the C interface of swift-dpo (libdpo.so): Llama-family models, DPO and SFT training with
+ * TRL's names and defaults, checkpoints and generation, on the CPU.
+ *
+ * Conventions (they hold for every declaration below unless it says otherwise):
+ *
+ *  - Handles are opaque (dpo_model, dpo_trainer, dpo_sft_trainer). The library creates them and
+ *    the host releases each with its *_free function; *_free(NULL) is a no-op. A handle that was
+ *    freed, or a pointer that never was a handle, is refused with DPO_ERR_INVALID_ARGUMENT (handles
+ *    are never reused, so a stale one cannot alias a new one).
+ *  - Every fallible call returns a dpo_status. DPO_OK is 0. Outputs go through pointer arguments
+ *    and are written only when the call returns DPO_OK (except *out_needed with
+ *    DPO_ERR_BUFFER_TOO_SMALL). A call that fails changes nothing: models, trainers and optimizer
+ *    state are as they were before it.
+ *  - Every call that takes a handle can return DPO_ERR_INVALID_ARGUMENT (NULL, freed or foreign
+ *    handle), DPO_ERR_WRONG_STATE (the handle, or a model it uses, is inside a call on another
+ *    thread right now) and DPO_ERR_INTERNAL (a bug in swift-dpo; please report it). The lists at
+ *    each function name the further statuses.
+ *  - After a failure, dpo_last_error() (per thread) and the handle's *_last_error() (per handle)
+ *    give a message naming the argument and the offending value. Calls that return a status
+ *    reset both messages on entry, so after DPO_OK they are "".
+ *  - Structs that cross the boundary start with `size_t struct_size`, which the CALLER sets to
+ *    sizeof(the struct) before passing it, for inputs and outputs alike. The library refuses any
+ *    other value (DPO_ERR_INVALID_ARGUMENT), so a host compiled against a different version of
+ *    this header fails cleanly instead of being misread. Params structs come from
+ *    dpo_*_default_params(): set struct_size, call it, then change the fields you need.
+ *  - Strings are NUL-terminated UTF-8. Strings the library returns are owned by the library;
+ *    their lifetime is stated at each function.
+ *  - Token batches are CSR-style (see dpo_token_lists): flat int32 token arrays plus int64
+ *    offsets, so ragged sequences travel without padding.
+ *  - Threads: one handle is used by one thread at a time; distinct handles are independent
+ *    (a trainer also uses its models' handles' objects). The library parallelises each call
+ *    internally over dpo_get_num_threads() threads.
+ */
+#ifndef DPO_H
+#define DPO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------------------------ */
+/* Version                                                                                      */
+/* ------------------------------------------------------------------------------------------ */
+
+#define DPO_VERSION_MAJOR 0
+#define DPO_VERSION_MINOR 1
+#define DPO_VERSION_PATCH 0
+#define DPO_VERSION_STRING "0.1.0"
+/* Bumped whenever a struct layout or a function signature of this header changes. */
+#define DPO_ABI_VERSION 1
+
+/* The library's version, e.g. "0.1.0". Static storage; never NULL. */
+const char *dpo_version(void);
+
+/* The library's ABI version. A host (or binding) should check it equals DPO_ABI_VERSION. */
+int32_t dpo_abi_version(void);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Status codes and messages                                                                    */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef enum dpo_status {
+    DPO_OK = 0,
+    /* A NULL, freed or foreign pointer/handle; a value out of range; a malformed batch; an
+       unknown name; a wrong struct_size. */
+    DPO_ERR_INVALID_ARGUMENT = 1,
+    /* A file or directory could not be opened, read, written or renamed (or does not exist). */
+    DPO_ERR_IO = 2,
+    /* A file was read but its content is malformed (config.json, safetensors, checkpoint). */
+    DPO_ERR_FORMAT = 3,
+    /* The request needs more memory than the machine has (checked before allocating). */
+    DPO_ERR_OUT_OF_MEMORY = 4,
+    /* A computed loss or gradient is NaN or infinite (nothing was changed). */
+    DPO_ERR_NUMERIC = 5,
+    /* The call is not valid now (e.g. apply_optimizer with nothing accumulated, or the handle is
+       in use by another thread). */
+    DPO_ERR_WRONG_STATE = 6,
+    /* A broken internal invariant: a bug in swift-dpo. */
+    DPO_ERR_INTERNAL = 7,
+    /* A caller-owned output buffer is too small; the size needed is reported. */
+    DPO_ERR_BUFFER_TOO_SMALL = 8
+} dpo_status;
+
+/* Static English text for a status, e.g. "invalid argument". Unknown codes give
+   "unknown status". Never NULL. */
+const char *dpo_status_string(dpo_status status);
+
+/* The message of the last failed call made by the calling thread, naming the argument and the
+   value at fault; "" if the thread's last status-returning call succeeded or it made none.
+   Owned by the library; valid until the calling thread's next call into the library (copy it if
+   you need it longer). Never NULL. */
+const char *dpo_last_error(void);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Threads                                                                                      */
+/* ------------------------------------------------------------------------------------------ */
+
+/* The number of threads the library uses for matrix products (OpenBLAS) and its own parallel
+   loops. Default: the number of online cores. Global to the process. */
+int32_t dpo_get_num_threads(void);
+
+/* Sets the thread count (1..1024) for every later call. Call it between calls, not while another
+   thread is inside the library.
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT if n < 1 or n > 1024. */
+dpo_status dpo_set_num_threads(int32_t n);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Token batches                                                                                */
+/* ------------------------------------------------------------------------------------------ */
+
+/* `count` lists of token ids in one flat array (the count is given by the enclosing batch):
+   list i is ids[offsets[i] .. offsets[i+1]). offsets has count+1 entries, offsets[0] == 0, the
+   offsets never decrease, and offsets[count] <= num_ids. Token ids must be in [0, vocab_size).
+   A batch holds at most 2^28 tokens in all its lists (DPO_MAX_BATCH_TOKENS).
+   The library reads these arrays during the call only and never keeps or frees them. */
+#define DPO_MAX_BATCH_TOKENS 268435456 /* 2^28 */
+
+typedef struct dpo_token_lists {
+    const int32_t *ids;     /* num_ids token ids (may be NULL only when num_ids == 0) */
+    int64_t num_ids;        /* entries of ids, 0 <= num_ids <= INT32_MAX */
+    const int64_t *offsets; /* count + 1 entries, never NULL */
+} dpo_token_lists;
+
+/* A batch of (prompt, completion) items: sequence log-probs, SFT steps. */
+typedef struct dpo_completion_batch {
+    size_t struct_size;          /* sizeof(dpo_completion_batch) */
+    int64_t count;               /* number of items, >= 1 */
+    dpo_token_lists prompts;     /* count lists */
+    dpo_token_lists completions; /* count lists, each non-empty */
+} dpo_completion_batch;
+
+/* A batch of preference pairs (TRL's prompt_ids / chosen_ids / rejected_ids columns). */
+typedef struct dpo_preference_batch {
+    size_t struct_size;        /* sizeof(dpo_preference_batch) */
+    int64_t num_pairs;         /* >= 1 */
+    dpo_token_lists prompts;   /* num_pairs lists (a prompt may be empty) */
+    dpo_token_lists chosen;    /* num_pairs non-empty lists */
+    dpo_token_lists rejected;  /* num_pairs non-empty lists */
+    /* Optional precomputed reference log-prob sums (TRL's ref_chosen_logps / ref_rejected_logps),
+       num_pairs finite values <= 0 each, or both NULL to compute them with the reference. Giving
+       one without the other, or NaN/Inf, is DPO_ERR_INVALID_ARGUMENT. */
+    const double *ref_chosen_logps;
+    const double *ref_rejected_logps;
+} dpo_preference_batch;
+
+/* ------------------------------------------------------------------------------------------ */
+/* Models                                                                                       */
+/* ------------------------------------------------------------------------------------------ */
+
+/* A Llama-family decoder (model_type "llama": Llama 2/3, SmolLM, TinyLlama; "qwen2"): config and
+   fp32 weights. Not thread-safe; see the conventions. */
+typedef struct dpo_model dpo_model;
+
+#define DPO_MAX_EOS_TOKEN_IDS 8
+
+/* Model shape and settings with Hugging Face config.json names. dpo_model_default_config() gives
+   transformers' LlamaConfig defaults (which describe Llama-2-7B: set the shape fields for a small
+   model). RoPE scaling (rope_scaling / rope_parameters) is not represented here: use
+   dpo_model_create_json() / dpo_model_config_json() for it. Supported sizes: vocab_size and
+   max_position_embeddings < 2^31, intermediate_size <= 2^24, the other dimensions <= 2^20. */
+typedef struct dpo_model_config {
+    size_t struct_size;              /* sizeof(dpo_model_config) */
+    char model_type[16];             /* "llama" (default) or "qwen2", NUL-terminated */
+    int64_t vocab_size;              /* 32000 */
+    int64_t hidden_size;             /* 4096 */
+    int64_t intermediate_size;       /* 11008 */
+    int64_t num_hidden_layers;       /* 32 */
+    int64_t num_attention_heads;     /* 32 */
+    int64_t num_key_value_heads;     /* 32 */
+    int64_t head_dim;                /* 0 = hidden_size / num_attention_heads (default) */
+    int64_t max_position_embeddings; /* 2048 */
+    double initializer_range;        /* 0.02: std of the random initialisation */
+    double rms_norm_eps;             /* 1e-6 */
+    double rope_theta;               /* 10000 */
+    int32_t tie_word_embeddings;     /* 0 */
+    int32_t attention_bias;          /* 0 */
+    int32_t mlp_bias;                /* 0 */
+    int32_t reserved;                /* must be 0 */
+    int64_t bos_token_id;            /* 1; -1 = none */
+    int64_t pad_token_id;            /* -1 = none (default) */
+    int64_t num_eos_token_ids;       /* 1; 0..DPO_MAX_EOS_TOKEN_IDS */
+    int64_t eos_token_ids[DPO_MAX_EOS_TOKEN_IDS]; /* {2}; entries past num_eos_token_ids ignored */
+} dpo_model_config;
+
+/* Fills *config with the defaults. The caller sets config->struct_size first.
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (config NULL, wrong struct_size). */
+dpo_status dpo_model_default_config(dpo_model_config *config);
+
+/* Creates a model with randomly initialised weights (transformers' _init_weights: matrices
+   normal(0, initializer_range), norms 1, the pad row 0), deterministic for a seed.
+   On DPO_OK, *out_model is a new handle the caller frees with dpo_model_free().
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (NULL pointer, wrong struct_size, a field out of
+   range or an unsupported value: the message names the field); DPO_ERR_OUT_OF_MEMORY (the
+   weights would not fit in memory). */
+dpo_status dpo_model_create(const dpo_model_config *config, uint64_t seed, dpo_model **out_model);
+
+/* Like dpo_model_create() from a config.json text (a JSON object with Hugging Face names; absent
+   fields take transformers' defaults; rope_scaling / rope_parameters accepted).
+   Returns: as dpo_model_create(); a text that is not a JSON object is DPO_ERR_INVALID_ARGUMENT. */
+dpo_status dpo_model_create_json(const char *config_json, uint64_t seed, dpo_model **out_model);
+
+/* Loads a Hugging Face model directory: config.json plus model.safetensors (or a sharded set
+   with model.safetensors.index.json); F32, BF16 and F16 weights are kept as F32.
+   On DPO_OK, *out_model is a new handle the caller frees with dpo_model_free().
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (NULL pointer); DPO_ERR_IO (missing directory or
+   file, unreadable); DPO_ERR_FORMAT (config.json not JSON or with bad fields, corrupt or
+   mismatching safetensors); DPO_ERR_OUT_OF_MEMORY. */
+dpo_status dpo_model_load(const char *directory, dpo_model **out_model);
+
+/* Writes config.json and model.safetensors (F32) into directory (created if needed), each file
+   atomically, loadable by dpo_model_load() and transformers.
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (NULL); DPO_ERR_IO. */
+dpo_status dpo_model_save(dpo_model *model, const char *directory);
+
+/* Releases the handle. A trainer created with this model keeps using the weights (they live
+   until the last trainer using them is freed); only this handle becomes invalid.
+   Returns: DPO_OK (also for NULL); DPO_ERR_INVALID_ARGUMENT (freed or foreign handle);
+   DPO_ERR_WRONG_STATE (inside a call on another thread; nothing is freed). */
+dpo_status dpo_model_free(dpo_model *model);
+
+/* The message of the last failed call on this handle ("" if it succeeded). Owned by the handle;
+   valid until the next call with it or its free. For an invalid handle, a static text. */
+const char *dpo_model_last_error(const dpo_model *model);
+
+/* Writes the model's config into *out_config (caller sets out_config->struct_size).
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (NULL, wrong struct_size, or the model has more than
+   DPO_MAX_EOS_TOKEN_IDS eos ids or a model_type longer than 15 bytes: use the JSON form). */
+dpo_status dpo_model_get_config(dpo_model *model, dpo_model_config *out_config);
+
+/* The model's config.json text (Hugging Face names, including the rope parameters), as
+   dpo_model_save() writes it, NUL-terminated, into the caller's buffer.
+   *out_needed (if not NULL) receives the size needed including the NUL, on DPO_OK and on
+   DPO_ERR_BUFFER_TOO_SMALL. buffer may be NULL when capacity is 0 (to ask for the size).
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT; DPO_ERR_BUFFER_TOO_SMALL (nothing written). */
+dpo_status dpo_model_config_json(dpo_model *model, char *buffer, size_t capacity, size_t *out_needed);
+
+/* The number of parameters (tied embeddings counted once).
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT. */
+dpo_status dpo_model_num_parameters(dpo_model *model, int64_t *out_count);
+
+/* Summed completion log-probs: for item i, sum_j log p(completion_i[j] | prompt_i,
+   completion_i[..j]). Prompts must be non-empty (the first completion token needs a preceding
+   token). No gradient state changes. out_logps is caller-owned with capacity >= batch->count
+   entries; entry i is item i's sum.
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (NULL, wrong struct_size, bad lengths or offsets,
+   token id out of range, empty prompt or completion); DPO_ERR_BUFFER_TOO_SMALL (capacity <
+   count; nothing written); DPO_ERR_OUT_OF_MEMORY. */
+dpo_status dpo_model_sequence_logps(dpo_model *model, const dpo_completion_batch *batch,
+                                    double *out_logps, int64_t capacity);
+
+/* Decoding settings (transformers' generate names). */
+typedef struct dpo_generate_params {
+    size_t struct_size;             /* sizeof(dpo_generate_params) */
+    int64_t max_new_tokens;         /* 32; 0 .. 2^30 */
+    double temperature;             /* 0 = greedy (default); > 0 samples from logits / T */
+    int64_t top_k;                  /* 0 = off */
+    double top_p;                   /* 1 = off; in (0, 1] */
+    uint64_t seed;                  /* 0: sampling is deterministic for a seed */
+    /* Stop ids: num_eos_token_ids < 0 (default -1) uses the model config's eos_token_id; 0 never
+       stops early; > 0 uses eos_token_ids[0 .. num_eos_token_ids). */
+    int64_t num_eos_token_ids;
+    const int32_t *eos_token_ids;
+} dpo_generate_params;
+
+/* Fills *params with the defaults above (caller sets params->struct_size).
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT. */
+dpo_status dpo_generate_default_params(dpo_generate_params *params);
+
+/* Continues each of num_prompts prompts (non-empty token lists) with a KV cache. The new tokens
+   (an EOS that stopped a sequence included) are written CSR-style: out_offsets (caller-owned,
+   num_prompts + 1 entries) and out_ids (caller-owned, capacity entries); prompt i's new tokens are
+   out_ids[out_offsets[i] .. out_offsets[i+1]). capacity >= num_prompts * max_new_tokens always
+   suffices. *out_needed (if not NULL) receives the total number of new tokens on DPO_OK and on
+   DPO_ERR_BUFFER_TOO_SMALL. params may be NULL for the defaults.
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (NULL, wrong struct_size, bad lengths, offsets or
+   token ids, empty prompt, bad params); DPO_ERR_BUFFER_TOO_SMALL (nothing written to out_ids or
+   out_offsets); DPO_ERR_OUT_OF_MEMORY. */
+dpo_status dpo_model_generate(dpo_model *model, const dpo_generate_params *params,
+                              int64_t num_prompts, const dpo_token_lists *prompts,
+                              int32_t *out_ids, int64_t capacity, int64_t *out_offsets,
+                              int64_t *out_needed);
+
+/* ------------------------------------------------------------------------------------------ */
+/* DPO training                                                                                 */
+/* ------------------------------------------------------------------------------------------ */
+
+/* TRL's DPOTrainer: a policy trained against a reference. Not thread-safe; see conventions. */
+typedef struct dpo_trainer dpo_trainer;
+
+/* TRL DPOConfig fields (same names and defaults; the math is in dpo-math.md) plus the
+   transformers TrainingArguments fields that drive the optimizer. String fields point to
+   NUL-terminated text the caller owns (read during the create call only); NULL means the
+   default. dpo_trainer_default_params() sets them to static strings of the library. */
+typedef struct dpo_trainer_params {
+    size_t struct_size;              /* sizeof(dpo_trainer_params) */
+    double beta;                     /* 0.1 */
+    /* One loss or several, comma-separated, e.g. "sigmoid" (default) or "sigmoid,sft" (RPO).
+       Names: sigmoid, hinge, ipo, sigmoid_norm, exo_pair, nca_pair, robust, bco_pair, sppo_hard,
+       aot, aot_unpaired, apo_zero, apo_down, discopop, sft. */
+    const char *loss_type;
+    const double *loss_weights;      /* one weight per loss type, or NULL for all 1 (default) */
+    int64_t num_loss_weights;        /* entries of loss_weights (0 when NULL) */
+    double label_smoothing;          /* 0 */
+    const char *f_divergence_type;   /* "reverse_kl" | forward_kl | js_divergence | alpha_divergence */
+    double f_alpha_divergence_coef;  /* 0.5 */
+    double ld_alpha;                 /* LD-DPO weight in [0, 1]; negative = None (default -1) */
+    int32_t use_weighting;           /* 0; 1 = WPO weights */
+    int32_t precompute_ref_log_probs;/* 0; 1 = batches carry reference log-probs, no reference held */
+    double discopop_tau;             /* 0.05 */
+    int64_t max_length;              /* 1024; 0 = None (no limit); else >= 2 */
+    const char *truncation_mode;     /* "keep_start" (default) | "keep_end" */
+    int32_t sync_ref_model;          /* 0; 1 = TR-DPO */
+    int32_t reserved;                /* must be 0 */
+    double ref_model_mixup_alpha;    /* 0.6 */
+    int64_t ref_model_sync_steps;    /* 512 */
+    /* Optimizer (transformers TrainingArguments, AdamW as torch.optim.AdamW). */
+    double learning_rate;            /* 1e-6 */
+    double weight_decay;             /* 0 (not applied to biases and norm weights) */
+    double adam_beta1;               /* 0.9 */
+    double adam_beta2;               /* 0.999 */
+    double adam_epsilon;             /* 1e-8 */
+    double max_grad_norm;            /* 1.0; 0 = no clipping */
+    const char *lr_scheduler_type;   /* "linear" (default) | constant | cosine | constant_with_warmup */
+    int64_t warmup_steps;            /* 0 */
+    double warmup_ratio;             /* 0 */
+    int64_t max_steps;               /* 1000: the schedule's length in optimizer steps */
+    int64_t gradient_accumulation_steps; /* 1 */
+    uint64_t seed;                   /* 42 */
+} dpo_trainer_params;
+
+/* Fills *params with TRL's defaults (caller sets params->struct_size). String fields point to
+   static storage of the library.
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT. */
+dpo_status dpo_trainer_default_params(dpo_trainer_params *params);
+
+/* The complete DPOConfig as JSON (TRL names; loss_type as a list, None as null): the fields of
+   fields_json (a JSON object, or NULL for none) over the defaults, validated. Written
+   NUL-terminated into the caller's buffer; *out_needed (if not NULL) gets the size needed
+   including the NUL on DPO_OK and DPO_ERR_BUFFER_TOO_SMALL.
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (not a JSON object, unknown field, wrong type, invalid
+   value or combination); DPO_ERR_BUFFER_TOO_SMALL. */
+dpo_status dpo_trainer_config_json(const char *fields_json, char *buffer, size_t capacity,
+                                   size_t *out_needed);
+
+/* Per-step metrics with TRL's names (dpo-math.md). Means over the batch's pairs; for an optimizer
+   step with gradient accumulation, means over the accumulated micro-batches. */
+typedef struct dpo_metrics {
+    size_t struct_size;          /* sizeof(dpo_metrics), set by the caller */
+    double loss;                 /* loss */
+    double rewards_chosen;       /* rewards/chosen = mean beta * (policy - ref) logp of chosen */
+    double rewards_rejected;     /* rewards/rejected */
+    double rewards_accuracies;   /* rewards/accuracies = mean 1[rewards chosen > rejected] */
+    double rewards_margins;      /* rewards/margins */
+    double logps_chosen;         /* logps/chosen: mean summed completion log-prob */
+    double logps_rejected;       /* logps/rejected */
+    double logits_chosen;        /* logits/chosen: token-weighted mean logit */
+    double logits_rejected;      /* logits/rejected */
+    double entropy;              /* entropy: token-weighted mean over completion positions */
+    double mean_token_accuracy;  /* mean_token_accuracy: argmax hits on chosen completions */
+    double grad_norm;            /* grad_norm before clipping; NaN unless optimizer_stepped */
+    double learning_rate;        /* learning_rate used; NaN unless optimizer_stepped */
+    double num_tokens;           /* num_tokens: cumulative tokens trained on (chosen + rejected rows) */
+    int32_t optimizer_stepped;   /* 1 if this call ran the optimizer */
+    int32_t reserved;            /* 0 */
+    int64_t global_step;         /* optimizer steps taken so far (after this call) */
+} dpo_metrics;
+
+/* Creates a trainer. policy is trained in place. reference is a separate frozen model with the
+   same vocabulary, or NULL: then the reference is a snapshot of the policy's weights taken at the
+   first step (or, with precompute_ref_log_probs, no model: batches carry the log-probs). The
+   trainer keeps both models alive; freeing their handles later is allowed. params may be NULL for
+   the defaults. On DPO_OK, *out_trainer is a new handle freed with dpo_trainer_free().
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (NULL, invalid model handle, reference == policy,
+   vocabularies differ, wrong struct_size, unknown loss/scheduler/f-divergence/truncation name,
+   invalid value or combination); DPO_ERR_OUT_OF_MEMORY (optimizer state would not fit). */
+dpo_status dpo_trainer_create(dpo_model *policy, dpo_model *reference,
+                              const dpo_trainer_params *params, dpo_trainer **out_trainer);
+
+/* Like dpo_trainer_create() with the config as a JSON object of TRL-named fields (see
+   dpo_trainer_config_json; NULL = defaults). Returns: as dpo_trainer_create(). */
+dpo_status dpo_trainer_create_json(dpo_model *policy, dpo_model *reference, const char *config_json,
+                                   dpo_trainer **out_trainer);
+
+/* Releases the trainer (and the models only it still keeps).
+   Returns: DPO_OK (also for NULL); DPO_ERR_INVALID_ARGUMENT; DPO_ERR_WRONG_STATE (in use). */
+dpo_status dpo_trainer_free(dpo_trainer *trainer);
+
+/* The message of the last failed call on this trainer; lifetime as dpo_model_last_error(). */
+const char *dpo_trainer_last_error(const dpo_trainer *trainer);
+
+/* One training step on a batch: forward and backward of policy and reference, gradients
+   accumulated; every gradient_accumulation_steps-th call also clips and steps AdamW (then
+   out_metrics->optimizer_stepped is 1). out_metrics may be NULL.
+   Validation (bad offsets, token ids, empty completions, a prompt alone >= max_length with
+   keep_start, NaN/Inf reference log-probs) happens before anything changes.
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT; DPO_ERR_NUMERIC (the loss or gradient is not
+   finite; nothing changed); DPO_ERR_OUT_OF_MEMORY. */
+dpo_status dpo_trainer_step(dpo_trainer *trainer, const dpo_preference_batch *batch,
+                            dpo_metrics *out_metrics);
+
+/* Metrics of a batch without any change (TRL's evaluate; hosts prefix the names with "eval_").
+   out_metrics is required; its grad_norm and learning_rate are NaN.
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT; DPO_ERR_OUT_OF_MEMORY. */
+dpo_status dpo_trainer_evaluate(dpo_trainer *trainer, const dpo_preference_batch *batch,
+                                dpo_metrics *out_metrics);
+
+/* Reference log-prob sums of each pair (LD-weighted like the loss uses them), computed with the
+   reference model, or with the policy's current weights when there is none; to be passed back
+   as ref_chosen_logps / ref_rejected_logps of later batches (TRL's precompute_ref_log_probs).
+   out_chosen and out_rejected are caller-owned with capacity >= num_pairs entries. The batch's
+   own ref_* arrays are ignored.
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT; DPO_ERR_BUFFER_TOO_SMALL; DPO_ERR_OUT_OF_MEMORY. */
+dpo_status dpo_trainer_precompute_ref_logps(dpo_trainer *trainer, const dpo_preference_batch *batch,
+                                            double *out_chosen, double *out_rejected,
+                                            int64_t capacity);
+
+/* Distributed grain, 1/3: forward and backward of one micro-batch; its gradient (already divided
+   by gradient_accumulation_steps) is added to the gradient buffer. Never steps the optimizer.
+   out_metrics (may be NULL) gets the micro-batch's metrics.
+   Returns: as dpo_trainer_step(). */
+dpo_status dpo_trainer_accumulate(dpo_trainer *trainer, const dpo_preference_batch *batch,
+                                  dpo_metrics *out_metrics);
+
+/* Distributed grain, 2/3: the flat fp32 gradient buffer of the policy (all parameters, in
+   checkpoint order), for an all-reduce between accumulate and apply_optimizer. The host may
+   read and overwrite the values in place (e.g. replace them with the average over ranks).
+   The pointer is owned by the library and stays valid and unchanged until the trainer is freed
+   (another trainer on the same policy model shares it). Do not touch it while a call on this
+   trainer runs.
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT. */
+dpo_status dpo_trainer_gradients(dpo_trainer *trainer, float **out_data, int64_t *out_count);
+
+/* Distributed grain, 3/3: clip by max_grad_norm, AdamW at the scheduled learning rate, TR-DPO
+   sync if enabled, then zero the gradients. out_metrics (may be NULL) gets the mean metrics of
+   the accumulated micro-batches with grad_norm and learning_rate.
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT; DPO_ERR_WRONG_STATE (nothing accumulated);
+   DPO_ERR_NUMERIC (gradient norm not finite, e.g. after a host all-reduce; nothing changed). */
+dpo_status dpo_trainer_apply_optimizer(dpo_trainer *trainer, dpo_metrics *out_metrics);
+
+/* Optimizer steps taken. Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT. */
+dpo_status dpo_trainer_global_step(dpo_trainer *trainer, int64_t *out_step);
+
+/* Writes a checkpoint directory (policy, reference, optimizer moments, pending gradients, step
+   counters, RNG, config), replacing an existing one atomically. Resuming gives bit-identical
+   training. Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT; DPO_ERR_IO. */
+dpo_status dpo_trainer_save_checkpoint(dpo_trainer *trainer, const char *directory);
+
+/* Restores a checkpoint written by dpo_trainer_save_checkpoint() into this trainer (created with
+   the same model config and reference kind). On failure the trainer is unchanged.
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (NULL; written by an SFT trainer; different model
+   config or reference kind); DPO_ERR_IO (missing directory or files); DPO_ERR_FORMAT (corrupt). */
+dpo_status dpo_trainer_load_checkpoint(dpo_trainer *trainer, const char *directory);
+
+/* ------------------------------------------------------------------------------------------ */
+/* SFT training                                                                                 */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Supervised fine-tuning (TRL's SFTTrainer with completion-only loss): token-mean cross-entropy
+   on completion tokens. Not thread-safe; see conventions. */
+typedef struct dpo_sft_trainer dpo_sft_trainer;
+
+/* TRL SFTConfig fields that apply here. Same conventions as dpo_trainer_params. */
+typedef struct dpo_sft_params {
+    size_t struct_size;              /* sizeof(dpo_sft_params) */
+    int64_t max_length;              /* 1024; 0 = None; else >= 2. Truncation keeps the start. */
+    double learning_rate;            /* 2e-5 (TRL's SFT default) */
+    double weight_decay;             /* 0 */
+    double adam_beta1;               /* 0.9 */
+    double adam_beta2;               /* 0.999 */
+    double adam_epsilon;             /* 1e-8 */
+    double max_grad_norm;            /* 1.0 */
+    const char *lr_scheduler_type;   /* "linear" */
+    int64_t warmup_steps;            /* 0 */
+    double warmup_ratio;             /* 0 */
+    int64_t max_steps;               /* 1000 */
+    int64_t gradient_accumulation_steps; /* 1 */
+    uint64_t seed;                   /* 42 */
+} dpo_sft_params;
+
+/* Fills *params with the defaults (caller sets params->struct_size).
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT. */
+dpo_status dpo_sft_default_params(dpo_sft_params *params);
+
+/* The complete SFTConfig as JSON; as dpo_trainer_config_json(). */
+dpo_status dpo_sft_trainer_config_json(const char *fields_json, char *buffer, size_t capacity,
+                                       size_t *out_needed);
+
+/* SFT metrics, TRL's names. */
+typedef struct dpo_sft_metrics {
+    size_t struct_size;          /* sizeof(dpo_sft_metrics), set by the caller */
+    double loss;                 /* token-mean cross-entropy on completion tokens */
+    double mean_token_accuracy;
+    double entropy;
+    double grad_norm;            /* NaN unless optimizer_stepped */
+    double learning_rate;        /* NaN unless optimizer_stepped */
+    double num_tokens;           /* cumulative prompt + completion tokens trained on */
+    int32_t optimizer_stepped;
+    int32_t reserved;
+    int64_t global_step;
+} dpo_sft_metrics;
+
+/* Creates an SFT trainer of model (kept alive by the trainer). params may be NULL (defaults).
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT; DPO_ERR_OUT_OF_MEMORY. */
+dpo_status dpo_sft_trainer_create(dpo_model *model, const dpo_sft_params *params,
+                                  dpo_sft_trainer **out_trainer);
+
+/* Like dpo_sft_trainer_create() with a JSON object of TRL-named fields (NULL = defaults). */
+dpo_status dpo_sft_trainer_create_json(dpo_model *model, const char *config_json,
+                                       dpo_sft_trainer **out_trainer);
+
+/* Returns: DPO_OK (also for NULL); DPO_ERR_INVALID_ARGUMENT; DPO_ERR_WRONG_STATE. */
+dpo_status dpo_sft_trainer_free(dpo_sft_trainer *trainer);
+
+/* Lifetime as dpo_model_last_error(). */
+const char *dpo_sft_trainer_last_error(const dpo_sft_trainer *trainer);
+
+/* One SFT step on a batch of (prompt, completion) items (a prompt may be empty; completions
+   not). out_metrics may be NULL.
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT; DPO_ERR_NUMERIC; DPO_ERR_OUT_OF_MEMORY. */
+dpo_status dpo_sft_trainer_step(dpo_sft_trainer *trainer, const dpo_completion_batch *batch,
+                                dpo_sft_metrics *out_metrics);
+
+/* Metrics without an update (out_metrics required).
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT; DPO_ERR_OUT_OF_MEMORY. */
+dpo_status dpo_sft_trainer_evaluate(dpo_sft_trainer *trainer, const dpo_completion_batch *batch,
+                                    dpo_sft_metrics *out_metrics);
+
+/* Distributed grain: as dpo_trainer_accumulate / _gradients / _apply_optimizer. */
+dpo_status dpo_sft_trainer_accumulate(dpo_sft_trainer *trainer, const dpo_completion_batch *batch,
+                                      dpo_sft_metrics *out_metrics);
+dpo_status dpo_sft_trainer_gradients(dpo_sft_trainer *trainer, float **out_data, int64_t *out_count);
+dpo_status dpo_sft_trainer_apply_optimizer(dpo_sft_trainer *trainer, dpo_sft_metrics *out_metrics);
+
+/* Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT. */
+dpo_status dpo_sft_trainer_global_step(dpo_sft_trainer *trainer, int64_t *out_step);
+
+/* As dpo_trainer_save_checkpoint / dpo_trainer_load_checkpoint (a DPO checkpoint is refused). */
+dpo_status dpo_sft_trainer_save_checkpoint(dpo_sft_trainer *trainer, const char *directory);
+dpo_status dpo_sft_trainer_load_checkpoint(dpo_sft_trainer *trainer, const char *directory);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* DPO_H */
