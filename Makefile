@@ -3,15 +3,24 @@ SWIFT ?= swift
 CONFIG ?= release
 # Tests use @testable imports, which release builds allow only with testing enabled.
 TESTFLAGS := -Xswiftc -enable-testing
-# Debian packages the build and the tests need.
-APT_PACKAGES := libopenblas-dev pkg-config
+PYTHON ?= python3
+# pytest for the Python tests: from apt (python3-pytest) unless $(PYTHON) already has it.
+PYTEST_APT := $(shell $(PYTHON) -c 'import pytest' >/dev/null 2>&1 || echo python3-pytest)
+# Debian packages the build and the tests need (valgrind: the C smoke test runs under memcheck).
+APT_PACKAGES := libopenblas-dev pkg-config valgrind $(PYTEST_APT)
+# Where `make build` leaves libdpo.so (the C library; include/dpo.h is its header).
+LIBDIR := .build/$(CONFIG)
 
-.PHONY: help deps build test test-swift clean
+.PHONY: help deps build demo bench test test-swift test-c test-python test-cli clean
 
 help:
-	@echo "make deps   install what the build needs (libopenblas-dev, pkg-config) if missing"
-	@echo "make build  build the library ($(CONFIG))"
-	@echo "make test   run every test suite"
+	@echo "make deps   install what the build and tests need ($(APT_PACKAGES)) if missing"
+	@echo "make build  build the library ($(CONFIG)), the dpo command and $(LIBDIR)/libdpo.so"
+	@echo "make demo   the main job: SFT then DPO of a small byte-level Llama, evaluated on held-out prompts"
+	@echo "make bench  DPO step benchmark on the tiny and smollm2-135m shapes"
+	@echo "make test   run every test suite (test-swift, test-c, test-python, test-cli)"
+	@echo "make test-c       C ABI: header, exported symbols, smoke test under valgrind, examples/train.c"
+	@echo "make test-python  the Python package (bindings/python) with pytest, examples/train.py"
 	@echo "make clean  remove build products"
 
 deps:
@@ -25,8 +34,30 @@ deps:
 
 build:
 	$(SWIFT) build -c $(CONFIG)
+	@# SwiftPM names the dynamic library after its product, CDPO (the product name `dpo` is the
+	@# command's); hosts link it as libdpo.so, which is also its soname.
+	cp -f $(LIBDIR)/libCDPO.so $(LIBDIR)/libdpo.so
 
-test: test-swift
+# The demo installs what is missing and builds first, so it runs on a fresh clone.
+demo: deps build
+	$(LIBDIR)/dpo demo --output runs/demo
+
+bench: build
+	$(LIBDIR)/dpo bench --shape tiny --steps 5
+	$(LIBDIR)/dpo bench --shape smollm2-135m --steps 3
+
+test: test-swift test-c test-python test-cli
+
+test-cli: build
+	Tests/cli/run.sh $(LIBDIR)/dpo
+
+test-c: build
+	Tests/c/run.sh $(LIBDIR)
+
+# In a release build the package finds .build/release/libdpo.so by itself; other configs point it there.
+test-python: build
+	PYTHONPATH=bindings/python $(if $(filter release,$(CONFIG)),,DPO_LIBRARY=$(CURDIR)/$(LIBDIR)/libdpo.so) \
+		$(PYTHON) -m pytest -q bindings/python/tests
 
 test-swift:
 	$(SWIFT) build -c $(CONFIG) --build-tests $(TESTFLAGS)

@@ -1,11 +1,30 @@
 import ArgumentParser
 import DPO
+import Foundation
 
 struct DPOCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dpo",
         abstract: "Direct Preference Optimization on the CPU.",
-        subcommands: [Bench.self])
+        subcommands: [Demo.self, SFT.self, Train.self, Eval.self, Generate.self, Bench.self])
 }
 
-DPOCommand.main()
+/// Every error is one line on stderr and a non-zero exit (--help and --version print normally).
+do {
+    var command = try DPOCommand.parseAsRoot()
+    try command.run()
+} catch let e as CLIError {
+    FileHandle.standardError.write("dpo: \(e.description)\n".data(using: .utf8)!)
+    exit(1)
+} catch let e as DPOError {
+    FileHandle.standardError.write("dpo: \(e.description)\n".data(using: .utf8)!)
+    exit(1)
+} catch let e as ExitCode {
+    exit(e.rawValue)
+} catch {
+    let code = DPOCommand.exitCode(for: error)
+    if code == .success { DPOCommand.exit(withError: error) }
+    let message = DPOCommand.message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
+    FileHandle.standardError.write("dpo: \(message) (see dpo --help)\n".data(using: .utf8)!)
+    exit(code.rawValue)
+}

@@ -1,0 +1,99 @@
+import DPO
+import Foundation
+
+/// A one-line error for the user: printed as "dpo: <message>" with a non-zero exit.
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ message: String) { description = message }
+}
+
+/// Reads a JSONL file into objects, with the line number in every error.
+func readJSONL(_ path: String) throws -> [(line: Int, object: JSONObject)] {
+    guard FileManager.default.fileExists(atPath: path) else { throw CLIError("\(path): no such file") }
+    let bytes: [UInt8]
+    do { bytes = try readFile(path) } catch { throw CLIError("\(path): \(error)") }
+    var out: [(Int, JSONObject)] = []
+    var lineNumber = 0
+    for line in bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
+        lineNumber += 1
+        let trimmed = line.drop { $0 == 32 || $0 == 9 || $0 == 13 }
+        if trimmed.isEmpty { continue }
+        let value: JSONValue
+        do { value = try JSON.parse(Array(line)) } catch let e as DPOError {
+            throw CLIError("\(path):\(lineNumber): bad JSON: \(e.message)")
+        }
+        guard let o = value.object else { throw CLIError("\(path):\(lineNumber): each line must be a JSON object") }
+        out.append((lineNumber, o))
+    }
+    if out.isEmpty { throw CLIError("\(path): no examples") }
+    return out
+}
+
+/// A field that is either token ids (`<name>_ids`) or text (`<name>`, byte-tokenized).
+func tokens(_ o: JSONObject, _ name: String, line: Int, path: String, vocabSize: Int) throws -> [Int32] {
+    if let v = o[name + "_ids"] {
+        guard let list = v.array else { throw CLIError("\(path):\(line): '\(name)_ids' must be a list of token ids") }
+        return try list.enumerated().map { j, t in
+            guard let id = t.int else { throw CLIError("\(path):\(line): '\(name)_ids'[\(j)] is not an integer") }
+            guard id >= 0 && id < vocabSize else {
+                throw CLIError("\(path):\(line): token id \(id) in '\(name)_ids' is outside the vocabulary [0, \(vocabSize))")
+            }
+            return Int32(id)
+        }
+    }
+    if let v = o[name] {
+        guard let text = v.string else { throw CLIError("\(path):\(line): '\(name)' must be a string") }
+        guard vocabSize >= ByteTokenizer.vocabSize else {
+            throw CLIError("\(path):\(line): text field '\(name)' needs the byte tokenizer (vocab_size >= \(ByteTokenizer.vocabSize)); this model has \(vocabSize): give '\(name)_ids'")
+        }
+        return ByteTokenizer.encode(text)
+    }
+    throw CLIError("\(path):\(line): missing '\(name)' or '\(name)_ids'")
+}
+
+/// Preference pairs: {prompt, chosen, rejected} as text or *_ids. Text prompts get a BOS token
+/// and text completions an EOS token, as TRL's text path appends EOS.
+func loadPreferencePairs(_ path: String, vocabSize: Int) throws -> [PreferencePair] {
+    try readJSONL(path).map { line, o in
+        let text = o["prompt_ids"] == nil
+        var p = PreferencePair(promptIds: try tokens(o, "prompt", line: line, path: path, vocabSize: vocabSize),
+                               chosenIds: try tokens(o, "chosen", line: line, path: path, vocabSize: vocabSize),
+                               rejectedIds: try tokens(o, "rejected", line: line, path: path, vocabSize: vocabSize))
+        if text { p.promptIds.insert(ByteTokenizer.bos, at: 0) }
+        if o["chosen_ids"] == nil { p.chosenIds.append(ByteTokenizer.eos) }
+        if o["rejected_ids"] == nil { p.rejectedIds.append(ByteTokenizer.eos) }
+        if p.chosenIds.isEmpty || p.rejectedIds.isEmpty { throw CLIError("\(path):\(line): empty completion") }
+        return p
+    }
+}
+
+/// SFT examples: {prompt, completion} as text or *_ids.
+func loadSFTExamples(_ path: String, vocabSize: Int) throws -> [SFTExample] {
+    try readJSONL(path).map { line, o in
+        var e = SFTExample(promptIds: try tokens(o, "prompt", line: line, path: path, vocabSize: vocabSize),
+                           completionIds: try tokens(o, "completion", line: line, path: path, vocabSize: vocabSize))
+        if o["prompt_ids"] == nil { e.promptIds.insert(ByteTokenizer.bos, at: 0) }
+        if o["completion_ids"] == nil { e.completionIds.append(ByteTokenizer.eos) }
+        if e.completionIds.isEmpty { throw CLIError("\(path):\(line): empty completion") }
+        return e
+    }
+}
+
+/// A model from an HF directory or a fresh one from a config.json (random init from `seed`).
+func loadOrCreateModel(model: String?, config: String?, seed: UInt64) throws -> LlamaModel {
+    switch (model, config) {
+    case (let dir?, nil):
+        return try LlamaModel.load(directory: dir)
+    case (nil, let file?):
+        guard FileManager.default.fileExists(atPath: file) else { throw CLIError("\(file): no such file") }
+        let config: LlamaConfig
+        do { config = try LlamaConfig(json: try JSON.parse(try readFile(file))) } catch let e as DPOError {
+            throw CLIError("\(file): not a valid config.json: \(e.message)")
+        }
+        return try LlamaModel.randomlyInitialized(config: config, seed: seed)
+    case (nil, nil):
+        throw CLIError("give --model DIR (a Hugging Face model directory) or --config FILE (a config.json for a fresh model)")
+    default:
+        throw CLIError("give either --model or --config, not both")
+    }
+}

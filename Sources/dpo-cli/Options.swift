@@ -1,0 +1,114 @@
+import ArgumentParser
+import DPO
+
+/// Every DPOConfig field as a --kebab-case option with TRL's name and default.
+struct DPOOptions: ParsableArguments {
+    @Option(help: "beta: KL regularisation strength.") var beta: Double = 0.1
+    @Option(help: "loss_type: one name or a comma-separated list (\(DPOLossType.allCases.map(\.rawValue).joined(separator: ", "))).")
+    var lossType: String = "sigmoid"
+    @Option(help: "loss_weights: comma-separated, one per loss type (default all 1).") var lossWeights: String?
+    @Option(help: "label_smoothing.") var labelSmoothing: Double = 0
+    @Option(help: "f_divergence_type: reverse_kl, forward_kl, js_divergence, alpha_divergence.") var fDivergenceType: String = "reverse_kl"
+    @Option(help: "f_alpha_divergence_coef.") var fAlphaDivergenceCoef: Double = 0.5
+    @Option(help: "ld_alpha: LD-DPO weight of tokens past the shorter completion (default off).") var ldAlpha: Double?
+    @Flag(help: "use_weighting: WPO weights.") var useWeighting = false
+    @Option(help: "discopop_tau.") var discopopTau: Double = 0.05
+    @Option(help: "max_length: longest prompt+completion (0 = no limit).") var maxLength: Int = 1024
+    @Option(help: "truncation_mode: keep_start or keep_end.") var truncationMode: String = "keep_start"
+    @Flag(help: "precompute_ref_log_probs: compute the reference log-probs once, then hold no reference model.") var precomputeRefLogProbs = false
+    @Flag(help: "sync_ref_model: TR-DPO reference mixing.") var syncRefModel = false
+    @Option(help: "ref_model_mixup_alpha.") var refModelMixupAlpha: Double = 0.6
+    @Option(help: "ref_model_sync_steps.") var refModelSyncSteps: Int = 512
+
+    func apply(to c: inout DPOConfig) throws {
+        try c.set("beta", .number(beta))
+        try c.set("loss_type", .array(lossType.split(separator: ",").map { .string($0.trimmingCharacters(in: .whitespaces)) }))
+        if let lossWeights {
+            let ws = try lossWeights.split(separator: ",").map { s -> JSONValue in
+                guard let d = Double(s.trimmingCharacters(in: .whitespaces)) else { throw CLIError("--loss-weights: '\(s)' is not a number") }
+                return .number(d)
+            }
+            try c.set("loss_weights", .array(ws))
+        }
+        try c.set("label_smoothing", .number(labelSmoothing))
+        try c.set("f_divergence_type", .string(fDivergenceType))
+        try c.set("f_alpha_divergence_coef", .number(fAlphaDivergenceCoef))
+        try c.set("ld_alpha", ldAlpha.map { .number($0) } ?? .null)
+        try c.set("use_weighting", .bool(useWeighting))
+        try c.set("discopop_tau", .number(discopopTau))
+        try c.set("max_length", maxLength == 0 ? .null : .number(Double(maxLength)))
+        try c.set("truncation_mode", .string(truncationMode))
+        try c.set("precompute_ref_log_probs", .bool(precomputeRefLogProbs))
+        try c.set("sync_ref_model", .bool(syncRefModel))
+        try c.set("ref_model_mixup_alpha", .number(refModelMixupAlpha))
+        try c.set("ref_model_sync_steps", .number(Double(refModelSyncSteps)))
+    }
+}
+
+/// Optimizer, schedule and loop options (transformers' TrainingArguments names).
+struct TrainingOptions: ParsableArguments {
+    @Option(help: "learning_rate (default: 1e-6 for DPO, 2e-5 for SFT, as TRL).") var learningRate: Double?
+    @Option(help: "weight_decay.") var weightDecay: Double = 0
+    @Option(help: "adam_beta1.") var adamBeta1: Double = 0.9
+    @Option(help: "adam_beta2.") var adamBeta2: Double = 0.999
+    @Option(help: "adam_epsilon.") var adamEpsilon: Double = 1e-8
+    @Option(help: "max_grad_norm (0 disables clipping).") var maxGradNorm: Double = 1.0
+    @Option(help: "lr_scheduler_type: constant, linear, cosine, constant_with_warmup.") var lrSchedulerType: String = "linear"
+    @Option(help: "warmup_steps.") var warmupSteps: Int = 0
+    @Option(help: "warmup_ratio.") var warmupRatio: Double = 0
+    @Option(help: "max_steps: optimizer steps (-1: from --num-train-epochs).") var maxSteps: Int = -1
+    @Option(help: "num_train_epochs (used when --max-steps is -1).") var numTrainEpochs: Double = 3
+    @Option(help: "gradient_accumulation_steps.") var gradientAccumulationSteps: Int = 1
+    @Option(help: "per_device_train_batch_size: examples per micro-batch.") var perDeviceTrainBatchSize: Int = 8
+    @Option(help: "seed (data order and fresh-model init).") var seed: Int = 42
+    @Option(help: "logging_steps: log every N optimizer steps.") var loggingSteps: Int = 10
+    @Option(help: "eval_steps: evaluate on --eval-data every N steps (default: at logging steps).") var evalSteps: Int?
+    @Option(help: "save_steps: write a checkpoint every N steps.") var saveSteps: Int?
+    @Option(help: "Directory for metrics.jsonl, metrics.svg, checkpoints and the final model.") var output: String = "runs/dpo"
+    @Option(help: "Resume from this checkpoint directory.") var resume: String?
+    @Option(help: "Threads (default: all cores).") var threads: Int?
+
+    func validate() throws {
+        if perDeviceTrainBatchSize < 1 { throw ValidationError("--per-device-train-batch-size must be >= 1, got \(perDeviceTrainBatchSize)") }
+        if loggingSteps < 1 { throw ValidationError("--logging-steps must be >= 1, got \(loggingSteps)") }
+        if let e = evalSteps, e < 1 { throw ValidationError("--eval-steps must be >= 1, got \(e)") }
+        if let s = saveSteps, s < 1 { throw ValidationError("--save-steps must be >= 1, got \(s)") }
+        if maxSteps == 0 || maxSteps < -1 { throw ValidationError("--max-steps must be >= 1 or -1, got \(maxSteps)") }
+        if !(numTrainEpochs > 0) { throw ValidationError("--num-train-epochs must be > 0, got \(numTrainEpochs)") }
+        if seed < 0 { throw ValidationError("--seed must be >= 0, got \(seed)") }
+        if let t = threads, t < 1 { throw ValidationError("--threads must be >= 1, got \(t)") }
+    }
+
+    /// Optimizer steps of the run: --max-steps, or the epochs' worth of micro-batches.
+    func resolvedMaxSteps(examples: Int) -> Int {
+        if maxSteps > 0 { return maxSteps }
+        let perEpoch = Double((examples + perDeviceTrainBatchSize - 1) / perDeviceTrainBatchSize)
+        return max(1, Int((perEpoch * numTrainEpochs / Double(gradientAccumulationSteps)).rounded(.up)))
+    }
+
+    func apply(to o: inout OptimizerConfig, examples: Int) throws {
+        if let learningRate { o.learningRate = learningRate }
+        o.weightDecay = weightDecay; o.adamBeta1 = adamBeta1; o.adamBeta2 = adamBeta2; o.adamEpsilon = adamEpsilon
+        o.maxGradNorm = maxGradNorm
+        o.lrSchedulerType = try LRSchedulerType(name: lrSchedulerType)
+        o.warmupSteps = warmupSteps; o.warmupRatio = warmupRatio
+        o.maxSteps = resolvedMaxSteps(examples: examples)
+        o.gradientAccumulationSteps = gradientAccumulationSteps
+        o.seed = UInt64(seed)
+    }
+
+    func runOptions(title: String, maxSteps: Int, evalData: Bool) -> RunOptions {
+        var r = RunOptions(output: output, title: title)
+        r.batchSize = perDeviceTrainBatchSize; r.maxSteps = maxSteps
+        r.gradientAccumulationSteps = gradientAccumulationSteps; r.seed = UInt64(seed)
+        r.loggingSteps = loggingSteps; r.evalSteps = evalData ? (evalSteps ?? loggingSteps) : nil
+        r.saveSteps = saveSteps; r.resume = resume
+        return r
+    }
+}
+
+/// Where the model comes from.
+struct ModelOptions: ParsableArguments {
+    @Option(help: "A Hugging Face model directory (config.json + safetensors).") var model: String?
+    @Option(help: "A config.json for a freshly initialised model (random init from --seed).") var config: String?
+}

@@ -1,0 +1,164 @@
+import ArgumentParser
+import DPO
+import Foundation
+
+struct SFT: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sft",
+        abstract: "Supervised fine-tuning on (prompt, completion) data: the first phase of the pipeline.",
+        discussion: "Data: JSONL lines with prompt_ids/completion_ids, or prompt/completion text (byte tokenizer).")
+    @OptionGroup var source: ModelOptions
+    @Option(help: "Training data (JSONL).") var data: String
+    @Option(help: "Evaluation data (JSONL), evaluated every --eval-steps.") var evalData: String?
+    @Option(help: "max_length: longest prompt+completion (0 = no limit).") var maxLength: Int = 1024
+    @OptionGroup var training: TrainingOptions
+
+    func run() throws {
+        if let t = training.threads { Threads.setCount(t) }
+        let model = try loadOrCreateModel(model: source.model, config: source.config, seed: UInt64(training.seed))
+        let train = try loadSFTExamples(data, vocabSize: model.config.vocabSize)
+        let eval = try evalData.map { try loadSFTExamples($0, vocabSize: model.config.vocabSize) }
+        var c = SFTConfig()
+        c.maxLength = maxLength == 0 ? nil : maxLength
+        try training.apply(to: &c.optimizer, examples: train.count)
+        let trainer = try SFTTrainer(model: model, config: c)
+        var opts = training.runOptions(title: "sft", maxSteps: c.optimizer.maxSteps, evalData: eval != nil)
+        opts.plotMetrics = ["loss", "mean_token_accuracy"]
+        opts.logMetrics = ["mean_token_accuracy"]
+        print("sft: \(train.count) examples, \(c.optimizer.maxSteps) steps, model with \(model.parameterCount) parameters -> \(training.output)")
+        let run = TrainingRun(trainer: trainer, train: train, eval: eval, options: opts)
+        if try !run.run() { throw ExitCode(130) }
+        print("sft: done; model saved to \(training.output)/model")
+    }
+}
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "DPO training on preference data.",
+        discussion: """
+        Data: JSONL lines with prompt_ids/chosen_ids/rejected_ids, or prompt/chosen/rejected text \
+        (byte tokenizer). The reference is --reference, or a snapshot of the initial policy.
+        """)
+    @OptionGroup var source: ModelOptions
+    @Option(help: "Reference model directory (default: a snapshot of the initial policy).") var reference: String?
+    @Option(help: "Training data (JSONL).") var data: String
+    @Option(help: "Evaluation data (JSONL), evaluated every --eval-steps.") var evalData: String?
+    @OptionGroup var dpo: DPOOptions
+    @OptionGroup var training: TrainingOptions
+
+    func run() throws {
+        if let t = training.threads { Threads.setCount(t) }
+        let policy = try loadOrCreateModel(model: source.model, config: source.config, seed: UInt64(training.seed))
+        let ref = try reference.map { try LlamaModel.load(directory: $0) }
+        var train = try loadPreferencePairs(data, vocabSize: policy.config.vocabSize)
+        var eval = try evalData.map { try loadPreferencePairs($0, vocabSize: policy.config.vocabSize) }
+        var c = DPOConfig()
+        try dpo.apply(to: &c)
+        try training.apply(to: &c.optimizer, examples: train.count)
+        try c.validate()
+        var trainer = try DPOTrainer(policy: policy, reference: ref, config: c)
+        if c.precomputeRefLogProbs {
+            // Reference log-probs once up front (with the reference, or the initial policy), then
+            // a trainer that holds no reference model.
+            print("train: precomputing reference log-probs of \(train.count + (eval?.count ?? 0)) pairs")
+            train = try attachReferenceLogProbs(train, trainer, batch: training.perDeviceTrainBatchSize)
+            eval = try eval.map { try attachReferenceLogProbs($0, trainer, batch: training.perDeviceTrainBatchSize) }
+            trainer = try DPOTrainer(policy: policy, reference: nil, config: c)
+        }
+        var opts = training.runOptions(title: "dpo", maxSteps: c.optimizer.maxSteps, evalData: eval != nil)
+        opts.plotMetrics = ["loss", "rewards/margins", "rewards/accuracies"]
+        opts.logMetrics = ["rewards/accuracies", "rewards/margins"]
+        print("train: \(train.count) pairs, \(c.optimizer.maxSteps) steps, beta \(c.beta), loss \(c.lossType.map(\.rawValue).joined(separator: "+")), reference \(trainer.referenceKind.rawValue) -> \(training.output)")
+        let run = TrainingRun(trainer: trainer, train: train, eval: eval, options: opts)
+        if try !run.run() { throw ExitCode(130) }
+        print("train: done; model saved to \(training.output)/model")
+    }
+}
+
+func attachReferenceLogProbs(_ pairs: [PreferencePair], _ trainer: DPOTrainer, batch: Int) throws -> [PreferencePair] {
+    var out = pairs
+    var i = 0
+    while i < pairs.count {
+        let hi = min(i + batch, pairs.count)
+        for (k, r) in try trainer.precomputeReferenceLogProbs(Array(pairs[i..<hi])).enumerated() {
+            out[i + k].refChosenLogps = r.chosen; out[i + k].refRejectedLogps = r.rejected
+        }
+        i = hi
+    }
+    return out
+}
+
+struct Eval: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "DPO metrics (eval_ names) of a model on a preference file.")
+    @Option(help: "Model directory.") var model: String
+    @Option(help: "Reference model directory (default: the model itself, so rewards are 0).") var reference: String?
+    @Option(help: "Preference data (JSONL).") var data: String
+    @Option(help: "Pairs per batch.") var batchSize: Int = 8
+    @OptionGroup var dpo: DPOOptions
+    @Flag(help: "Print one JSON object.") var json = false
+
+    func run() throws {
+        if batchSize < 1 { throw ValidationError("--batch-size must be >= 1") }
+        let policy = try LlamaModel.load(directory: model)
+        let ref = try reference.map { try LlamaModel.load(directory: $0) }
+        let pairs = try loadPreferencePairs(data, vocabSize: policy.config.vocabSize)
+        var c = DPOConfig()
+        try dpo.apply(to: &c)
+        c.precomputeRefLogProbs = false
+        try c.validate()
+        let trainer = try DPOTrainer(policy: policy, reference: ref, config: c)
+        let run = TrainingRun(trainer: trainer, train: [], eval: pairs, options: RunOptions(output: "", title: "eval", batchSize: batchSize))
+        let m = try run.evaluate() ?? [:]
+        if json {
+            print("{" + m.keys.sorted().map { "\"\($0)\": \(jsonNumber(m[$0]!))" }.joined(separator: ", ") + "}")
+        } else {
+            print("\(pairs.count) pairs from \(data)")
+            for k in m.keys.sorted() { print(String(format: "  %-26@ %.6g", k as NSString, m[k]!)) }
+        }
+    }
+}
+
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Completions for prompts; with --reference, policy and reference side by side.")
+    @Option(help: "Model directory.") var model: String
+    @Option(help: "Reference model directory to compare with.") var reference: String?
+    @Option(name: .customLong("prompt"), help: "A prompt (text, byte tokenizer); repeatable.") var prompts: [String] = []
+    @Option(help: "JSONL file of prompts (prompt text or prompt_ids).") var promptsFile: String?
+    @Option(help: "max_new_tokens.") var maxNewTokens: Int = 64
+    @Option(help: "temperature (0 = greedy).") var temperature: Double = 0
+    @Option(help: "top_k (0 = off).") var topK: Int = 0
+    @Option(help: "top_p (1 = off).") var topP: Double = 1
+    @Option(help: "seed.") var seed: Int = 0
+
+    func run() throws {
+        let policy = try LlamaModel.load(directory: model)
+        let ref = try reference.map { try LlamaModel.load(directory: $0) }
+        var inputs: [[Int32]] = prompts.map { [ByteTokenizer.bos] + ByteTokenizer.encode($0) }
+        var text = policy.config.vocabSize >= ByteTokenizer.vocabSize
+        if let promptsFile {
+            for (line, o) in try readJSONL(promptsFile) {
+                var ids = try tokens(o, "prompt", line: line, path: promptsFile, vocabSize: policy.config.vocabSize)
+                if o["prompt_ids"] == nil { ids.insert(ByteTokenizer.bos, at: 0) } else { text = false }
+                inputs.append(ids)
+            }
+        }
+        if inputs.isEmpty { throw CLIError("give --prompt TEXT or --prompts-file FILE") }
+        var g = GenerationConfig()
+        g.maxNewTokens = maxNewTokens; g.temperature = temperature; g.topK = topK; g.topP = topP
+        g.seed = UInt64(max(seed, 0))
+        let out = try policy.generate(inputs, config: g)
+        let refOut = try ref?.generate(inputs, config: g)
+        func show(_ ids: [Int32]) -> String {
+            text ? ByteTokenizer.decode(ids).debugDescription : ids.map(String.init).joined(separator: " ")
+        }
+        for i in inputs.indices {
+            print("prompt:    \(show(inputs[i]))")
+            print("policy:    \(show(out[i]))")
+            if let refOut { print("reference: \(show(refOut[i]))") }
+            print("")
+        }
+    }
+}

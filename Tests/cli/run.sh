@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Tests of the `dpo` command line: a shortened demo (the preferred behaviour must rise), every
+# subcommand on small data, resume and Ctrl-C checkpoints, and the error cases (one line on stderr,
+# non-zero exit, never a crash trace).
+set -u
+DPO=${1:-.build/release/dpo}
+DPO=$(cd "$(dirname "$DPO")" && pwd)/$(basename "$DPO")
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+passed=0; failed=0
+ok()   { passed=$((passed + 1)); echo "ok   $1"; }
+fail() { failed=$((failed + 1)); echo "FAIL $1"; [ -n "${2:-}" ] && sed 's/^/     /' "$2" | tail -20; }
+
+# expect_error NAME PATTERN -- command...: non-zero exit, stderr is one line containing PATTERN.
+expect_error() {
+    local name=$1 pattern=$2; shift 3
+    "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?
+    if [ $rc -ne 0 ] && [ "$(wc -l <"$tmp/err")" -le 2 ] && grep -q -- "$pattern" "$tmp/err" \
+       && ! grep -qi "fatal error\|stack dump\|backtrace" "$tmp/err"; then ok "$name"
+    else echo "     exit $rc"; fail "$name" "$tmp/err"; fi
+}
+
+# 1. The shortened demo: trains, evaluates, passes its own check, writes the run directory.
+if "$DPO" demo --quick --output "$tmp/demo" >"$tmp/demo.log" 2>&1; then ok "demo --quick passes"; else fail "demo --quick passes" "$tmp/demo.log"; fi
+python3 - "$tmp/demo/summary.json" <<'PY' && ok "demo: positive rate rises to >= 90%, accuracy >= 0.9" || fail "demo summary" "$tmp/demo/summary.json"
+import json, sys
+s = json.load(open(sys.argv[1]))
+assert s["policy_positive_rate"] >= 0.9, s
+assert s["policy_positive_rate"] >= s["reference_positive_rate"] + 0.25, s
+assert s["heldout_reward_accuracy"] >= 0.9, s
+PY
+for f in sft/metrics.jsonl sft/metrics.svg sft/model/config.json dpo/metrics.jsonl dpo/metrics.svg dpo/model/model.safetensors; do
+    [ -s "$tmp/demo/$f" ] && ok "demo wrote $f" || fail "demo wrote $f"
+done
+SFT_MODEL="$tmp/demo/sft/model"
+
+# Small data files (text, byte tokenizer).
+cat >"$tmp/pairs.jsonl" <<'J'
+{"prompt": "The tea was", "chosen": " great and I told my friends.", "rejected": " awful and I told my friends."}
+{"prompt": "My new lamp is", "chosen": " lovely in my opinion.", "rejected": " useless in my opinion."}
+{"prompt": "This coat is", "chosen": " superb and that is all I can say.", "rejected": " dreadful and that is all I can say."}
+J
+cat >"$tmp/sft.jsonl" <<'J'
+{"prompt": "Hello", "completion": " world"}
+{"prompt_ids": [256, 72, 105], "completion_ids": [33, 257]}
+J
+cat >"$tmp/config.json" <<'J'
+{"model_type": "llama", "vocab_size": 259, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+ "num_attention_heads": 2, "num_key_value_heads": 1, "tie_word_embeddings": true, "bos_token_id": 256, "eos_token_id": 257}
+J
+
+# 2. train / sft / eval / generate on small data.
+if "$DPO" train --model "$SFT_MODEL" --data "$tmp/pairs.jsonl" --eval-data "$tmp/pairs.jsonl" --max-steps 4 \
+      --logging-steps 2 --learning-rate 1e-4 --per-device-train-batch-size 2 --output "$tmp/train" >"$tmp/log" 2>&1 \
+   && [ "$(grep -c '"loss"' "$tmp/train/metrics.jsonl")" -ge 2 ] && grep -q eval_rewards/accuracies "$tmp/train/metrics.jsonl" \
+   && [ -s "$tmp/train/metrics.svg" ] && [ -s "$tmp/train/model/model.safetensors" ]; then ok "train writes metrics.jsonl, metrics.svg, model"
+else fail "train" "$tmp/log"; fi
+if "$DPO" sft --config "$tmp/config.json" --data "$tmp/sft.jsonl" --max-steps 3 --output "$tmp/sft" >"$tmp/log" 2>&1 \
+   && [ -s "$tmp/sft/model/config.json" ] && grep -q mean_token_accuracy "$tmp/sft/metrics.jsonl"; then ok "sft from a config.json"
+else fail "sft" "$tmp/log"; fi
+if "$DPO" eval --model "$tmp/train/model" --reference "$SFT_MODEL" --data "$tmp/pairs.jsonl" --json >"$tmp/log" 2>&1 \
+   && python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert 'eval_rewards/accuracies' in d and 'eval_loss' in d" "$tmp/log"; then ok "eval --json"
+else fail "eval" "$tmp/log"; fi
+if "$DPO" generate --model "$tmp/train/model" --reference "$SFT_MODEL" --prompt "The pizza was" --max-new-tokens 20 >"$tmp/log" 2>&1 \
+   && grep -q "^policy:" "$tmp/log" && grep -q "^reference:" "$tmp/log"; then ok "generate, policy and reference side by side"
+else fail "generate" "$tmp/log"; fi
+
+# 3. Resume from a checkpoint gives the same final model as an uninterrupted run.
+common=(--model "$SFT_MODEL" --data "$tmp/pairs.jsonl" --max-steps 4 --learning-rate 1e-4 --per-device-train-batch-size 2 --gradient-accumulation-steps 2)
+"$DPO" train "${common[@]}" --output "$tmp/full" >/dev/null 2>&1
+"$DPO" train "${common[@]}" --save-steps 2 --output "$tmp/part" >/dev/null 2>&1
+"$DPO" train "${common[@]}" --resume "$tmp/part/checkpoint-2" --output "$tmp/resumed" >"$tmp/log" 2>&1
+if cmp -s "$tmp/full/model/model.safetensors" "$tmp/resumed/model/model.safetensors"; then ok "resume gives bit-identical weights"
+else fail "resume" "$tmp/log"; fi
+
+# 4. Ctrl-C writes a checkpoint and exits 130.
+"$DPO" train --model "$SFT_MODEL" --data "$tmp/pairs.jsonl" --max-steps 100000 --per-device-train-batch-size 2 --output "$tmp/int" >"$tmp/log" 2>&1 &
+pid=$!
+for _ in $(seq 50); do [ -s "$tmp/int/metrics.jsonl" ] && break; sleep 0.2; done
+sleep 0.5; kill -INT $pid; wait $pid; rc=$?
+if [ $rc -eq 130 ] && ls -d "$tmp"/int/checkpoint-* >/dev/null 2>&1 && grep -q "interrupted: checkpoint written" "$tmp/log"; then ok "Ctrl-C writes a checkpoint (exit 130)"
+else echo "     exit $rc"; fail "Ctrl-C" "$tmp/log"; fi
+
+# 5. bench --json.
+if "$DPO" bench --shape tiny --steps 1 --warmup 0 --pairs 1 --prompt-length 8 --completion-length 8 --json >"$tmp/log" 2>&1 \
+   && python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['tokens_per_second'] > 0 and d['peak_rss_mib'] > 0" "$tmp/log"; then ok "bench --json"
+else fail "bench" "$tmp/log"; fi
+
+# 6. Errors: one clear line, non-zero exit.
+printf '{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "a", "chosen": \n' >"$tmp/badjson.jsonl"
+printf '{"prompt_ids": [1, 2], "chosen_ids": [3], "rejected_ids": [999]}\n' >"$tmp/badid.jsonl"
+printf '{"prompt": "a", "chosen": "b"}\n' >"$tmp/missing.jsonl"
+expect_error "missing data file" "no such file" -- "$DPO" train --model "$SFT_MODEL" --data "$tmp/nope.jsonl"
+expect_error "bad JSON line names the line" "badjson.jsonl:2: bad JSON" -- "$DPO" train --model "$SFT_MODEL" --data "$tmp/badjson.jsonl"
+expect_error "token id outside the vocabulary" "token id 999" -- "$DPO" train --model "$SFT_MODEL" --data "$tmp/badid.jsonl"
+expect_error "missing field" "missing 'rejected'" -- "$DPO" train --model "$SFT_MODEL" --data "$tmp/missing.jsonl"
+expect_error "missing model directory" "does not exist" -- "$DPO" train --model "$tmp/nomodel" --data "$tmp/pairs.jsonl"
+expect_error "beta out of range" "beta" -- "$DPO" train --model "$SFT_MODEL" --data "$tmp/pairs.jsonl" --beta=-1
+expect_error "unknown loss type" "sigmoidd" -- "$DPO" train --model "$SFT_MODEL" --data "$tmp/pairs.jsonl" --loss-type sigmoidd
+expect_error "exo_pair without label smoothing" "label_smoothing" -- "$DPO" train --model "$SFT_MODEL" --data "$tmp/pairs.jsonl" --loss-type exo_pair
+expect_error "max-steps out of range" "max-steps" -- "$DPO" train --model "$SFT_MODEL" --data "$tmp/pairs.jsonl" --max-steps 0
+expect_error "neither --model nor --config" "give --model" -- "$DPO" train --data "$tmp/pairs.jsonl"
+expect_error "config.json that is not JSON" "config.json" -- "$DPO" sft --config "$tmp/pairs.jsonl" --data "$tmp/sft.jsonl"
+expect_error "generate without prompts" "give --prompt" -- "$DPO" generate --model "$SFT_MODEL"
+expect_error "unknown subcommand" "Unexpected argument\|unknown\|Error" -- "$DPO" fly
+
+echo "$passed passed, $failed failed"
+[ $failed -eq 0 ]
