@@ -45,6 +45,8 @@ let package = Package(
                               "-Xlinker", "--version-script=\(Context.packageDirectory)/Sources/CDPO/exports.map"]),
             ]
         ),
+        // README's Swift example (Tests/cli/run.sh runs it and compares it with the C and Python ones).
+        .executableTarget(name: "train-example", dependencies: ["DPO"], path: "examples/swift"),
         .testTarget(
             name: "DPOTests",
             dependencies: ["DPO"],

@@ -118,9 +118,11 @@ struct Demo: ParsableCommand {
           (\(samples) prompts, temperature \(temperature); reward accuracy and margin over \(heldOutPairs.count) held-out pairs;
            the reference is the SFT model, so its own rewards are 0 by definition)
 
-        Side by side (same prompt, same sampling seed):
+        Side by side (same prompt, same sampling seed; two where the reference was not positive, two where it was):
         """)
-        for i in 0..<min(4, prompts.count) {
+        let negatives = prompts.indices.filter { !ReviewTask.isPositive(ByteTokenizer.decode(refOut[$0])) }
+        let positives = prompts.indices.filter { ReviewTask.isPositive(ByteTokenizer.decode(refOut[$0])) }
+        for i in Array(negatives.prefix(2)) + Array(positives.prefix(2)) {
             print("  prompt:    \(prompts[i].debugDescription)")
             print("  reference: \(ByteTokenizer.decode(refOut[i]).debugDescription)")
             print("  policy:    \(ByteTokenizer.decode(polOut[i]).debugDescription)\n")

@@ -86,7 +86,14 @@ if "$DPO" bench --shape tiny --steps 1 --warmup 0 --pairs 1 --prompt-length 8 --
    && python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['tokens_per_second'] > 0 and d['peak_rss_mib'] > 0" "$tmp/log"; then ok "bench --json"
 else fail "bench" "$tmp/log"; fi
 
-# 6. Errors: one clear line, non-zero exit.
+# 6. The README's Swift example prints what its Python twin prints (which the C tests compare with C).
+BIN=$(dirname "$DPO"); ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+(cd "$tmp" && "$BIN/train-example" >swift.out 2>&1) && \
+(cd "$tmp" && PYTHONPATH="$ROOT/bindings/python" DPO_LIBRARY="$BIN/libdpo.so" python3 "$ROOT/examples/train.py" >python.out 2>&1)
+if [ -s "$tmp/swift.out" ] && cmp -s "$tmp/swift.out" "$tmp/python.out"; then ok "examples: Swift output equals Python output"
+else diff "$tmp/swift.out" "$tmp/python.out" >"$tmp/diff" 2>&1; fail "examples: Swift vs Python" "$tmp/diff"; fi
+
+# 7. Errors: one clear line, non-zero exit.
 printf '{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "a", "chosen": \n' >"$tmp/badjson.jsonl"
 printf '{"prompt_ids": [1, 2], "chosen_ids": [3], "rejected_ids": [999]}\n' >"$tmp/badid.jsonl"
 printf '{"prompt": "a", "chosen": "b"}\n' >"$tmp/missing.jsonl"
