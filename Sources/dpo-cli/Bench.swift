@@ -83,6 +83,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Prompt tokens per pair.") var promptLength: Int = 128
     @Option(help: "Tokens of each completion (chosen and rejected).") var completionLength: Int = 128
     @Option(help: "Reference: model (a held copy) or precomputed (log-probs with the batch).") var reference: String = "model"
+    @Option(help: "Packing in step mode: shared (the prompt once, head on completion rows) or plain (a padded TRL batch's work).")
+    var packing: String = "shared"
     @Option(help: "Tokens per batch in model mode.") var tokens: Int = 1024
     @Option(help: "Sequence length in model mode (tokens are split into sequences of this length).") var sequenceLength: Int = 256
     @Option(help: "Timed runs.") var steps: Int = 5
@@ -93,6 +95,7 @@ struct Bench: ParsableCommand {
     func validate() throws {
         guard ["step", "model"].contains(mode) else { throw ValidationError("--mode must be step or model, got \(mode)") }
         guard ["model", "precomputed"].contains(reference) else { throw ValidationError("--reference must be model or precomputed") }
+        guard PreferencePacking(rawValue: packing) != nil else { throw ValidationError("--packing must be shared or plain") }
         for (name, v) in [("pairs", pairs), ("prompt-length", promptLength), ("completion-length", completionLength),
                           ("tokens", tokens), ("sequence-length", sequenceLength), ("steps", steps)] where v < 1 {
             throw ValidationError("--\(name) must be >= 1, got \(v)")
@@ -107,7 +110,7 @@ struct Bench: ParsableCommand {
         func randomTokens(_ n: Int) -> [Int32] { (0..<n).map { _ in Int32(rng.next() % UInt64(config.vocabSize)) } }
         var result: [(String, Double)] = []
         var timesFB: [Double] = [], timesF: [Double] = []
-        var flopsPerRun = 0.0, tokensPerRun = 0
+        var flopsPerRun = 0.0, tokensPerRun = 0, gemmSeconds: [Double] = []
         let policy = try LlamaModel.randomlyInitialized(config: config, seed: 1)
 
         if mode == "model" {
@@ -124,13 +127,13 @@ struct Bench: ParsableCommand {
             let dl = [Float](repeating: -1 / Float(rows.count), count: rows.count)
             for i in 0..<(warmup + steps) {
                 let t0 = now()
-                GemmCounter.flops = 0
+                GemmCounter.flops = 0; GemmCounter.seconds = 0
                 _ = try policy.forward(packed, head: head, keepActivations: true)
                 let t1 = now()
                 let forwardFlops = GemmCounter.flops
                 try policy.backward(dlogp: dl)
                 let t2 = now()
-                if i >= warmup { timesF.append(t1 - t0); timesFB.append(t2 - t0) }
+                if i >= warmup { timesF.append(t1 - t0); timesFB.append(t2 - t0); gemmSeconds.append(GemmCounter.seconds) }
                 flopsPerRun = GemmCounter.flops
                 result = [("forward_flops", forwardFlops)]
             }
@@ -142,6 +145,7 @@ struct Bench: ParsableCommand {
             c.precomputeRefLogProbs = reference == "precomputed"
             let ref = reference == "model" ? try LlamaModel.randomlyInitialized(config: config, seed: 2) : nil
             let trainer = try DPOTrainer(policy: policy, reference: ref, config: c)
+            trainer.packing = PreferencePacking(rawValue: packing)!
             var batch = (0..<pairs).map { _ in
                 PreferencePair(promptIds: randomTokens(promptLength), chosenIds: randomTokens(completionLength),
                                rejectedIds: randomTokens(completionLength))
@@ -152,11 +156,11 @@ struct Bench: ParsableCommand {
                 }
             }
             for i in 0..<(warmup + steps) {
-                GemmCounter.flops = 0
+                GemmCounter.flops = 0; GemmCounter.seconds = 0
                 let t0 = now()
                 _ = try trainer.step(batch)
                 let t1 = now()
-                if i >= warmup { timesFB.append(t1 - t0) }
+                if i >= warmup { timesFB.append(t1 - t0); gemmSeconds.append(GemmCounter.seconds) }
                 flopsPerRun = GemmCounter.flops
             }
             // TRL's num_tokens per step: the non-pad tokens of the chosen and rejected rows.
@@ -167,16 +171,17 @@ struct Bench: ParsableCommand {
         let sgemmRate = measureSgemm(m: 1024, n: 1536, k: 576)
         result = [("threads", Double(Threads.count)), ("parameters", Double(policy.parameterCount))]
             + (mode == "model" ? [("forward_seconds", median(timesF))] : [])
-            + [("step_seconds", t), ("tokens_per_step", Double(tokensPerRun)),
+            + [("step_seconds", t), ("gemm_seconds", median(gemmSeconds)), ("tokens_per_step", Double(tokensPerRun)),
                ("tokens_per_second", Double(tokensPerRun) / t), ("gemm_flops_per_step", flopsPerRun),
                ("achieved_gflops", achieved), ("sgemm_gflops", sgemmRate), ("ratio_to_sgemm", achieved / sgemmRate),
                ("peak_rss_mib", Double(peakRSS()) / 1048576)]
         if json {
-            var o: [String] = ["\"shape\": \"\(shape.rawValue)\"", "\"mode\": \"\(mode)\"", "\"reference\": \"\(reference)\""]
+            var o: [String] = ["\"shape\": \"\(shape.rawValue)\"", "\"mode\": \"\(mode)\"", "\"reference\": \"\(reference)\"",
+                               "\"packing\": \"\(packing)\""]
             o += result.map { "\"\($0.0)\": \($0.1)" }
             print("{" + o.joined(separator: ", ") + "}")
         } else {
-            print("shape \(shape.rawValue), mode \(mode)" + (mode == "step" ? ", \(pairs) pairs x (\(promptLength) prompt + 2 x \(completionLength) completion), reference \(reference)" : ", \(tokens) tokens in sequences of \(sequenceLength)"))
+            print("shape \(shape.rawValue), mode \(mode)" + (mode == "step" ? ", \(pairs) pairs x (\(promptLength) prompt + 2 x \(completionLength) completion), reference \(reference), packing \(packing)" : ", \(tokens) tokens in sequences of \(sequenceLength)"))
             for (k, v) in result { print(String(format: "  %-20@ %.4g", k as NSString, v)) }
         }
     }

@@ -126,6 +126,18 @@ final class TrainingTests: XCTestCase {
         XCTAssertEqual(straight.state.adam.v.array, resumed.state.adam.v.array)
     }
 
+    /// The plain layout (a padded TRL batch's work) and the shared-prompt layout agree.
+    func testPlainPackingEqualsSharedPrompt() throws {
+        let pairs = PreferenceTask.pairs(5, seed: 77)
+        let shared = try smallTrainer(), plain = try smallTrainer()
+        plain.packing = .plain
+        let a = try shared.accumulate(pairs), b = try plain.accumulate(pairs)
+        for ((n, x), (_, y)) in zip(a.named(), b.named()) { XCTAssertEqual(x, y, accuracy: 1e-5 * max(1, abs(x)), n) }
+        let ga = shared.policy.gradients!.array, gb = plain.policy.gradients!.array
+        let scale = ga.map(abs).max()!
+        for i in 0..<ga.count { XCTAssertEqual(ga[i], gb[i], accuracy: 1e-5 * scale) }
+    }
+
     func testEvaluateChangesNothing() throws {
         let t = try smallTrainer()
         _ = try t.step(PreferenceTask.pairs(4, seed: 1))

@@ -1,9 +1,20 @@
 import COpenBLAS
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Floating-point operations executed by `sgemm` (2 m n k per call) since the last reset, for
 /// benchmarks. Updated by the calling thread only; the engine never calls sgemm concurrently.
 public enum GemmCounter {
     nonisolated(unsafe) public static var flops: Double = 0
+    /// Wall time spent inside sgemm calls (the rest of a step is everything else).
+    nonisolated(unsafe) public static var seconds: Double = 0
+
+    @inline(__always) static func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+    }
 }
 
 /// Runs one row-major sgemm C[m, n] = A[m, k] B[k, n] on caller buffers (benchmarks measure the
@@ -37,6 +48,8 @@ func sgemm(
         }
         return
     }
+    let t0 = GemmCounter.now()
+    defer { GemmCounter.seconds += GemmCounter.now() - t0 }
     cblas_sgemm(
         CblasRowMajor,
         transA ? CblasTrans : CblasNoTrans,

@@ -27,6 +27,8 @@ public final class DPOTrainer {
     public internal(set) var reference: LlamaModel?
     public let referenceKind: ReferenceKind
     let state: OptimizationState
+    /// How batches are laid out (results are the same; `.plain` does a padded TRL batch's work).
+    public var packing: PreferencePacking = .sharedPrompt
     /// Metrics of the micro-batches accumulated towards the next optimizer step.
     var pendingMetrics: [DPOMetrics] = []
 
@@ -90,7 +92,7 @@ public final class DPOTrainer {
         // each micro-batch's loss by 1/k before backward).
         let k = Double(config.optimizer.gradientAccumulationSteps)
         var dlogp = [Float](repeating: 0, count: batch.owners.count)
-        for (r, o) in batch.owners.enumerated() {
+        for (r, o) in batch.owners.enumerated() where o.pair >= 0 {
             let i = Int(o.pair)
             let d = o.chosen ? result.dChosen[i] * stats.rowFactor[r] + result.dChosenToken
                              : result.dRejected[i] * stats.rowFactor[r]
@@ -155,7 +157,7 @@ public final class DPOTrainer {
 
     func pack(_ pairs: [PreferencePair]) throws -> PackedPreferenceBatch {
         try PackedPreferenceBatch(pairs: pairs, vocabSize: policy.config.vocabSize,
-                                  maxLength: config.maxLength, truncation: config.truncationMode)
+                                  maxLength: config.maxLength, truncation: config.truncationMode, packing: packing)
     }
 
     /// The model that computes reference log-probs: the reference, or the snapshot (taken now if

@@ -24,7 +24,7 @@ struct PairStatistics {
         chosenTokenLogpSum = 0; chosenTokenCount = 0
         chosenMeanLogitSum = 0; rejectedMeanLogitSum = 0; entropySum = 0; chosenArgmaxHits = 0
         rejectedTokenCount = 0
-        for (r, o) in b.owners.enumerated() {
+        for (r, o) in b.owners.enumerated() where o.pair >= 0 {
             let i = Int(o.pair)
             if let a = ldAlpha {
                 let shared = min(b.chosenScored[i], b.rejectedScored[i])

@@ -45,7 +45,17 @@ struct MaskedSequence {
     }
 }
 
-/// Which pair and role a head row belongs to.
+/// How a preference batch is laid out for the forward.
+public enum PreferencePacking: String, Sendable {
+    /// The prompt once, the chosen and rejected completions attending to it; the LM head only on
+    /// rows that predict completion tokens. The default.
+    case sharedPrompt = "shared"
+    /// The work of a padded TRL batch without the padding: prompt+chosen and prompt+rejected as two
+    /// sequences and the LM head on every position. Same results; for benchmarks against PyTorch.
+    case plain
+}
+
+/// Which pair and role a head row belongs to (`pair` -1: a row computed but not used, `.plain`).
 struct HeadRowOwner {
     var pair: Int32
     var chosen: Bool
@@ -68,7 +78,8 @@ struct PackedPreferenceBatch {
     /// Non-pad tokens of the chosen and rejected rows as TRL counts them (prompt counted twice).
     let numTokens: Int
 
-    init(pairs input: [PreferencePair], vocabSize: Int, maxLength: Int?, truncation: TruncationMode) throws {
+    init(pairs input: [PreferencePair], vocabSize: Int, maxLength: Int?, truncation: TruncationMode,
+         packing: PreferencePacking = .sharedPrompt) throws {
         if input.isEmpty { throw DPOError.invalidArgument("batch: no pairs") }
         var tokens: [Int32] = [], positions: [Int32] = [], segments: [PackedTokens.Segment] = []
         var rows: [Int32] = [], labels: [Int32] = [], owners: [HeadRowOwner] = []
@@ -114,7 +125,7 @@ struct PackedPreferenceBatch {
             cm.append(c.maskedTokens); rm.append(r.maskedTokens)
             cs.append(c.scoredTokens); rs.append(r.scoredTokens)
             numTokens += c.tokens.count + r.tokens.count
-            let shared = c.promptLength == r.promptLength && c.promptLength > 0
+            let shared = packing == .sharedPrompt && c.promptLength == r.promptLength && c.promptLength > 0
                 && c.tokens[..<c.promptLength] == r.tokens[..<r.promptLength]
             if shared {
                 let P = c.promptLength
@@ -123,6 +134,17 @@ struct PackedPreferenceBatch {
                 for (seq, chosen) in [(c, true), (r, false)] {
                     let s = addSegment(seq.tokens[P...], firstPosition: P, parent: promptSegment)
                     addRows(seq.tokens[P...], firstPredictor: lastPromptRow, start: segments[s].start, pair: i, chosen: chosen)
+                }
+            } else if packing == .plain {
+                for (seq, chosen) in [(c, true), (r, false)] {
+                    let start = segments[addSegment(seq.tokens[...], firstPosition: 0, parent: -1)].start
+                    var position: Int32 = 0
+                    for t in 1..<seq.tokens.count {
+                        let scored = t >= seq.promptLength
+                        if scored { position += 1 }
+                        rows.append(Int32(start + t - 1)); labels.append(seq.tokens[t])
+                        owners.append(HeadRowOwner(pair: scored ? Int32(i) : -1, chosen: chosen, position: position))
+                    }
                 }
             } else {
                 for (seq, chosen) in [(c, true), (r, false)] {
