@@ -37,14 +37,11 @@ private func causalSoftmaxRows(_ s: UnsafeMutablePointer<Float>, n: Int, np: Int
         for i in range {
             let row = s + i * width
             let visible = np + i + 1
-            var m = -Float.infinity
-            for j in 0..<visible where row[j] > m { m = row[j] }
-            var sum: Float = 0
-            for j in 0..<visible { let e = expf(row[j] - m); row[j] = e; sum += e }
-            let inv = 1 / sum
-            for j in 0..<visible { row[j] *= inv }
-            for j in visible..<width { row[j] = 0 }
-            lse[i * lseStride] = m + logf(sum)
+            let m = maxOf(row, visible)
+            let sum = expShiftInPlace(row, visible, shift: m)
+            scaleInPlace(row, visible, by: Float(1 / sum))
+            (row + visible).update(repeating: 0, count: width - visible)
+            lse[i * lseStride] = m + Float(log(sum))
         }
     }
 }
@@ -57,9 +54,8 @@ private func probabilitiesFromLSE(_ s: UnsafeMutablePointer<Float>, n: Int, np: 
         for i in range {
             let row = s + i * width
             let visible = np + i + 1
-            let l = lse[i * lseStride]
-            for j in 0..<visible { row[j] = expf(row[j] - l) }
-            for j in visible..<width { row[j] = 0 }
+            expShiftInPlace(row, visible, shift: lse[i * lseStride])
+            (row + visible).update(repeating: 0, count: width - visible)
         }
     }
 }

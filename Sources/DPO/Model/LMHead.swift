@@ -19,32 +19,32 @@ struct HeadRowStats {
     var logp: Float, entropy: Float, meanLogit: Float, argmaxHit: Float, logSumP2: Float
 }
 
-/// Statistics of one logits row. Sums run over SIMD lanes (blocked accumulation) in fp32.
+/// Statistics of one logits row: SIMD passes for the maximum, the logit sum and the exponentials
+/// (8 float lanes folded into Double partial sums every 256 entries).
 @inline(__always)
 func headRowStats(_ z: UnsafePointer<Float>, vocab n: Int, label: Int) -> HeadRowStats {
-    var m = -Float.infinity
+    let m = maxOf(z, n)
     var arg = 0
-    var sum: Float = 0
-    for v in 0..<n {
-        let x = z[v]
-        if x > m { m = x; arg = v }
-        sum += x
-    }
-    var se: Double = 0, se2: Double = 0, spz: Double = 0
+    while z[arg] != m { arg += 1 }  // the first maximum, as torch.argmax
+    var se = 0.0, se2 = 0.0, spz = 0.0, sum = 0.0
+    let mv = SIMD8<Float>(repeating: m)
     var v = 0
-    // exp in fp32 per element, accumulated in blocks of 8 into Double partial sums.
-    while v < n {
-        let end = min(v + 256, n)
-        var a: Float = 0, a2: Float = 0, apz: Float = 0
+    while v + 8 <= n {
+        var a = SIMD8<Float>(repeating: 0), a2 = a, apz = a, az = a
+        let end = min(v + 256, n - n % 8)
         while v < end {
-            let d = z[v] - m
-            let e = expf(d)
-            a += e
-            a2 += e * e
-            apz += e * d
-            v += 1
+            let x = UnsafeRawPointer(z + v).loadUnaligned(as: SIMD8<Float>.self)
+            let d = x - mv
+            let e = vexp(d)
+            a += e; a2 += e * e; apz += e * d; az += x
+            v += 8
         }
-        se += Double(a); se2 += Double(a2); spz += Double(apz)
+        se += Double(a.sum()); se2 += Double(a2.sum()); spz += Double(apz.sum()); sum += Double(az.sum())
+    }
+    while v < n {
+        let d = z[v] - m, e = Double(vexp(SIMD8<Float>(repeating: d))[0])
+        se += e; se2 += e * e; spz += e * Double(d); sum += Double(z[v])
+        v += 1
     }
     let logSum = log(se)
     let lse = Double(m) + logSum
@@ -52,7 +52,7 @@ func headRowStats(_ z: UnsafePointer<Float>, vocab n: Int, label: Int) -> HeadRo
     let entropy = lse - (Double(m) + spz / se)
     let logSumP2 = log(se2) - 2 * logSum
     return HeadRowStats(logp: Float(Double(z[label]) - lse), entropy: Float(entropy),
-                        meanLogit: sum / Float(n), argmaxHit: arg == label ? 1 : 0,
+                        meanLogit: Float(sum / Double(n)), argmaxHit: arg == label ? 1 : 0,
                         logSumP2: Float(logSumP2))
 }
 
@@ -100,16 +100,8 @@ func lmHeadBackward(dx: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePoint
             for i in range {
                 let z = logits + i * vocab
                 let g = dlogp[r0 + i]
-                var m = -Float.infinity
-                for v in 0..<vocab where z[v] > m { m = z[v] }
-                var s: Double = 0
-                for v in 0..<vocab {
-                    let e = expf(z[v] - m)
-                    z[v] = e
-                    s += Double(e)
-                }
-                let scale = -g / Float(s)
-                for v in 0..<vocab { z[v] *= scale }   // dz = -g p
+                let s = expShiftInPlace(z, vocab, shift: maxOf(z, vocab))
+                scaleInPlace(z, vocab, by: Float(-Double(g) / s))   // dz = -g p
                 z[Int(labels[r0 + i])] += g           // + g at the label
             }
         }

@@ -82,10 +82,3 @@ func scaleBuffer(_ g: UnsafeMutablePointer<Float>, count: Int, by s: Float) {
         for i in range { g[i] *= s }
     }
 }
-
-/// Whether every entry is finite.
-func allFinite(_ g: UnsafePointer<Float>, count: Int) -> Bool {
-    var ok = true
-    for i in 0..<count where !g[i].isFinite { ok = false; break }
-    return ok
-}

@@ -69,7 +69,9 @@ public final class DPOTrainer {
     public func step(_ pairs: [PreferencePair]) throws -> DPOStepResult {
         let metrics = try accumulate(pairs)
         if state.readyToApply {
-            return DPOStepResult(metrics: try applyOptimizer(), optimizerStepped: true, globalStep: globalStep)
+            // The norm of the buffer this call's backward just left is still exact.
+            return DPOStepResult(metrics: try applyOptimizer(knownNorm: state.lastBackwardNorm),
+                                 optimizerStepped: true, globalStep: globalStep)
         }
         return DPOStepResult(metrics: metrics, optimizerStepped: false, globalStep: globalStep)
     }
@@ -110,8 +112,10 @@ public final class DPOTrainer {
     /// The distributed grain: clip, step AdamW at the scheduled rate, sync the reference for
     /// TR-DPO, clear the accumulation. Returns the mean metrics of the accumulated micro-batches
     /// with `grad_norm` and `learning_rate`.
-    public func applyOptimizer() throws -> DPOMetrics {
-        let (norm, lr) = try state.applyOptimizer()
+    public func applyOptimizer() throws -> DPOMetrics { try applyOptimizer(knownNorm: nil) }
+
+    func applyOptimizer(knownNorm: Double?) throws -> DPOMetrics {
+        let (norm, lr) = try state.applyOptimizer(knownNorm: knownNorm)
         var metrics = DPOMetrics.mean(pendingMetrics)
         pendingMetrics = []
         metrics.gradNorm = norm

@@ -14,6 +14,10 @@ final class OptimizationState {
     var rng: Xoshiro256
     /// Copy of the accumulated gradients taken before a micro-batch's backward (accumulation only).
     private var backup: FloatBuffer?
+    /// Norm of the gradient buffer computed by the last guarded backward. Only a caller that runs
+    /// the optimizer right after its own backward may reuse it (a host can change the buffer in
+    /// between through the distributed grain).
+    private(set) var lastBackwardNorm = Double.nan
 
     init(model: LlamaModel, config: OptimizerConfig) {
         self.model = model
@@ -34,7 +38,11 @@ final class OptimizationState {
         }
         try model.backward(dlogp: dlogp)
         let g = model.gradients!
-        if !allFinite(g.pointer, count: g.count) {
+        // One parallel pass gives the norm the optimizer needs and the finiteness check (a NaN or
+        // infinite entry makes the norm so).
+        let norm = globalNorm(g.pointer, count: g.count)
+        lastBackwardNorm = norm
+        if !norm.isFinite {
             if pendingMicroBatches == 0 { g.zero() } else { g.copy(from: backup!) }
             throw DPOError.numeric("the gradient of this batch is not finite; nothing was changed")
         }
@@ -45,11 +53,11 @@ final class OptimizationState {
 
     /// Clips, steps AdamW with the scheduled rate and clears the accumulation. Returns the
     /// pre-clip gradient norm and the learning rate used.
-    func applyOptimizer() throws -> (gradNorm: Double, learningRate: Double) {
+    func applyOptimizer(knownNorm: Double? = nil) throws -> (gradNorm: Double, learningRate: Double) {
         guard pendingMicroBatches > 0, let g = model.gradients else {
             throw DPOError.wrongState("apply_optimizer: no gradients have been accumulated")
         }
-        let norm = globalNorm(g.pointer, count: g.count)
+        let norm = knownNorm ?? globalNorm(g.pointer, count: g.count)
         if !norm.isFinite { throw DPOError.numeric("the gradient norm is \(norm); nothing was changed") }
         // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is < 1.
         if config.maxGradNorm > 0 {

@@ -110,7 +110,7 @@ public final class SFTTrainer {
     /// (then the metrics are the micro-batch means with grad_norm and learning_rate).
     public func step(_ examples: [SFTExample]) throws -> (metrics: SFTMetrics, optimizerStepped: Bool) {
         let m = try accumulate(examples)
-        if state.readyToApply { return (try applyOptimizer(), true) }
+        if state.readyToApply { return (try applyOptimizer(knownNorm: state.lastBackwardNorm), true) }
         return (m, false)
     }
 
@@ -133,8 +133,10 @@ public final class SFTTrainer {
         return m
     }
 
-    public func applyOptimizer() throws -> SFTMetrics {
-        let (norm, lr) = try state.applyOptimizer()
+    public func applyOptimizer() throws -> SFTMetrics { try applyOptimizer(knownNorm: nil) }
+
+    func applyOptimizer(knownNorm: Double?) throws -> SFTMetrics {
+        let (norm, lr) = try state.applyOptimizer(knownNorm: knownNorm)
         let k = Double(max(pendingMetrics.count, 1))
         var m = SFTMetrics()
         m.loss = pendingMetrics.reduce(0) { $0 + $1.loss } / k
