@@ -77,7 +77,7 @@ struct Bench: ParsableCommand {
 
     @Option(help: "Model shape: \(BenchShape.allCases.map(\.rawValue).joined(separator: ", ")).")
     var shape: BenchShape = .tiny
-    @Option(help: "What to time: step (a DPO step with a held reference) or model (forward, forward+backward).")
+    @Option(help: "What to time: step (a DPO step with a held reference), model (forward, forward+backward) or generate (greedy KV-cached decoding: --pairs prompts of --prompt-length, --completion-length new tokens).")
     var mode: String = "step"
     @Option(help: "Preference pairs per step.") var pairs: Int = 2
     @Option(help: "Prompt tokens per pair.") var promptLength: Int = 128
@@ -93,7 +93,7 @@ struct Bench: ParsableCommand {
     @Flag(help: "Print one JSON object instead of text.") var json = false
 
     func validate() throws {
-        guard ["step", "model"].contains(mode) else { throw ValidationError("--mode must be step or model, got \(mode)") }
+        guard ["step", "model", "generate"].contains(mode) else { throw ValidationError("--mode must be step, model or generate, got \(mode)") }
         guard ["model", "precomputed"].contains(reference) else { throw ValidationError("--reference must be model or precomputed") }
         guard PreferencePacking(rawValue: packing) != nil else { throw ValidationError("--packing must be shared or plain") }
         for (name, v) in [("pairs", pairs), ("prompt-length", promptLength), ("completion-length", completionLength),
@@ -113,7 +113,21 @@ struct Bench: ParsableCommand {
         var flopsPerRun = 0.0, tokensPerRun = 0, gemmSeconds: [Double] = []
         let policy = try LlamaModel.randomlyInitialized(config: config, seed: 1)
 
-        if mode == "model" {
+        if mode == "generate" {
+            let prompts = (0..<pairs).map { _ in randomTokens(promptLength) }
+            var g = GenerationConfig()
+            g.maxNewTokens = completionLength
+            g.eosTokenIds = []
+            for i in 0..<(warmup + steps) {
+                GemmCounter.flops = 0; GemmCounter.seconds = 0
+                let t0 = now()
+                _ = try policy.generate(prompts, config: g)
+                if i >= warmup { timesFB.append(now() - t0); gemmSeconds.append(GemmCounter.seconds) }
+                flopsPerRun = GemmCounter.flops
+            }
+            // New tokens per run (the prompts' prefill is included in the time).
+            tokensPerRun = pairs * completionLength
+        } else if mode == "model" {
             var seqs: [[Int32]] = []
             var left = tokens
             while left > 0 { let n = min(sequenceLength, left); seqs.append(randomTokens(n)); left -= n }
