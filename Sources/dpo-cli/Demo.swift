@@ -15,7 +15,7 @@ struct Demo: ParsableCommand {
     @Option(help: "Threads (default: all cores).") var threads: Int?
     @Option(help: "Seed of data and initialisation.") var seed: Int = 0
     @Option(help: "DPO beta.") var beta: Double = 2.0
-    @Option(help: "DPO learning rate.") var learningRate: Double = 5e-5
+    @Option(help: "DPO learning rate.") var learningRate: Double = 1e-4
     @Option(help: "DPO steps.") var dpoSteps: Int?
     @Option(help: "SFT steps (default 300, 150 with --quick).") var sftSteps: Int?
     @Option(help: "DPO loss type(s), comma-separated.") var lossType: String = "sigmoid"
