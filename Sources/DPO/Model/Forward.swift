@@ -8,7 +8,7 @@ extension LlamaModel {
         try head.validate(tokens: packed.count, vocabSize: config.vocabSize)
         pending = nil
         let c = config, lay = layout, a = attentionShape
-        let T = packed.count, R = head.count, H = c.hiddenSize, I = c.intermediateSize
+        let T = packed.count, R = head.count, H = c.hiddenSize
         let eps = Float(c.rmsNormEps)
         let scratchCount = attentionScratchCount(packed.segments)
         let w = workspaceFor(tokens: T, headRows: R, scratch: scratchCount, keep: keepActivations)
@@ -34,26 +34,16 @@ extension LlamaModel {
             let q = w.q[s].pointer, k = w.k[s].pointer, v = w.v[s].pointer
             // Attention block: mid = x + o_proj(attention(rope(q), rope(k), v)) of rmsnorm(x).
             rmsnormForward(xn, rstd: w.rstd1[s].pointer, x, weight: p + o.inputNorm, rows: T, dim: H, eps: eps)
-            linearForward(q, xn, weight: p + o.q, bias: o.qBias >= 0 ? p + o.qBias : nil, rows: T, inFeatures: H, outFeatures: a.qWidth)
-            linearForward(k, xn, weight: p + o.k, bias: o.kBias >= 0 ? p + o.kBias : nil, rows: T, inFeatures: H, outFeatures: a.kvWidth)
-            linearForward(v, xn, weight: p + o.v, bias: o.vBias >= 0 ? p + o.vBias : nil, rows: T, inFeatures: H, outFeatures: a.kvWidth)
-            ropeApply(q, cos: w.ropeCos.pointer, sin: w.ropeSin.pointer, tokens: T, heads: a.heads, headDim: a.headDim)
-            ropeApply(k, cos: w.ropeCos.pointer, sin: w.ropeSin.pointer, tokens: T, heads: a.kvHeads, headDim: a.headDim)
+            projectQKV(layer: o, xn: xn, q: q, k: k, v: v, cos: w.ropeCos.pointer, sin: w.ropeSin.pointer, rows: T)
             attentionForward(out: w.attn[s].pointer, lse: w.lse[s].pointer, q: q, k: k, v: v,
                              segments: packed.segments, shape: a, scratch: w.scratch.pointer)
             mid.update(from: x, count: T * H)
-            sgemm(transB: true, m: T, n: H, k: a.qWidth, a: w.attn[s].pointer, lda: a.qWidth,
-                  b: p + o.o, ldb: a.qWidth, beta: 1, c: mid, ldc: H)
-            if o.oBias >= 0 { addBias(mid, p + o.oBias, rows: T, width: H) }
+            addOutputProjection(layer: o, attn: w.attn[s].pointer, residual: mid, rows: T)
             // MLP block: out = mid + down(silu(gate(xn)) * up(xn)), xn = rmsnorm(mid).
             rmsnormForward(xn, rstd: w.rstd2[s].pointer, mid, weight: p + o.postNorm, rows: T, dim: H, eps: eps)
-            linearForward(w.gate[s].pointer, xn, weight: p + o.gate, bias: o.gateBias >= 0 ? p + o.gateBias : nil, rows: T, inFeatures: H, outFeatures: I)
-            linearForward(w.up[s].pointer, xn, weight: p + o.up, bias: o.upBias >= 0 ? p + o.upBias : nil, rows: T, inFeatures: H, outFeatures: I)
-            swigluForward(w.hidden.pointer, gate: w.gate[s].pointer, up: w.up[s].pointer, count: T * I)
             out.update(from: mid, count: T * H)
-            sgemm(transB: true, m: T, n: H, k: I, a: w.hidden.pointer, lda: I, b: p + o.down, ldb: I,
-                  beta: 1, c: out, ldc: H)
-            if o.downBias >= 0 { addBias(out, p + o.downBias, rows: T, width: H) }
+            addMLP(layer: o, xn: xn, gate: w.gate[s].pointer, up: w.up[s].pointer, hidden: w.hidden.pointer,
+                   residual: out, rows: T)
         }
         // Final norm and LM head on the requested rows only.
         var result = HeadOutputs(logps: [], entropy: [], meanLogit: [], argmaxHit: [], logSumP2: [])

@@ -107,11 +107,8 @@ extension LlamaModel {
         for l in 0..<c.numHiddenLayers {
             let o = lay.layers[l]
             rmsnormForward(xn.pointer, rstd: rstd.pointer, x.pointer, weight: p + o.inputNorm, rows: T, dim: H, eps: eps)
-            linearForward(q.pointer, xn.pointer, weight: p + o.q, bias: o.qBias >= 0 ? p + o.qBias : nil, rows: T, inFeatures: H, outFeatures: a.qWidth)
-            linearForward(k.pointer, xn.pointer, weight: p + o.k, bias: o.kBias >= 0 ? p + o.kBias : nil, rows: T, inFeatures: H, outFeatures: a.kvWidth)
-            linearForward(v.pointer, xn.pointer, weight: p + o.v, bias: o.vBias >= 0 ? p + o.vBias : nil, rows: T, inFeatures: H, outFeatures: a.kvWidth)
-            ropeApply(q.pointer, cos: cosT.pointer, sin: sinT.pointer, tokens: T, heads: a.heads, headDim: a.headDim)
-            ropeApply(k.pointer, cos: cosT.pointer, sin: sinT.pointer, tokens: T, heads: a.kvHeads, headDim: a.headDim)
+            projectQKV(layer: o, xn: xn.pointer, q: q.pointer, k: k.pointer, v: v.pointer,
+                       cos: cosT.pointer, sin: sinT.pointer, rows: T)
             for b in 0..<B {
                 let cache = caches[b], n = tokens[b].count, past = cache.length, total = past + n
                 let kc = cache.k[l].pointer, vc = cache.v[l].pointer
@@ -120,15 +117,10 @@ extension LlamaModel {
                 cachedAttention(out: att.pointer + starts[b] * a.qWidth, q: q.pointer + starts[b] * a.qWidth,
                                 k: kc, v: vc, newTokens: n, total: total, shape: a, scores: scores.pointer)
             }
-            sgemm(transB: true, m: T, n: H, k: a.qWidth, a: att.pointer, lda: a.qWidth, b: p + o.o, ldb: a.qWidth,
-                  beta: 1, c: x.pointer, ldc: H)
-            if o.oBias >= 0 { addBias(x.pointer, p + o.oBias, rows: T, width: H) }
+            addOutputProjection(layer: o, attn: att.pointer, residual: x.pointer, rows: T)
             rmsnormForward(xn.pointer, rstd: rstd.pointer, x.pointer, weight: p + o.postNorm, rows: T, dim: H, eps: eps)
-            linearForward(gate.pointer, xn.pointer, weight: p + o.gate, bias: o.gateBias >= 0 ? p + o.gateBias : nil, rows: T, inFeatures: H, outFeatures: I)
-            linearForward(up.pointer, xn.pointer, weight: p + o.up, bias: o.upBias >= 0 ? p + o.upBias : nil, rows: T, inFeatures: H, outFeatures: I)
-            swigluForward(gate.pointer, gate: gate.pointer, up: up.pointer, count: T * I)
-            sgemm(transB: true, m: T, n: H, k: I, a: gate.pointer, lda: I, b: p + o.down, ldb: I, beta: 1, c: x.pointer, ldc: H)
-            if o.downBias >= 0 { addBias(x.pointer, p + o.downBias, rows: T, width: H) }
+            addMLP(layer: o, xn: xn.pointer, gate: gate.pointer, up: up.pointer, hidden: gate.pointer,
+                   residual: x.pointer, rows: T)
         }
         for b in 0..<B { caches[b].length += tokens[b].count }
         // Final norm and full-vocabulary logits of each sequence's last new token.
