@@ -19,18 +19,7 @@ extension SFTConfig {
         var p = dpo_sft_params()
         p.struct_size = MemoryLayout<dpo_sft_params>.size
         p.max_length = Int64(maxLength ?? 0)
-        p.learning_rate = optimizer.learningRate
-        p.weight_decay = optimizer.weightDecay
-        p.adam_beta1 = optimizer.adamBeta1
-        p.adam_beta2 = optimizer.adamBeta2
-        p.adam_epsilon = optimizer.adamEpsilon
-        p.max_grad_norm = optimizer.maxGradNorm
-        p.lr_scheduler_type = StaticCString.get(optimizer.lrSchedulerType.rawValue)
-        p.warmup_steps = Int64(optimizer.warmupSteps)
-        p.warmup_ratio = optimizer.warmupRatio
-        p.max_steps = Int64(optimizer.maxSteps)
-        p.gradient_accumulation_steps = Int64(optimizer.gradientAccumulationSteps)
-        p.seed = optimizer.seed
+        optimizer.write(into: &p)
         return p
     }
 

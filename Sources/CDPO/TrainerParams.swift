@@ -117,23 +117,49 @@ extension DPOConfig {
         p.sync_ref_model = syncRefModel ? 1 : 0
         p.ref_model_mixup_alpha = refModelMixupAlpha
         p.ref_model_sync_steps = Int64(refModelSyncSteps)
-        p.learning_rate = optimizer.learningRate
-        p.weight_decay = optimizer.weightDecay
-        p.adam_beta1 = optimizer.adamBeta1
-        p.adam_beta2 = optimizer.adamBeta2
-        p.adam_epsilon = optimizer.adamEpsilon
-        p.max_grad_norm = optimizer.maxGradNorm
-        p.lr_scheduler_type = StaticCString.get(optimizer.lrSchedulerType.rawValue)
-        p.warmup_steps = Int64(optimizer.warmupSteps)
-        p.warmup_ratio = optimizer.warmupRatio
-        p.max_steps = Int64(optimizer.maxSteps)
-        p.gradient_accumulation_steps = Int64(optimizer.gradientAccumulationSteps)
-        p.seed = optimizer.seed
+        optimizer.write(into: &p)
         return p
     }
 
     /// A validated config from host JSON (absent fields keep TRL's defaults).
     init(fields text: UnsafePointer<CChar>?, _ argument: String) throws {
         try self.init(json: try readFieldsJSON(text, argument))
+    }
+}
+
+/// The optimizer fields that dpo_trainer_params and dpo_sft_params share (same names and types).
+protocol OptimizerParamsStruct {
+    var learning_rate: Double { get set }
+    var weight_decay: Double { get set }
+    var adam_beta1: Double { get set }
+    var adam_beta2: Double { get set }
+    var adam_epsilon: Double { get set }
+    var max_grad_norm: Double { get set }
+    var lr_scheduler_type: UnsafePointer<CChar>! { get set }
+    var warmup_steps: Int64 { get set }
+    var warmup_ratio: Double { get set }
+    var max_steps: Int64 { get set }
+    var gradient_accumulation_steps: Int64 { get set }
+    var seed: UInt64 { get set }
+}
+
+extension dpo_trainer_params: OptimizerParamsStruct {}
+extension dpo_sft_params: OptimizerParamsStruct {}
+
+extension OptimizerConfig {
+    /// Copies the optimizer settings into either params struct.
+    func write<P: OptimizerParamsStruct>(into p: inout P) {
+        p.learning_rate = learningRate
+        p.weight_decay = weightDecay
+        p.adam_beta1 = adamBeta1
+        p.adam_beta2 = adamBeta2
+        p.adam_epsilon = adamEpsilon
+        p.max_grad_norm = maxGradNorm
+        p.lr_scheduler_type = StaticCString.get(lrSchedulerType.rawValue)
+        p.warmup_steps = Int64(warmupSteps)
+        p.warmup_ratio = warmupRatio
+        p.max_steps = Int64(maxSteps)
+        p.gradient_accumulation_steps = Int64(gradientAccumulationSteps)
+        p.seed = seed
     }
 }
