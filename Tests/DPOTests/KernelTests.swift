@@ -454,9 +454,10 @@ final class KernelTests: XCTestCase {
         let v = kernelRandoms(T * shape.kvWidth, &rng)
         let scratchCount = attentionScratchCount(segments)
         XCTAssertEqual(scratchCount, 100 * 100)
-        var scratch = [Float](repeating: .nan, count: 2 * scratchCount)
+        var scratch = [Float](repeating: .nan, count: 2 * scratchCount * Threads.count)
         var out = [Float](repeating: .nan, count: T * shape.qWidth), lse = [Float](repeating: .nan, count: T * shape.heads)
-        attentionForward(out: &out, lse: &lse, q: q, k: k, v: v, segments: segments, shape: shape, scratch: &scratch)
+        attentionForward(out: &out, lse: &lse, q: q, k: k, v: v, segments: segments, shape: shape, scratch: &scratch,
+                         scratchCount: scratchCount)
         let visible = visibleKeys(segments)
         let expected = naiveAttention(q: q.map(Double.init), k: k.map(Double.init), v: v.map(Double.init),
                                       visible: visible, heads: 4, kvHeads: 2, headDim: 11)
@@ -482,13 +483,16 @@ final class KernelTests: XCTestCase {
         let q = kernelRandoms(T * shape.qWidth, &rng), k = kernelRandoms(T * shape.kvWidth, &rng)
         let v = kernelRandoms(T * shape.kvWidth, &rng), dOut = kernelRandoms(T * shape.qWidth, &rng)
         let scratchCount = attentionScratchCount(segments)
-        var scratch = [Float](repeating: 0, count: 2 * scratchCount)
+        var scratch = [Float](repeating: 0, count: 2 * scratchCount * Threads.count)
         var out = [Float](repeating: 0, count: T * shape.qWidth), lse = [Float](repeating: 0, count: T * heads)
-        attentionForward(out: &out, lse: &lse, q: q, k: k, v: v, segments: segments, shape: shape, scratch: &scratch)
+        attentionForward(out: &out, lse: &lse, q: q, k: k, v: v, segments: segments, shape: shape, scratch: &scratch,
+                         scratchCount: scratchCount)
         var dq = [Float](repeating: 1e6, count: T * shape.qWidth)   // overwritten
         var dk = [Float](repeating: 0, count: T * shape.kvWidth), dv = dk   // accumulated into
-        attentionBackward(dq: &dq, dk: &dk, dv: &dv, dOut: dOut, out: out, lse: lse, q: q, k: k, v: v,
+        var recomputed = [Float](repeating: .nan, count: out.count)  // the backward recomputes out
+        attentionBackward(dq: &dq, dk: &dk, dv: &dv, dOut: dOut, out: &recomputed, lse: lse, q: q, k: k, v: v,
                           segments: segments, shape: shape, scratch: &scratch, scratchCount: scratchCount)
+        for i in 0..<out.count { XCTAssertEqual(recomputed[i], out[i], accuracy: 1e-6, "recomputed out[\(i)]") }
 
         let visible = visibleKeys(segments)
         // tensors[0...2] = q, k, v in Double; the loss reads them, the checks perturb one entry.
@@ -540,13 +544,56 @@ final class KernelTests: XCTestCase {
         // dk and dv accumulate; dq is overwritten.
         let dkPrefill = kernelRandoms(dk.count, &rng), dvPrefill = kernelRandoms(dv.count, &rng)
         var dq2 = [Float](repeating: -7, count: dq.count), dk2 = dkPrefill, dv2 = dvPrefill
-        attentionBackward(dq: &dq2, dk: &dk2, dv: &dv2, dOut: dOut, out: out, lse: lse, q: q, k: k, v: v,
+        attentionBackward(dq: &dq2, dk: &dk2, dv: &dv2, dOut: dOut, out: &recomputed, lse: lse, q: q, k: k, v: v,
                           segments: segments, shape: shape, scratch: &scratch, scratchCount: scratchCount)
         XCTAssertEqual(dq2, dq)
         for i in 0..<dk.count {
             XCTAssertEqual(dk2[i], dkPrefill[i] + dk[i], accuracy: 1e-5 * max(1, abs(dkPrefill[i])))
             XCTAssertEqual(dv2[i], dvPrefill[i] + dv[i], accuracy: 1e-5 * max(1, abs(dvPrefill[i])))
         }
+    }
+
+    func testAttentionTasksKeepFamiliesTogetherInTheBackward() {
+        let segments = attentionSegments
+        let forward = attentionTasks(segments, kvHeads: 2, byFamily: false)
+        XCTAssertEqual(forward.count, segments.count * 2)
+        XCTAssertEqual(forward.map(\.cost), forward.map(\.cost).sorted(by: >), "costliest first")
+        let backward = attentionTasks(segments, kvHeads: 2, byFamily: true)
+        // Families: [0], [1, 2, 3] (prompt and its two children), [4], [5]; one task per kv group.
+        XCTAssertEqual(Set(backward.map(\.segments)), [[0], [1, 2, 3], [4], [5]])
+        XCTAssertEqual(backward.count, 8)
+        for g in 0..<2 {
+            let covered = backward.filter { $0.group == g }.flatMap(\.segments).sorted()
+            XCTAssertEqual(covered, Array(0..<segments.count), "group \(g) covers every segment once")
+        }
+        XCTAssertEqual(backward.first { $0.segments == [1, 2, 3] }?.cost, 9 * 9 + 37 * 46 + 5 * 14)
+    }
+
+    /// Tasks run concurrently with several threads; each writes its own rows and columns, so the
+    /// results equal a one-thread run bit for bit.
+    func testAttentionIsIndependentOfTheThreadCount() {
+        var rng = Xoshiro256(seed: 111)
+        let segments = attentionSegments
+        let T = 155, shape = AttentionShape(heads: 6, kvHeads: 3, headDim: 8)
+        let q = kernelRandoms(T * shape.qWidth, &rng), k = kernelRandoms(T * shape.kvWidth, &rng)
+        let v = kernelRandoms(T * shape.kvWidth, &rng), dOut = kernelRandoms(T * shape.qWidth, &rng)
+        let scratchCount = attentionScratchCount(segments)
+        func run(threads: Int) -> [[Float]] {
+            let saved = Threads.count
+            Threads.setCount(threads)
+            defer { Threads.setCount(saved) }
+            var scratch = [Float](repeating: 0, count: 2 * scratchCount * threads)
+            var out = [Float](repeating: 0, count: T * shape.qWidth), lse = [Float](repeating: 0, count: T * 6)
+            attentionForward(out: &out, lse: &lse, q: q, k: k, v: v, segments: segments, shape: shape,
+                             scratch: &scratch, scratchCount: scratchCount)
+            var dq = [Float](repeating: 0, count: T * shape.qWidth), recomputed = dq
+            var dk = [Float](repeating: 0, count: T * shape.kvWidth), dv = dk
+            attentionBackward(dq: &dq, dk: &dk, dv: &dv, dOut: dOut, out: &recomputed, lse: lse, q: q, k: k, v: v,
+                              segments: segments, shape: shape, scratch: &scratch, scratchCount: scratchCount)
+            return [out, lse, dq, dk, dv, recomputed]
+        }
+        let one = run(threads: 1)
+        for threads in [2, 3, 5] { XCTAssertEqual(run(threads: threads), one, "\(threads) threads") }
     }
 
     // MARK: - LM head

@@ -4,7 +4,8 @@ import Glibc
 #endif
 
 /// Floating-point operations executed by `sgemm` (2 m n k per call) since the last reset, for
-/// benchmarks. Updated by the calling thread only; the engine never calls sgemm concurrently.
+/// benchmarks. Updated by the calling thread only: sgemm calls made concurrently (in
+/// `parallelTasks`) count into a per-worker `GemmTally` that the caller merges afterwards.
 public enum GemmCounter {
     nonisolated(unsafe) public static var flops: Double = 0
     /// Wall time spent inside sgemm calls (the rest of a step is everything else).
@@ -15,6 +16,18 @@ public enum GemmCounter {
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
     }
+
+    /// Adds the tallies of a parallel region: all flops, and the workers' sgemm seconds divided by
+    /// their number (the wall time the region would spend in sgemm if the workers were busy alike).
+    static func merge(_ tallies: [GemmTally]) {
+        for t in tallies { flops += t.flops; seconds += t.seconds / Double(tallies.count) }
+    }
+}
+
+/// One worker's sgemm flops and seconds inside a parallel region (see GemmCounter).
+struct GemmTally {
+    var flops: Double = 0
+    var seconds: Double = 0
 }
 
 /// Runs one row-major sgemm C[m, n] = A[m, k] B[k, n] on caller buffers (benchmarks measure the
@@ -28,6 +41,7 @@ public func benchmarkSgemm(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, b: U
 ///   C[m, n] = alpha * op(A)[m, k] * op(B)[k, n] + beta * C
 /// where op(X) is X or its transpose. `lda`, `ldb`, `ldc` are row strides of the stored matrices
 /// (so a column block of a wider matrix can be passed with its full row width).
+/// Work is counted into `tally` when given (concurrent callers), otherwise into GemmCounter.
 @inline(__always)
 func sgemm(
     transA: Bool = false, transB: Bool = false,
@@ -36,10 +50,13 @@ func sgemm(
     a: UnsafePointer<Float>, lda: Int,
     b: UnsafePointer<Float>, ldb: Int,
     beta: Float = 0,
-    c: UnsafeMutablePointer<Float>, ldc: Int
+    c: UnsafeMutablePointer<Float>, ldc: Int,
+    tally: UnsafeMutablePointer<GemmTally>? = nil
 ) {
     if m == 0 || n == 0 { return }
-    GemmCounter.flops += 2 * Double(m) * Double(n) * Double(k)
+    _ = openBLASIdleSpinShortened
+    let flops = 2 * Double(m) * Double(n) * Double(k)
+    if let tally { tally.pointee.flops += flops } else { GemmCounter.flops += flops }
     if k == 0 {
         // C = beta * C (BLAS would do the same, but some builds mishandle k = 0).
         for i in 0..<m {
@@ -49,7 +66,10 @@ func sgemm(
         return
     }
     let t0 = GemmCounter.now()
-    defer { GemmCounter.seconds += GemmCounter.now() - t0 }
+    defer {
+        let dt = GemmCounter.now() - t0
+        if let tally { tally.pointee.seconds += dt } else { GemmCounter.seconds += dt }
+    }
     cblas_sgemm(
         CblasRowMajor,
         transA ? CblasTrans : CblasNoTrans,

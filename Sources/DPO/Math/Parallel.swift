@@ -1,5 +1,6 @@
 import COpenBLAS
 import Dispatch
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -38,6 +39,35 @@ func parallelFor(_ n: Int, grain: Int = 1, _ body: (Range<Int>) -> Void) {
             let lo = n * chunk / threads
             let hi = n * (chunk + 1) / threads
             if lo < hi { body(lo..<hi) }
+        }
+    }
+}
+
+/// Runs tasks `0..<count` on up to `Threads.count` workers: `body(worker, task)`, worker in
+/// `0..<workers` (index per-worker scratch with it). Each worker takes the next task from a shared
+/// counter, so tasks of unequal cost balance themselves (list the costly ones first).
+///
+/// The tasks' own matrix products run single-threaded meanwhile: OpenBLAS is set to one thread for
+/// the duration (its thread count is restored after), so the parallelism is across tasks, not
+/// inside many small multi-threaded sgemm calls.
+func parallelTasks(_ count: Int, _ body: (_ worker: Int, _ task: Int) -> Void) {
+    if count <= 0 { return }
+    let workers = min(Threads.count, count)
+    let blasThreads = openblas_get_num_threads()
+    if blasThreads != 1 { openblas_set_num_threads(1) }
+    defer { if blasThreads != 1 { openblas_set_num_threads(blasThreads) } }
+    if workers == 1 {
+        for task in 0..<count { body(0, task) }
+        return
+    }
+    let next = Atomic<Int>(0)
+    withoutActuallyEscaping(body) { body in
+        DispatchQueue.concurrentPerform(iterations: workers) { worker in
+            while true {
+                let task = next.wrappingAdd(1, ordering: .relaxed).oldValue
+                if task >= count { break }
+                body(worker, task)
+            }
         }
     }
 }

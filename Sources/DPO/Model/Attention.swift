@@ -18,7 +18,8 @@ struct AttentionShape {
     var scale: Float { 1 / Float(headDim).squareRoot() }
 }
 
-/// Scratch floats a segment set needs: one score matrix of the largest segment.
+/// Scratch floats a segment set needs per worker and score matrix: the largest segment's
+/// [n, np + n] scores.
 func attentionScratchCount(_ segments: [PackedTokens.Segment]) -> Int {
     var most = 0
     for s in segments {
@@ -28,21 +29,67 @@ func attentionScratchCount(_ segments: [PackedTokens.Segment]) -> Int {
     return most
 }
 
+/// A unit of parallel attention work: the heads of kv group `group` over `segments`.
+struct AttentionTask {
+    let group: Int
+    let segments: [Int]
+    let cost: Int  // score entries, sum of n (np + n)
+}
+
+/// The tasks of one attention pass, costliest first. The forward splits by (segment, kv group).
+/// The backward splits by (family, kv group), a family being a root segment and its children:
+/// children add into their parent's dK and dV rows, and the heads of a group into the same
+/// columns, so only whole families of one group may run concurrently.
+func attentionTasks(_ segments: [PackedTokens.Segment], kvHeads: Int, byFamily: Bool) -> [AttentionTask] {
+    var units: [[Int]] = []
+    var familyOf = [Int](repeating: -1, count: segments.count)
+    for (i, s) in segments.enumerated() {
+        if byFamily && s.parent >= 0 {
+            units[familyOf[s.parent]].append(i)
+            familyOf[i] = familyOf[s.parent]
+        } else {
+            familyOf[i] = units.count
+            units.append([i])
+        }
+    }
+    var tasks: [AttentionTask] = []
+    for unit in units {
+        let cost = unit.reduce(0) { total, i in
+            let np = segments[i].parent >= 0 ? segments[segments[i].parent].count : 0
+            return total + segments[i].count * (np + segments[i].count)
+        }
+        for g in 0..<kvHeads { tasks.append(AttentionTask(group: g, segments: unit, cost: cost)) }
+    }
+    return tasks.sorted { $0.cost > $1.cost }
+}
+
+/// Runs `tasks` on parallel workers (see parallelTasks), each with `scratchPerWorker` floats of
+/// `scratch` and its own GEMM tally (merged into GemmCounter after).
+private func runAttentionTasks(_ tasks: [AttentionTask], scratch: UnsafeMutablePointer<Float>,
+                               scratchPerWorker: Int,
+                               _ body: (AttentionTask, UnsafeMutablePointer<Float>, UnsafeMutablePointer<GemmTally>) -> Void) {
+    var tallies = [GemmTally](repeating: GemmTally(), count: min(Threads.count, tasks.count))
+    tallies.withUnsafeMutableBufferPointer { tally in
+        parallelTasks(tasks.count) { worker, task in
+            body(tasks[task], scratch + worker * scratchPerWorker, tally.baseAddress! + worker)
+        }
+    }
+    GemmCounter.merge(tallies)
+}
+
 /// Fills row i of `s` [n, np + n] with its softmax over the visible columns [0, np + i], zeros the
 /// rest, and stores the row's log-sum-exp.
 private func causalSoftmaxRows(_ s: UnsafeMutablePointer<Float>, n: Int, np: Int,
                                lse: UnsafeMutablePointer<Float>, lseStride: Int) {
     let width = np + n
-    parallelFor(n, grain: 32) { range in
-        for i in range {
-            let row = s + i * width
-            let visible = np + i + 1
-            let m = maxOf(row, visible)
-            let sum = expShiftInPlace(row, visible, shift: m)
-            scaleInPlace(row, visible, by: Float(1 / sum))
-            (row + visible).update(repeating: 0, count: width - visible)
-            lse[i * lseStride] = m + Float(log(sum))
-        }
+    for i in 0..<n {
+        let row = s + i * width
+        let visible = np + i + 1
+        let m = maxOf(row, visible)
+        let sum = expShiftInPlace(row, visible, shift: m)
+        scaleInPlace(row, visible, by: Float(1 / sum))
+        (row + visible).update(repeating: 0, count: width - visible)
+        lse[i * lseStride] = m + Float(log(sum))
     }
 }
 
@@ -50,120 +97,137 @@ private func causalSoftmaxRows(_ s: UnsafeMutablePointer<Float>, n: Int, np: Int
 private func probabilitiesFromLSE(_ s: UnsafeMutablePointer<Float>, n: Int, np: Int,
                                   lse: UnsafePointer<Float>, lseStride: Int) {
     let width = np + n
-    parallelFor(n, grain: 32) { range in
-        for i in range {
-            let row = s + i * width
-            let visible = np + i + 1
-            expShiftInPlace(row, visible, shift: lse[i * lseStride])
-            (row + visible).update(repeating: 0, count: width - visible)
-        }
+    for i in 0..<n {
+        let row = s + i * width
+        let visible = np + i + 1
+        expShiftInPlace(row, visible, shift: lse[i * lseStride])
+        (row + visible).update(repeating: 0, count: width - visible)
+    }
+}
+
+/// The pointers of one (segment, head) pair: the head's q/o columns of the segment's rows and its
+/// kv group's k/v columns of the parent's and the segment's rows.
+private struct HeadView {
+    let n: Int, np: Int, width: Int
+    let qOffset: Int        // into [tokens, qWidth] buffers
+    let kvParent: Int       // into [tokens, kvWidth] buffers
+    let kvOwn: Int
+    let lseOffset: Int      // into [tokens, heads]
+
+    init(_ segments: [PackedTokens.Segment], _ index: Int, head h: Int, group g: Int, shape a: AttentionShape) {
+        let seg = segments[index]
+        n = seg.count
+        np = seg.parent >= 0 ? segments[seg.parent].count : 0
+        width = np + n
+        let p0 = seg.parent >= 0 ? segments[seg.parent].start : 0
+        qOffset = seg.start * a.qWidth + h * a.headDim
+        kvParent = p0 * a.kvWidth + g * a.headDim
+        kvOwn = seg.start * a.kvWidth + g * a.headDim
+        lseOffset = seg.start * a.heads + h
     }
 }
 
 /// S = scale * Q [Kp ; Ks]^T for one segment and head, written into `s` [n, np + n].
 private func attentionScores(_ s: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>,
-                             kParent: UnsafePointer<Float>, kOwn: UnsafePointer<Float>,
-                             n: Int, np: Int, shape a: AttentionShape) {
-    let width = np + n
-    if np > 0 {
-        sgemm(transB: true, m: n, n: np, k: a.headDim, alpha: a.scale, a: q, lda: a.qWidth,
-              b: kParent, ldb: a.kvWidth, c: s, ldc: width)
+                             k: UnsafePointer<Float>, view x: HeadView, shape a: AttentionShape,
+                             tally: UnsafeMutablePointer<GemmTally>) {
+    if x.np > 0 {
+        sgemm(transB: true, m: x.n, n: x.np, k: a.headDim, alpha: a.scale, a: q + x.qOffset, lda: a.qWidth,
+              b: k + x.kvParent, ldb: a.kvWidth, c: s, ldc: x.width, tally: tally)
     }
-    sgemm(transB: true, m: n, n: n, k: a.headDim, alpha: a.scale, a: q, lda: a.qWidth,
-          b: kOwn, ldb: a.kvWidth, c: s + np, ldc: width)
+    sgemm(transB: true, m: x.n, n: x.n, k: a.headDim, alpha: a.scale, a: q + x.qOffset, lda: a.qWidth,
+          b: k + x.kvOwn, ldb: a.kvWidth, c: s + x.np, ldc: x.width, tally: tally)
+}
+
+/// O = P [Vp ; Vs] for one segment and head, written into its columns of `out`.
+private func attentionOutput(_ out: UnsafeMutablePointer<Float>, p: UnsafePointer<Float>,
+                             v: UnsafePointer<Float>, view x: HeadView, shape a: AttentionShape,
+                             tally: UnsafeMutablePointer<GemmTally>) {
+    if x.np > 0 {
+        sgemm(m: x.n, n: a.headDim, k: x.np, a: p, lda: x.width, b: v + x.kvParent, ldb: a.kvWidth,
+              c: out + x.qOffset, ldc: a.qWidth, tally: tally)
+    }
+    sgemm(m: x.n, n: a.headDim, k: x.n, a: p + x.np, lda: x.width, b: v + x.kvOwn, ldb: a.kvWidth,
+          beta: x.np > 0 ? 1 : 0, c: out + x.qOffset, ldc: a.qWidth, tally: tally)
 }
 
 /// out[tokens, qWidth] = attention(q, k, v); lse[tokens, heads] saved for the backward.
+/// `scratch` holds one score matrix per worker (`scratchCount` floats each, Threads.count workers).
 func attentionForward(out: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>,
                       q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                       segments: [PackedTokens.Segment], shape a: AttentionShape,
-                      scratch: UnsafeMutablePointer<Float>) {
+                      scratch: UnsafeMutablePointer<Float>, scratchCount: Int) {
     let group = a.heads / a.kvHeads
-    for seg in segments {
-        let n = seg.count, s0 = seg.start
-        let np = seg.parent >= 0 ? segments[seg.parent].count : 0
-        let p0 = seg.parent >= 0 ? segments[seg.parent].start : 0
-        let width = np + n
-        for h in 0..<a.heads {
-            let g = h / group
-            let qh = q + s0 * a.qWidth + h * a.headDim
-            let kP = k + p0 * a.kvWidth + g * a.headDim, kS = k + s0 * a.kvWidth + g * a.headDim
-            let vP = v + p0 * a.kvWidth + g * a.headDim, vS = v + s0 * a.kvWidth + g * a.headDim
-            attentionScores(scratch, q: qh, kParent: kP, kOwn: kS, n: n, np: np, shape: a)
-            causalSoftmaxRows(scratch, n: n, np: np, lse: lse + s0 * a.heads + h, lseStride: a.heads)
-            let oh = out + s0 * a.qWidth + h * a.headDim
-            if np > 0 {
-                sgemm(m: n, n: a.headDim, k: np, a: scratch, lda: width, b: vP, ldb: a.kvWidth,
-                      c: oh, ldc: a.qWidth)
+    let tasks = attentionTasks(segments, kvHeads: a.kvHeads, byFamily: false)
+    runAttentionTasks(tasks, scratch: scratch, scratchPerWorker: scratchCount) { task, s, tally in
+        for index in task.segments {
+            for h in task.group * group..<(task.group + 1) * group {
+                let x = HeadView(segments, index, head: h, group: task.group, shape: a)
+                attentionScores(s, q: q, k: k, view: x, shape: a, tally: tally)
+                causalSoftmaxRows(s, n: x.n, np: x.np, lse: lse + x.lseOffset, lseStride: a.heads)
+                attentionOutput(out, p: s, v: v, view: x, shape: a, tally: tally)
             }
-            sgemm(m: n, n: a.headDim, k: n, a: scratch + np, lda: width, b: vS, ldb: a.kvWidth,
-                  beta: np > 0 ? 1 : 0, c: oh, ldc: a.qWidth)
         }
     }
 }
 
 /// Backward of `attentionForward`. dq is overwritten; dk and dv are accumulated into (zero them
-/// first). `scratch` holds two score matrices.
+/// first). `out` receives the forward's output, recomputed from the probabilities (O = P V; the
+/// caller needs it for o_proj's weight gradient). `scratch` holds two score matrices per worker
+/// (`scratchCount` floats each).
 func attentionBackward(dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>,
                        dv: UnsafeMutablePointer<Float>, dOut: UnsafePointer<Float>,
-                       out: UnsafePointer<Float>, lse: UnsafePointer<Float>,
+                       out: UnsafeMutablePointer<Float>, lse: UnsafePointer<Float>,
                        q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                        segments: [PackedTokens.Segment], shape a: AttentionShape,
                        scratch: UnsafeMutablePointer<Float>, scratchCount: Int) {
     let group = a.heads / a.kvHeads
-    let p = scratch, dp = scratch + scratchCount
-    for seg in segments {
-        let n = seg.count, s0 = seg.start
-        let np = seg.parent >= 0 ? segments[seg.parent].count : 0
-        let p0 = seg.parent >= 0 ? segments[seg.parent].start : 0
-        let width = np + n
-        for h in 0..<a.heads {
-            let g = h / group
-            let off = h * a.headDim, goff = g * a.headDim
-            let qh = q + s0 * a.qWidth + off
-            let kP = k + p0 * a.kvWidth + goff, kS = k + s0 * a.kvWidth + goff
-            let vP = v + p0 * a.kvWidth + goff, vS = v + s0 * a.kvWidth + goff
-            let doh = dOut + s0 * a.qWidth + off, oh = out + s0 * a.qWidth + off
-            attentionScores(p, q: qh, kParent: kP, kOwn: kS, n: n, np: np, shape: a)
-            probabilitiesFromLSE(p, n: n, np: np, lse: lse + s0 * a.heads + h, lseStride: a.heads)
-            // dP = dO [Vp ; Vs]^T
-            if np > 0 {
-                sgemm(transB: true, m: n, n: np, k: a.headDim, a: doh, lda: a.qWidth, b: vP,
-                      ldb: a.kvWidth, c: dp, ldc: width)
-            }
-            sgemm(transB: true, m: n, n: n, k: a.headDim, a: doh, lda: a.qWidth, b: vS,
-                  ldb: a.kvWidth, c: dp + np, ldc: width)
-            // dS = P * (dP - D_i), D_i = dO_i . O_i
-            parallelFor(n, grain: 32) { range in
-                for i in range {
+    let tasks = attentionTasks(segments, kvHeads: a.kvHeads, byFamily: true)
+    runAttentionTasks(tasks, scratch: scratch, scratchPerWorker: 2 * scratchCount) { task, p, tally in
+        let dp = p + scratchCount
+        for index in task.segments {
+            for h in task.group * group..<(task.group + 1) * group {
+                let x = HeadView(segments, index, head: h, group: task.group, shape: a)
+                let width = x.width
+                let qh = q + x.qOffset, doh = dOut + x.qOffset, oh = out + x.qOffset
+                attentionScores(p, q: q, k: k, view: x, shape: a, tally: tally)
+                probabilitiesFromLSE(p, n: x.n, np: x.np, lse: lse + x.lseOffset, lseStride: a.heads)
+                attentionOutput(out, p: p, v: v, view: x, shape: a, tally: tally)
+                // dP = dO [Vp ; Vs]^T
+                if x.np > 0 {
+                    sgemm(transB: true, m: x.n, n: x.np, k: a.headDim, a: doh, lda: a.qWidth, b: v + x.kvParent,
+                          ldb: a.kvWidth, c: dp, ldc: width, tally: tally)
+                }
+                sgemm(transB: true, m: x.n, n: x.n, k: a.headDim, a: doh, lda: a.qWidth, b: v + x.kvOwn,
+                      ldb: a.kvWidth, c: dp + x.np, ldc: width, tally: tally)
+                // dS = P * (dP - D_i), D_i = dO_i . O_i
+                for i in 0..<x.n {
                     var d: Float = 0
                     let dor = doh + i * a.qWidth, or = oh + i * a.qWidth
                     for j in 0..<a.headDim { d += dor[j] * or[j] }
                     let pr = p + i * width, dr = dp + i * width
                     for j in 0..<width { dr[j] = pr[j] * (dr[j] - d) }
                 }
+                // dQ = scale dS [Kp ; Ks]
+                let dqh = dq + x.qOffset
+                if x.np > 0 {
+                    sgemm(m: x.n, n: a.headDim, k: x.np, alpha: a.scale, a: dp, lda: width, b: k + x.kvParent,
+                          ldb: a.kvWidth, c: dqh, ldc: a.qWidth, tally: tally)
+                }
+                sgemm(m: x.n, n: a.headDim, k: x.n, alpha: a.scale, a: dp + x.np, lda: width, b: k + x.kvOwn,
+                      ldb: a.kvWidth, beta: x.np > 0 ? 1 : 0, c: dqh, ldc: a.qWidth, tally: tally)
+                // dK += scale dS^T Q,  dV += P^T dO  (parent rows receive from every child segment)
+                if x.np > 0 {
+                    sgemm(transA: true, m: x.np, n: a.headDim, k: x.n, alpha: a.scale, a: dp, lda: width,
+                          b: qh, ldb: a.qWidth, beta: 1, c: dk + x.kvParent, ldc: a.kvWidth, tally: tally)
+                    sgemm(transA: true, m: x.np, n: a.headDim, k: x.n, a: p, lda: width,
+                          b: doh, ldb: a.qWidth, beta: 1, c: dv + x.kvParent, ldc: a.kvWidth, tally: tally)
+                }
+                sgemm(transA: true, m: x.n, n: a.headDim, k: x.n, alpha: a.scale, a: dp + x.np, lda: width,
+                      b: qh, ldb: a.qWidth, beta: 1, c: dk + x.kvOwn, ldc: a.kvWidth, tally: tally)
+                sgemm(transA: true, m: x.n, n: a.headDim, k: x.n, a: p + x.np, lda: width,
+                      b: doh, ldb: a.qWidth, beta: 1, c: dv + x.kvOwn, ldc: a.kvWidth, tally: tally)
             }
-            // dQ = scale dS [Kp ; Ks]
-            let dqh = dq + s0 * a.qWidth + off
-            if np > 0 {
-                sgemm(m: n, n: a.headDim, k: np, alpha: a.scale, a: dp, lda: width, b: kP,
-                      ldb: a.kvWidth, c: dqh, ldc: a.qWidth)
-            }
-            sgemm(m: n, n: a.headDim, k: n, alpha: a.scale, a: dp + np, lda: width, b: kS,
-                  ldb: a.kvWidth, beta: np > 0 ? 1 : 0, c: dqh, ldc: a.qWidth)
-            // dK += scale dS^T Q,  dV += P^T dO  (parent rows receive from every child segment)
-            let dkP = dk + p0 * a.kvWidth + goff, dkS = dk + s0 * a.kvWidth + goff
-            let dvP = dv + p0 * a.kvWidth + goff, dvS = dv + s0 * a.kvWidth + goff
-            if np > 0 {
-                sgemm(transA: true, m: np, n: a.headDim, k: n, alpha: a.scale, a: dp, lda: width,
-                      b: qh, ldb: a.qWidth, beta: 1, c: dkP, ldc: a.kvWidth)
-                sgemm(transA: true, m: np, n: a.headDim, k: n, a: p, lda: width,
-                      b: doh, ldb: a.qWidth, beta: 1, c: dvP, ldc: a.kvWidth)
-            }
-            sgemm(transA: true, m: n, n: a.headDim, k: n, alpha: a.scale, a: dp + np, lda: width,
-                  b: qh, ldb: a.qWidth, beta: 1, c: dkS, ldc: a.kvWidth)
-            sgemm(transA: true, m: n, n: a.headDim, k: n, a: p + np, lda: width,
-                  b: doh, ldb: a.qWidth, beta: 1, c: dvS, ldc: a.kvWidth)
         }
     }
 }

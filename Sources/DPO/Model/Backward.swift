@@ -55,10 +55,10 @@ extension LlamaModel {
             linearBackward(dx: b.dHidden.pointer, accumulateInput: false, dWeight: g + o.down,
                            dBias: o.downBias >= 0 ? g + o.downBias : nil, dy: dRes, x: w.hidden.pointer,
                            weight: p + o.down, rows: T, inFeatures: I, outFeatures: H)
-            swigluBackward(dGate: b.dGate.pointer, dUp: b.dUp.pointer, h: nil, dh: b.dHidden.pointer,
+            swigluBackward(dGate: b.dHidden.pointer, dUp: b.dUp.pointer, h: nil, dh: b.dHidden.pointer,
                            gate: w.gate[s].pointer, up: w.up[s].pointer, count: T * I)
             linearBackward(dx: dxn, accumulateInput: false, dWeight: g + o.gate,
-                           dBias: o.gateBias >= 0 ? g + o.gateBias : nil, dy: b.dGate.pointer, x: xn,
+                           dBias: o.gateBias >= 0 ? g + o.gateBias : nil, dy: b.dHidden.pointer, x: xn,
                            weight: p + o.gate, rows: T, inFeatures: H, outFeatures: I)
             linearBackward(dx: dxn, accumulateInput: true, dWeight: g + o.up,
                            dBias: o.upBias >= 0 ? g + o.upBias : nil, dy: b.dUp.pointer, x: xn,
@@ -67,17 +67,25 @@ extension LlamaModel {
             rmsnormBackward(dx: dMid, dWeight: g + o.postNorm, dy: dxn, x: mid, rstd: w.rstd2[s].pointer,
                             weight: p + o.postNorm, rows: T, dim: H, accumulate: true)
 
-            // Attention block. dMid holds d loss / d mid; mid = x + o_proj(attn).
+            // Attention block. dMid holds d loss / d mid; mid = x + o_proj(attn), attn = attention(q, k, v),
+            // q = rope(rmsnorm(x) W_q^T). q is recomputed here, attn inside attentionBackward.
             rmsnormForward(xn, rstd: w.rstd1[s].pointer, x, weight: p + o.inputNorm, rows: T, dim: H, eps: eps)
-            linearBackward(dx: b.dAttn.pointer, accumulateInput: false, dWeight: g + o.o,
-                           dBias: o.oBias >= 0 ? g + o.oBias : nil, dy: dMid, x: w.attn[s].pointer,
-                           weight: p + o.o, rows: T, inFeatures: a.qWidth, outFeatures: H)
+            linearForward(w.q.pointer, xn, weight: p + o.q, bias: o.qBias >= 0 ? p + o.qBias : nil,
+                          rows: T, inFeatures: H, outFeatures: a.qWidth)
+            ropeApply(w.q.pointer, cos: w.ropeCos.pointer, sin: w.ropeSin.pointer, tokens: T,
+                      heads: a.heads, headDim: a.headDim)
+            // d attn = dMid W_o
+            sgemm(m: T, n: a.qWidth, k: H, a: dMid, lda: H, b: p + o.o, ldb: a.qWidth, c: b.dAttn.pointer, ldc: a.qWidth)
             b.dk.pointer.update(repeating: 0, count: T * a.kvWidth)
             b.dv.pointer.update(repeating: 0, count: T * a.kvWidth)
             attentionBackward(dq: b.dq.pointer, dk: b.dk.pointer, dv: b.dv.pointer, dOut: b.dAttn.pointer,
-                              out: w.attn[s].pointer, lse: w.lse[s].pointer, q: w.q[s].pointer,
+                              out: w.attn.pointer, lse: w.lse[s].pointer, q: w.q.pointer,
                               k: w.k[s].pointer, v: w.v[s].pointer, segments: packed.segments, shape: a,
                               scratch: w.scratch.pointer, scratchCount: w.scratchCount)
+            // dW_o += dMid^T attn (attn recomputed by attentionBackward)
+            linearBackward(dx: nil, accumulateInput: false, dWeight: g + o.o,
+                           dBias: o.oBias >= 0 ? g + o.oBias : nil, dy: dMid, x: w.attn.pointer,
+                           weight: p + o.o, rows: T, inFeatures: a.qWidth, outFeatures: H)
             ropeApply(b.dq.pointer, cos: w.ropeCos.pointer, sin: w.ropeSin.pointer, tokens: T,
                       heads: a.heads, headDim: a.headDim, inverse: true)
             ropeApply(b.dk.pointer, cos: w.ropeCos.pointer, sin: w.ropeSin.pointer, tokens: T,

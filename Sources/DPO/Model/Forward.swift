@@ -31,14 +31,15 @@ extension LlamaModel {
             let x = w.residual[w.residualSlot(l)].pointer
             let out = w.residual[w.residualSlot(l + 1)].pointer
             let mid = w.mid[s].pointer, xn = w.normed.pointer
-            let q = w.q[s].pointer, k = w.k[s].pointer, v = w.v[s].pointer
+            let q = w.q.pointer, k = w.k[s].pointer, v = w.v[s].pointer
             // Attention block: mid = x + o_proj(attention(rope(q), rope(k), v)) of rmsnorm(x).
             rmsnormForward(xn, rstd: w.rstd1[s].pointer, x, weight: p + o.inputNorm, rows: T, dim: H, eps: eps)
             projectQKV(layer: o, xn: xn, q: q, k: k, v: v, cos: w.ropeCos.pointer, sin: w.ropeSin.pointer, rows: T)
-            attentionForward(out: w.attn[s].pointer, lse: w.lse[s].pointer, q: q, k: k, v: v,
-                             segments: packed.segments, shape: a, scratch: w.scratch.pointer)
+            attentionForward(out: w.attn.pointer, lse: w.lse[s].pointer, q: q, k: k, v: v,
+                             segments: packed.segments, shape: a, scratch: w.scratch.pointer,
+                             scratchCount: w.scratchCount)
             mid.update(from: x, count: T * H)
-            addOutputProjection(layer: o, attn: w.attn[s].pointer, residual: mid, rows: T)
+            addOutputProjection(layer: o, attn: w.attn.pointer, residual: mid, rows: T)
             // MLP block: out = mid + down(silu(gate(xn)) * up(xn)), xn = rmsnorm(mid).
             rmsnormForward(xn, rstd: w.rstd2[s].pointer, mid, weight: p + o.postNorm, rows: T, dim: H, eps: eps)
             out.update(from: mid, count: T * H)

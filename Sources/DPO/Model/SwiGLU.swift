@@ -28,7 +28,7 @@ func swigluForward(_ h: UnsafeMutablePointer<Float>, gate: UnsafePointer<Float>,
 /// Backward of `swigluForward`, given dh:
 ///   du = dh * silu(g)
 ///   dg = dh * u * sigmoid(g) * (1 + g * (1 - sigmoid(g)))       (d silu / dg)
-/// `dGate` and `dUp` may alias nothing else; `h` (optional) receives silu(g) * u recomputed, which
+/// `dGate` may be `dh` (computed in place); nothing else may alias; `h` (optional) receives silu(g) * u recomputed, which
 /// the down projection's weight gradient needs.
 func swigluBackward(dGate: UnsafeMutablePointer<Float>, dUp: UnsafeMutablePointer<Float>,
                     h: UnsafeMutablePointer<Float>?, dh: UnsafePointer<Float>,

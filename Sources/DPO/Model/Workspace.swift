@@ -4,19 +4,25 @@
 /// With `keep` the buffers the backward needs are kept per layer; without (no-grad forwards such
 /// as the reference model's), one layer's worth is reused for every layer.
 final class Workspace {
-    let tokens: Int, headRows: Int, scratchCount: Int, keep: Bool
+    let tokens: Int, headRows: Int, keep: Bool
+    /// Floats of one attention score matrix; `scratch` holds two per attention worker.
+    let scratchCount: Int, scratchWorkers: Int
     let layerSlots: Int
 
     // Saved by the forward, per layer slot (see LlamaModel.forward for what each holds).
     let residual: [FloatBuffer]   // layer inputs; residual[L] is the last layer's output
     let mid: [FloatBuffer]        // residual stream after attention
     let rstd1: [FloatBuffer], rstd2: [FloatBuffer]
-    let q: [FloatBuffer], k: [FloatBuffer], v: [FloatBuffer]   // q, k after RoPE
-    let attn: [FloatBuffer], lse: [FloatBuffer]
+    let k: [FloatBuffer], v: [FloatBuffer]   // k after RoPE
+    let lse: [FloatBuffer]
     let gate: [FloatBuffer], up: [FloatBuffer]
     // Head rows: normed final hidden states and their rstd.
     let headX: FloatBuffer, headRstd: FloatBuffer
-    // Temporaries.
+    // Temporaries. q (after RoPE) and the attention output are not kept per layer: the backward
+    // recomputes q from the normed layer input and the output from the attention probabilities
+    // (2 x 576 floats per token and layer for SmolLM2-135M, for one [tokens, hidden] GEMM and one
+    // P V product per head more).
+    let q: FloatBuffer, attn: FloatBuffer
     let normed: FloatBuffer, hidden: FloatBuffer, ropeCos: FloatBuffer, ropeSin: FloatBuffer
     let scratch: FloatBuffer, logits: FloatBuffer
     // Backward temporaries, allocated on first use.
@@ -31,18 +37,20 @@ final class Workspace {
         residual = slots(keep ? c.numHiddenLayers + 1 : 2, h)
         mid = slots(layerSlots, h)
         rstd1 = slots(layerSlots, 1); rstd2 = slots(layerSlots, 1)
-        q = slots(layerSlots, qW); k = slots(layerSlots, kvW); v = slots(layerSlots, kvW)
-        attn = slots(layerSlots, qW); lse = slots(layerSlots, c.numAttentionHeads)
+        k = slots(layerSlots, kvW); v = slots(layerSlots, kvW)
+        lse = slots(layerSlots, c.numAttentionHeads)
+        q = FloatBuffer(count: tokens * qW); attn = FloatBuffer(count: tokens * qW)
         gate = slots(layerSlots, inter); up = slots(layerSlots, inter)
         headX = FloatBuffer(count: headRows * h); headRstd = FloatBuffer(count: headRows)
         normed = FloatBuffer(count: tokens * h); hidden = FloatBuffer(count: tokens * inter)
         ropeCos = FloatBuffer(count: tokens * hd / 2); ropeSin = FloatBuffer(count: tokens * hd / 2)
-        self.scratch = FloatBuffer(count: 2 * scratchCount)
+        scratchWorkers = Threads.count
+        self.scratch = FloatBuffer(count: 2 * scratchCount * scratchWorkers)
         logits = FloatBuffer(count: min(headRows, headChunkRows) * c.vocabSize)
     }
 
     func fits(tokens t: Int, headRows r: Int, scratchCount s: Int, keep k: Bool) -> Bool {
-        t <= tokens && r <= headRows && s <= scratchCount && (keep || !k)
+        t <= tokens && r <= headRows && s <= scratchCount && Threads.count <= scratchWorkers && (keep || !k)
     }
 
     /// Slot of layer l's saved buffers.
@@ -62,7 +70,7 @@ final class Workspace {
 final class BackwardBuffers {
     let dResidual: FloatBuffer, dMid: FloatBuffer, dNormed: FloatBuffer
     let dAttn: FloatBuffer, dq: FloatBuffer, dk: FloatBuffer, dv: FloatBuffer
-    let dHidden: FloatBuffer, dGate: FloatBuffer, dUp: FloatBuffer, dHeadX: FloatBuffer, dHeadRows: FloatBuffer
+    let dHidden: FloatBuffer, dUp: FloatBuffer, dHeadX: FloatBuffer, dHeadRows: FloatBuffer  // d gate: in dHidden
 
     init(config c: LlamaConfig, tokens: Int, headRows: Int) {
         let h = c.hiddenSize, hd = c.resolvedHeadDim, inter = c.intermediateSize
@@ -71,8 +79,7 @@ final class BackwardBuffers {
         dNormed = FloatBuffer(count: tokens * h)
         dAttn = FloatBuffer(count: tokens * qW); dq = FloatBuffer(count: tokens * qW)
         dk = FloatBuffer(count: tokens * kvW); dv = FloatBuffer(count: tokens * kvW)
-        dHidden = FloatBuffer(count: tokens * inter); dGate = FloatBuffer(count: tokens * inter)
-        dUp = FloatBuffer(count: tokens * inter); dHeadX = FloatBuffer(count: headRows * h)
+        dHidden = FloatBuffer(count: tokens * inter); dUp = FloatBuffer(count: tokens * inter); dHeadX = FloatBuffer(count: headRows * h)
         dHeadRows = FloatBuffer(count: headRows * h)
     }
 }

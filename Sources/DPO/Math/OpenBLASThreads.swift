@@ -1,0 +1,33 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// OpenBLAS's pthread server keeps its worker threads busy-waiting (a sched_yield loop) for 2^28
+// cycles, about 0.1 s, after every multi-threaded call before they sleep. Between the matrix
+// products of a training step swift-dpo runs its own parallel loops (norms, softmax, SwiGLU, the
+// attention heads), and those spinning workers then compete with them for the cores: on the tiny
+// benchmark shape perf showed about 15% of all samples in OpenBLAS's sched_yield loop.
+// OPENBLAS_THREAD_TIMEOUT (log2 of the spin cycles, 4..30) shortens that wait, but OpenBLAS reads
+// it only when it starts its threads, at load time. So, unless the user has set it, swift-dpo sets
+// it to `idleSpinLog2` and restarts the server once, before its first matrix product, through the
+// library's exported `openblas_read_env`, `blas_thread_shutdown_` and `blas_thread_init`. They are
+// looked up at run time: a BLAS without them (an OpenMP build, another vendor) is left as it is.
+
+/// log2 of the cycles an idle OpenBLAS worker spins before it sleeps (OpenBLAS's minimum).
+let idleSpinLog2 = 4
+
+/// Evaluated once, before the first sgemm (see `sgemm`); true when the timeout was applied.
+let openBLASIdleSpinShortened: Bool = {
+    guard getenv("OPENBLAS_THREAD_TIMEOUT") == nil else { return false }
+    typealias Fn = @convention(c) () -> Void
+    let handle = UnsafeMutableRawPointer(bitPattern: 0)  // RTLD_DEFAULT: every loaded object
+    guard let readEnv = dlsym(handle, "openblas_read_env"),
+          let shutdown = dlsym(handle, "blas_thread_shutdown_"),
+          let start = dlsym(handle, "blas_thread_init") else { return false }
+    setenv("OPENBLAS_THREAD_TIMEOUT", "\(idleSpinLog2)", 0)
+    unsafeBitCast(readEnv, to: Fn.self)()
+    unsetenv("OPENBLAS_THREAD_TIMEOUT")  // leave the host's environment as it was
+    unsafeBitCast(shutdown, to: Fn.self)()
+    unsafeBitCast(start, to: Fn.self)()
+    return true
+}()
