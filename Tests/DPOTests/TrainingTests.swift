@@ -200,6 +200,35 @@ final class TrainingTests: XCTestCase {
         XCTAssertNil(noRef.reference, "no reference model is ever held")
     }
 
+    /// The reference's forward runs in the policy's workspace (no second workspace), which must
+    /// not change any result, nor disturb a policy backward that is still pending.
+    func testReferenceRunsInThePolicyWorkspace() throws {
+        let t = try smallTrainer()
+        let pairs = PreferenceTask.pairs(4, seed: 12)
+        let own = try t.reference!.forward(try t.pack(pairs).packed, head: try t.pack(pairs).head, keepActivations: false)
+        t.reference!.releaseWorkspace()
+        let (chosen, rejected) = try t.referenceSums(pairs, try t.pack(pairs))
+        XCTAssertNil(t.reference!.workspace, "the reference allocated no workspace of its own")
+        XCTAssertNotNil(t.policy.workspace)
+        let stats = PairStatistics(own, batch: try t.pack(pairs), ldAlpha: nil)
+        XCTAssertEqual(chosen, stats.chosen)
+        XCTAssertEqual(rejected, stats.rejected)
+
+        // With a backward pending in the policy's workspace, the reference uses its own.
+        let batch = try t.pack(pairs)
+        let other = try t.pack(PreferenceTask.pairs(3, seed: 13))
+        let dlogp = (0..<batch.head.count).map { Float($0 % 5) * 0.01 - 0.02 }
+        _ = try t.policy.forward(batch.packed, head: batch.head, keepActivations: true)
+        try t.policy.backward(dlogp: dlogp)
+        let expected = t.policy.gradients!.array
+        t.policy.zeroGradients()
+        _ = try t.policy.forward(batch.packed, head: batch.head, keepActivations: true)
+        _ = try t.reference!.forward(other.packed, head: other.head, keepActivations: false, workspaceOf: t.policy)
+        XCTAssertNotNil(t.reference!.workspace)
+        try t.policy.backward(dlogp: dlogp)
+        XCTAssertEqual(t.policy.gradients!.array, expected)
+    }
+
     func testTRDPOSyncMixesTheReference() throws {
         let t = try smallTrainer({ $0.syncRefModel = true; $0.refModelSyncSteps = 1; $0.refModelMixupAlpha = 0.25 })
         let refBefore = t.reference!.parameters.array

@@ -68,19 +68,18 @@ extension LlamaModel {
                             weight: p + o.postNorm, rows: T, dim: H, accumulate: true)
 
             // Attention block. dMid holds d loss / d mid; mid = x + o_proj(attn), attn = attention(q, k, v),
-            // q = rope(rmsnorm(x) W_q^T). q is recomputed here, attn inside attentionBackward.
+            // q, k, v = rope'd projections of rmsnorm(x). They are recomputed here, attn inside
+            // attentionBackward.
             rmsnormForward(xn, rstd: w.rstd1[s].pointer, x, weight: p + o.inputNorm, rows: T, dim: H, eps: eps)
-            linearForward(w.q.pointer, xn, weight: p + o.q, bias: o.qBias >= 0 ? p + o.qBias : nil,
-                          rows: T, inFeatures: H, outFeatures: a.qWidth)
-            ropeApply(w.q.pointer, cos: w.ropeCos.pointer, sin: w.ropeSin.pointer, tokens: T,
-                      heads: a.heads, headDim: a.headDim)
+            projectQKV(layer: o, xn: xn, q: w.q.pointer, k: w.k.pointer, v: w.v.pointer,
+                       cos: w.ropeCos.pointer, sin: w.ropeSin.pointer, rows: T)
             // d attn = dMid W_o
             sgemm(m: T, n: a.qWidth, k: H, a: dMid, lda: H, b: p + o.o, ldb: a.qWidth, c: b.dAttn.pointer, ldc: a.qWidth)
             b.dk.pointer.update(repeating: 0, count: T * a.kvWidth)
             b.dv.pointer.update(repeating: 0, count: T * a.kvWidth)
             attentionBackward(dq: b.dq.pointer, dk: b.dk.pointer, dv: b.dv.pointer, dOut: b.dAttn.pointer,
                               out: w.attn.pointer, lse: w.lse[s].pointer, q: w.q.pointer,
-                              k: w.k[s].pointer, v: w.v[s].pointer, segments: packed.segments, shape: a,
+                              k: w.k.pointer, v: w.v.pointer, segments: packed.segments, shape: a,
                               scratch: w.scratch.pointer, scratchCount: w.scratchCount)
             // dW_o += dMid^T attn (attn recomputed by attentionBackward)
             linearBackward(dx: nil, accumulateInput: false, dWeight: g + o.o,

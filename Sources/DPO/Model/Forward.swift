@@ -4,6 +4,14 @@ extension LlamaModel {
     /// With `keepActivations`, the buffers the backward needs are kept until the next forward, and
     /// `backward(dlogp:)` may follow. Without, the forward holds one layer's activations at a time.
     public func forward(_ packed: PackedTokens, head: HeadQuery, keepActivations: Bool) throws -> HeadOutputs {
+        try forward(packed, head: head, keepActivations: keepActivations, workspaceOf: self)
+    }
+
+    /// A forward without kept activations can run in the workspace of another model of the same
+    /// shape that has no backward pending (a trainer's reference in its policy's workspace, which
+    /// saves the reference a workspace of its own); otherwise the model uses its own.
+    func forward(_ packed: PackedTokens, head: HeadQuery, keepActivations: Bool,
+                 workspaceOf host: LlamaModel) throws -> HeadOutputs {
         try packed.validate(vocabSize: config.vocabSize)
         try head.validate(tokens: packed.count, vocabSize: config.vocabSize)
         pending = nil
@@ -11,7 +19,10 @@ extension LlamaModel {
         let T = packed.count, R = head.count, H = c.hiddenSize
         let eps = Float(c.rmsNormEps)
         let scratchCount = attentionScratchCount(packed.segments)
-        let w = workspaceFor(tokens: T, headRows: R, scratch: scratchCount, keep: keepActivations)
+        let borrow = host !== self && !keepActivations && host.pending == nil
+            && Workspace.sameShapes(host.config, c)
+        let w = (borrow ? host : self).workspaceFor(tokens: T, headRows: R, scratch: scratchCount,
+                                                    keep: keepActivations)
         let p = UnsafePointer(parameters.pointer)
 
         packed.positions.withUnsafeBufferPointer { pos in
@@ -31,7 +42,7 @@ extension LlamaModel {
             let x = w.residual[w.residualSlot(l)].pointer
             let out = w.residual[w.residualSlot(l + 1)].pointer
             let mid = w.mid[s].pointer, xn = w.normed.pointer
-            let q = w.q.pointer, k = w.k[s].pointer, v = w.v[s].pointer
+            let q = w.q.pointer, k = w.k.pointer, v = w.v.pointer
             // Attention block: mid = x + o_proj(attention(rope(q), rope(k), v)) of rmsnorm(x).
             rmsnormForward(xn, rstd: w.rstd1[s].pointer, x, weight: p + o.inputNorm, rows: T, dim: H, eps: eps)
             projectQKV(layer: o, xn: xn, q: q, k: k, v: v, cos: w.ropeCos.pointer, sin: w.ropeSin.pointer, rows: T)

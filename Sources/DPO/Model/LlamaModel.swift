@@ -92,12 +92,13 @@ public final class LlamaModel {
         if let w = workspace, w.fits(tokens: tokens, headRows: headRows, scratchCount: scratch, keep: keep) {
             return w
         }
-        // Grow to the largest shape seen so far so alternating shapes do not reallocate each time.
-        let old = workspace
+        // Grow to the largest shape seen so far so alternating shapes do not reallocate each time
+        // (the old workspace is freed first).
+        let old = (tokens: workspace?.tokens ?? 0, headRows: workspace?.headRows ?? 0,
+                   scratch: workspace?.scratchCount ?? 0, keep: workspace?.keep ?? false)
         workspace = nil
-        let w = Workspace(config: config, tokens: max(tokens, old?.tokens ?? 0),
-                          headRows: max(headRows, old?.headRows ?? 0),
-                          scratchCount: max(scratch, old?.scratchCount ?? 0), keep: keep || (old?.keep ?? false))
+        let w = Workspace(config: config, tokens: max(tokens, old.tokens), headRows: max(headRows, old.headRows),
+                          scratchCount: max(scratch, old.scratch), keep: keep || old.keep)
         workspace = w
         return w
     }

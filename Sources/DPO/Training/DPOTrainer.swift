@@ -205,7 +205,8 @@ public final class DPOTrainer {
             throw DPOError.invalidArgument("\(carried) of \(pairs.count) pairs carry precomputed reference log-probs: give them for all pairs or none")
         }
         let ref = try referenceModel()
-        let out = try ref.forward(batch.packed, head: batch.head, keepActivations: false)
+        // The policy has no backward pending here: the reference runs in its workspace.
+        let out = try ref.forward(batch.packed, head: batch.head, keepActivations: false, workspaceOf: policy)
         let stats = PairStatistics(out, batch: batch, ldAlpha: config.ldAlpha)
         return (stats.chosen, stats.rejected)
     }
