@@ -440,20 +440,23 @@ final class KernelTests: XCTestCase {
     private let attentionSegments: [PackedTokens.Segment] = [
         .init(start: 0, count: 100),
         .init(start: 100, count: 9),
-        .init(start: 109, count: 37, parent: 1),
-        .init(start: 146, count: 5, parent: 1),
-        .init(start: 151, count: 3),
-        .init(start: 154, count: 1),
+        .init(start: 109, count: 70, parent: 1),
+        .init(start: 179, count: 5, parent: 1),
+        .init(start: 184, count: 3),
+        .init(start: 187, count: 1),
     ]
 
     func testAttentionForward() {
         var rng = Xoshiro256(seed: 108)
         let segments = attentionSegments
-        let T = 155, shape = AttentionShape(heads: 4, kvHeads: 2, headDim: 11)
+        let T = 188, shape = AttentionShape(heads: 4, kvHeads: 2, headDim: 11)
         let q = kernelRandoms(T * shape.qWidth, &rng), k = kernelRandoms(T * shape.kvWidth, &rng)
         let v = kernelRandoms(T * shape.kvWidth, &rng)
         let scratchCount = attentionScratchCount(segments)
-        XCTAssertEqual(scratchCount, 100 * 100)
+        // Row blocks of 64: the 100-token segment's first block is the largest, [64, 100]; the
+        // 70-token child of a 9-token prompt runs as [64, 9 + 64] and [6, 9 + 70].
+        XCTAssertEqual(attentionRowBlock, 64)
+        XCTAssertEqual(scratchCount, 64 * 100)
         var scratch = [Float](repeating: .nan, count: 2 * scratchCount * Threads.count)
         var out = [Float](repeating: .nan, count: T * shape.qWidth), lse = [Float](repeating: .nan, count: T * shape.heads)
         attentionForward(out: &out, lse: &lse, q: q, k: k, v: v, segments: segments, shape: shape, scratch: &scratch,
@@ -470,7 +473,7 @@ final class KernelTests: XCTestCase {
         // A one-token sequence attends only to itself: its output is its own value row.
         for h in 0..<4 {
             for d in 0..<11 {
-                XCTAssertEqual(out[154 * shape.qWidth + h * 11 + d], v[154 * shape.kvWidth + (h / 2) * 11 + d], accuracy: 1e-6)
+                XCTAssertEqual(out[187 * shape.qWidth + h * 11 + d], v[187 * shape.kvWidth + (h / 2) * 11 + d], accuracy: 1e-6)
             }
         }
     }
@@ -478,7 +481,7 @@ final class KernelTests: XCTestCase {
     func testAttentionBackward() {
         var rng = Xoshiro256(seed: 109)
         let segments = attentionSegments
-        let T = 155, heads = 4, kvHeads = 2, hd = 11
+        let T = 188, heads = 4, kvHeads = 2, hd = 11
         let shape = AttentionShape(heads: heads, kvHeads: kvHeads, headDim: hd)
         let q = kernelRandoms(T * shape.qWidth, &rng), k = kernelRandoms(T * shape.kvWidth, &rng)
         let v = kernelRandoms(T * shape.kvWidth, &rng), dOut = kernelRandoms(T * shape.qWidth, &rng)
@@ -566,7 +569,7 @@ final class KernelTests: XCTestCase {
             let covered = backward.filter { $0.group == g }.flatMap(\.segments).sorted()
             XCTAssertEqual(covered, Array(0..<segments.count), "group \(g) covers every segment once")
         }
-        XCTAssertEqual(backward.first { $0.segments == [1, 2, 3] }?.cost, 9 * 9 + 37 * 46 + 5 * 14)
+        XCTAssertEqual(backward.first { $0.segments == [1, 2, 3] }?.cost, 9 * 9 + 70 * 79 + 5 * 14)
     }
 
     /// Tasks run concurrently with several threads; each writes its own rows and columns, so the
@@ -574,7 +577,7 @@ final class KernelTests: XCTestCase {
     func testAttentionIsIndependentOfTheThreadCount() {
         var rng = Xoshiro256(seed: 111)
         let segments = attentionSegments
-        let T = 155, shape = AttentionShape(heads: 6, kvHeads: 3, headDim: 8)
+        let T = 188, shape = AttentionShape(heads: 6, kvHeads: 3, headDim: 8)
         let q = kernelRandoms(T * shape.qWidth, &rng), k = kernelRandoms(T * shape.kvWidth, &rng)
         let v = kernelRandoms(T * shape.kvWidth, &rng), dOut = kernelRandoms(T * shape.qWidth, &rng)
         let scratchCount = attentionScratchCount(segments)

@@ -10,6 +10,8 @@ import Glibc
 // Only lse = log sum exp of each row's visible scores is kept; the backward recomputes P from it:
 //   dP = dO V^T,  dS = P * (dP - rowsum(dO * O)),  dQ = scale dS K,  dK += scale dS^T Q,  dV += P^T dO
 // q, o and their gradients are [tokens, heads * headDim]; k, v and theirs [tokens, kvHeads * headDim].
+// A segment's rows go in blocks of `attentionRowBlock`, each scoring only the keys it can see, and
+// the (segment or family) x kv-group tasks run in parallel (see attentionTasks).
 
 struct AttentionShape {
     let heads: Int, kvHeads: Int, headDim: Int
@@ -18,13 +20,18 @@ struct AttentionShape {
     var scale: Float { 1 / Float(headDim).squareRoot() }
 }
 
-/// Scratch floats a segment set needs per worker and score matrix: the largest segment's
-/// [n, np + n] scores.
+/// Rows of a segment processed together. Each block's scores cover only the keys its rows can see
+/// (the parent and the segment's rows up to the block's last), which skips most of the masked
+/// upper triangle: 37.5% of a 256-token segment's score entries.
+let attentionRowBlock = 64
+
+/// Scratch floats a segment set needs per worker and score matrix: the largest row block's
+/// [rows, np + n] scores.
 func attentionScratchCount(_ segments: [PackedTokens.Segment]) -> Int {
     var most = 0
     for s in segments {
         let np = s.parent >= 0 ? segments[s.parent].count : 0
-        most = max(most, s.count * (np + s.count))
+        most = max(most, min(attentionRowBlock, s.count) * (np + s.count))
     }
     return most
 }
@@ -77,57 +84,76 @@ private func runAttentionTasks(_ tasks: [AttentionTask], scratch: UnsafeMutableP
     GemmCounter.merge(tallies)
 }
 
-/// Fills row i of `s` [n, np + n] with its softmax over the visible columns [0, np + i], zeros the
-/// rest, and stores the row's log-sum-exp.
-private func causalSoftmaxRows(_ s: UnsafeMutablePointer<Float>, n: Int, np: Int,
-                               lse: UnsafeMutablePointer<Float>, lseStride: Int) {
-    let width = np + n
-    for i in 0..<n {
-        let row = s + i * width
-        let visible = np + i + 1
-        let m = maxOf(row, visible)
-        let sum = expShiftInPlace(row, visible, shift: m)
-        scaleInPlace(row, visible, by: Float(1 / sum))
-        (row + visible).update(repeating: 0, count: width - visible)
-        lse[i * lseStride] = m + Float(log(sum))
-    }
-}
-
-/// P recomputed from scores and saved lse (masked entries 0).
-private func probabilitiesFromLSE(_ s: UnsafeMutablePointer<Float>, n: Int, np: Int,
-                                  lse: UnsafePointer<Float>, lseStride: Int) {
-    let width = np + n
-    for i in 0..<n {
-        let row = s + i * width
-        let visible = np + i + 1
-        expShiftInPlace(row, visible, shift: lse[i * lseStride])
-        (row + visible).update(repeating: 0, count: width - visible)
-    }
-}
-
-/// The pointers of one (segment, head) pair: the head's q/o columns of the segment's rows and its
-/// kv group's k/v columns of the parent's and the segment's rows.
+/// One row block of one segment for one head: rows [r0, r1) of the segment (the head's q/o
+/// columns), the kv group's k/v columns of the parent's rows and of the segment's rows [0, r1).
+/// Its scores are [n, width]: the parent's np keys, then the segment's first r1 keys; local row i
+/// sees all parent keys and the segment's keys up to r0 + i.
 private struct HeadView {
-    let n: Int, np: Int, width: Int
+    let n: Int, np: Int, r0: Int, own: Int, width: Int
     let qOffset: Int        // into [tokens, qWidth] buffers
     let kvParent: Int       // into [tokens, kvWidth] buffers
     let kvOwn: Int
     let lseOffset: Int      // into [tokens, heads]
 
-    init(_ segments: [PackedTokens.Segment], _ index: Int, head h: Int, group g: Int, shape a: AttentionShape) {
+    init(_ segments: [PackedTokens.Segment], _ index: Int, rows: Range<Int>, head h: Int, group g: Int,
+         shape a: AttentionShape) {
         let seg = segments[index]
-        n = seg.count
+        n = rows.count; r0 = rows.lowerBound; own = rows.upperBound
         np = seg.parent >= 0 ? segments[seg.parent].count : 0
-        width = np + n
+        width = np + own
         let p0 = seg.parent >= 0 ? segments[seg.parent].start : 0
-        qOffset = seg.start * a.qWidth + h * a.headDim
+        qOffset = (seg.start + r0) * a.qWidth + h * a.headDim
         kvParent = p0 * a.kvWidth + g * a.headDim
         kvOwn = seg.start * a.kvWidth + g * a.headDim
-        lseOffset = seg.start * a.heads + h
+        lseOffset = (seg.start + r0) * a.heads + h
+    }
+
+    /// Visible score columns of local row i.
+    @inline(__always) func visible(_ i: Int) -> Int { np + r0 + i + 1 }
+
+    /// Calls `body` with the view of every (row block, head) of `task`, in order.
+    static func forEach(in task: AttentionTask, _ segments: [PackedTokens.Segment], shape a: AttentionShape,
+                        _ body: (HeadView) -> Void) {
+        let group = a.heads / a.kvHeads
+        for index in task.segments {
+            let n = segments[index].count
+            for r0 in stride(from: 0, to: n, by: attentionRowBlock) {
+                for h in task.group * group..<(task.group + 1) * group {
+                    body(HeadView(segments, index, rows: r0..<min(r0 + attentionRowBlock, n), head: h,
+                                  group: task.group, shape: a))
+                }
+            }
+        }
     }
 }
 
-/// S = scale * Q [Kp ; Ks]^T for one segment and head, written into `s` [n, np + n].
+/// Fills row i of `s` [n, width] with its softmax over the visible columns, zeros the rest, and
+/// stores the row's log-sum-exp.
+private func causalSoftmaxRows(_ s: UnsafeMutablePointer<Float>, view x: HeadView,
+                               lse: UnsafeMutablePointer<Float>, lseStride: Int) {
+    for i in 0..<x.n {
+        let row = s + i * x.width
+        let visible = x.visible(i)
+        let m = maxOf(row, visible)
+        let sum = expShiftInPlace(row, visible, shift: m)
+        scaleInPlace(row, visible, by: Float(1 / sum))
+        (row + visible).update(repeating: 0, count: x.width - visible)
+        lse[i * lseStride] = m + Float(log(sum))
+    }
+}
+
+/// P recomputed from scores and saved lse (masked entries 0).
+private func probabilitiesFromLSE(_ s: UnsafeMutablePointer<Float>, view x: HeadView,
+                                  lse: UnsafePointer<Float>, lseStride: Int) {
+    for i in 0..<x.n {
+        let row = s + i * x.width
+        let visible = x.visible(i)
+        expShiftInPlace(row, visible, shift: lse[i * lseStride])
+        (row + visible).update(repeating: 0, count: x.width - visible)
+    }
+}
+
+/// S = scale * Q [Kp ; Ks]^T for one row block and head, written into `s` [n, width].
 private func attentionScores(_ s: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>,
                              k: UnsafePointer<Float>, view x: HeadView, shape a: AttentionShape,
                              tally: UnsafeMutablePointer<GemmTally>) {
@@ -135,11 +161,11 @@ private func attentionScores(_ s: UnsafeMutablePointer<Float>, q: UnsafePointer<
         sgemm(transB: true, m: x.n, n: x.np, k: a.headDim, alpha: a.scale, a: q + x.qOffset, lda: a.qWidth,
               b: k + x.kvParent, ldb: a.kvWidth, c: s, ldc: x.width, tally: tally)
     }
-    sgemm(transB: true, m: x.n, n: x.n, k: a.headDim, alpha: a.scale, a: q + x.qOffset, lda: a.qWidth,
+    sgemm(transB: true, m: x.n, n: x.own, k: a.headDim, alpha: a.scale, a: q + x.qOffset, lda: a.qWidth,
           b: k + x.kvOwn, ldb: a.kvWidth, c: s + x.np, ldc: x.width, tally: tally)
 }
 
-/// O = P [Vp ; Vs] for one segment and head, written into its columns of `out`.
+/// O = P [Vp ; Vs] for one row block and head, written into its rows and columns of `out`.
 private func attentionOutput(_ out: UnsafeMutablePointer<Float>, p: UnsafePointer<Float>,
                              v: UnsafePointer<Float>, view x: HeadView, shape a: AttentionShape,
                              tally: UnsafeMutablePointer<GemmTally>) {
@@ -147,7 +173,7 @@ private func attentionOutput(_ out: UnsafeMutablePointer<Float>, p: UnsafePointe
         sgemm(m: x.n, n: a.headDim, k: x.np, a: p, lda: x.width, b: v + x.kvParent, ldb: a.kvWidth,
               c: out + x.qOffset, ldc: a.qWidth, tally: tally)
     }
-    sgemm(m: x.n, n: a.headDim, k: x.n, a: p + x.np, lda: x.width, b: v + x.kvOwn, ldb: a.kvWidth,
+    sgemm(m: x.n, n: a.headDim, k: x.own, a: p + x.np, lda: x.width, b: v + x.kvOwn, ldb: a.kvWidth,
           beta: x.np > 0 ? 1 : 0, c: out + x.qOffset, ldc: a.qWidth, tally: tally)
 }
 
@@ -157,16 +183,12 @@ func attentionForward(out: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointe
                       q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                       segments: [PackedTokens.Segment], shape a: AttentionShape,
                       scratch: UnsafeMutablePointer<Float>, scratchCount: Int) {
-    let group = a.heads / a.kvHeads
     let tasks = attentionTasks(segments, kvHeads: a.kvHeads, byFamily: false)
     runAttentionTasks(tasks, scratch: scratch, scratchPerWorker: scratchCount) { task, s, tally in
-        for index in task.segments {
-            for h in task.group * group..<(task.group + 1) * group {
-                let x = HeadView(segments, index, head: h, group: task.group, shape: a)
-                attentionScores(s, q: q, k: k, view: x, shape: a, tally: tally)
-                causalSoftmaxRows(s, n: x.n, np: x.np, lse: lse + x.lseOffset, lseStride: a.heads)
-                attentionOutput(out, p: s, v: v, view: x, shape: a, tally: tally)
-            }
+        HeadView.forEach(in: task, segments, shape: a) { x in
+            attentionScores(s, q: q, k: k, view: x, shape: a, tally: tally)
+            causalSoftmaxRows(s, view: x, lse: lse + x.lseOffset, lseStride: a.heads)
+            attentionOutput(out, p: s, v: v, view: x, shape: a, tally: tally)
         }
     }
 }
@@ -181,53 +203,49 @@ func attentionBackward(dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer
                        q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                        segments: [PackedTokens.Segment], shape a: AttentionShape,
                        scratch: UnsafeMutablePointer<Float>, scratchCount: Int) {
-    let group = a.heads / a.kvHeads
     let tasks = attentionTasks(segments, kvHeads: a.kvHeads, byFamily: true)
     runAttentionTasks(tasks, scratch: scratch, scratchPerWorker: 2 * scratchCount) { task, p, tally in
         let dp = p + scratchCount
-        for index in task.segments {
-            for h in task.group * group..<(task.group + 1) * group {
-                let x = HeadView(segments, index, head: h, group: task.group, shape: a)
-                let width = x.width
-                let qh = q + x.qOffset, doh = dOut + x.qOffset, oh = out + x.qOffset
-                attentionScores(p, q: q, k: k, view: x, shape: a, tally: tally)
-                probabilitiesFromLSE(p, n: x.n, np: x.np, lse: lse + x.lseOffset, lseStride: a.heads)
-                attentionOutput(out, p: p, v: v, view: x, shape: a, tally: tally)
-                // dP = dO [Vp ; Vs]^T
-                if x.np > 0 {
-                    sgemm(transB: true, m: x.n, n: x.np, k: a.headDim, a: doh, lda: a.qWidth, b: v + x.kvParent,
-                          ldb: a.kvWidth, c: dp, ldc: width, tally: tally)
-                }
-                sgemm(transB: true, m: x.n, n: x.n, k: a.headDim, a: doh, lda: a.qWidth, b: v + x.kvOwn,
-                      ldb: a.kvWidth, c: dp + x.np, ldc: width, tally: tally)
-                // dS = P * (dP - D_i), D_i = dO_i . O_i
-                for i in 0..<x.n {
-                    var d: Float = 0
-                    let dor = doh + i * a.qWidth, or = oh + i * a.qWidth
-                    for j in 0..<a.headDim { d += dor[j] * or[j] }
-                    let pr = p + i * width, dr = dp + i * width
-                    for j in 0..<width { dr[j] = pr[j] * (dr[j] - d) }
-                }
-                // dQ = scale dS [Kp ; Ks]
-                let dqh = dq + x.qOffset
-                if x.np > 0 {
-                    sgemm(m: x.n, n: a.headDim, k: x.np, alpha: a.scale, a: dp, lda: width, b: k + x.kvParent,
-                          ldb: a.kvWidth, c: dqh, ldc: a.qWidth, tally: tally)
-                }
-                sgemm(m: x.n, n: a.headDim, k: x.n, alpha: a.scale, a: dp + x.np, lda: width, b: k + x.kvOwn,
-                      ldb: a.kvWidth, beta: x.np > 0 ? 1 : 0, c: dqh, ldc: a.qWidth, tally: tally)
-                // dK += scale dS^T Q,  dV += P^T dO  (parent rows receive from every child segment)
-                if x.np > 0 {
-                    sgemm(transA: true, m: x.np, n: a.headDim, k: x.n, alpha: a.scale, a: dp, lda: width,
-                          b: qh, ldb: a.qWidth, beta: 1, c: dk + x.kvParent, ldc: a.kvWidth, tally: tally)
-                    sgemm(transA: true, m: x.np, n: a.headDim, k: x.n, a: p, lda: width,
-                          b: doh, ldb: a.qWidth, beta: 1, c: dv + x.kvParent, ldc: a.kvWidth, tally: tally)
-                }
-                sgemm(transA: true, m: x.n, n: a.headDim, k: x.n, alpha: a.scale, a: dp + x.np, lda: width,
-                      b: qh, ldb: a.qWidth, beta: 1, c: dk + x.kvOwn, ldc: a.kvWidth, tally: tally)
-                sgemm(transA: true, m: x.n, n: a.headDim, k: x.n, a: p + x.np, lda: width,
-                      b: doh, ldb: a.qWidth, beta: 1, c: dv + x.kvOwn, ldc: a.kvWidth, tally: tally)
+        HeadView.forEach(in: task, segments, shape: a) { x in
+            let width = x.width
+            let qh = q + x.qOffset, doh = dOut + x.qOffset, oh = out + x.qOffset
+            attentionScores(p, q: q, k: k, view: x, shape: a, tally: tally)
+            probabilitiesFromLSE(p, view: x, lse: lse + x.lseOffset, lseStride: a.heads)
+            attentionOutput(out, p: p, v: v, view: x, shape: a, tally: tally)
+            // dP = dO [Vp ; Vs]^T
+            if x.np > 0 {
+                sgemm(transB: true, m: x.n, n: x.np, k: a.headDim, a: doh, lda: a.qWidth, b: v + x.kvParent,
+                      ldb: a.kvWidth, c: dp, ldc: width, tally: tally)
             }
+            sgemm(transB: true, m: x.n, n: x.own, k: a.headDim, a: doh, lda: a.qWidth, b: v + x.kvOwn,
+                  ldb: a.kvWidth, c: dp + x.np, ldc: width, tally: tally)
+            // dS = P * (dP - D_i), D_i = dO_i . O_i
+            for i in 0..<x.n {
+                var d: Float = 0
+                let dor = doh + i * a.qWidth, or = oh + i * a.qWidth
+                for j in 0..<a.headDim { d += dor[j] * or[j] }
+                let pr = p + i * width, dr = dp + i * width
+                for j in 0..<width { dr[j] = pr[j] * (dr[j] - d) }
+            }
+            // dQ = scale dS [Kp ; Ks]
+            let dqh = dq + x.qOffset
+            if x.np > 0 {
+                sgemm(m: x.n, n: a.headDim, k: x.np, alpha: a.scale, a: dp, lda: width, b: k + x.kvParent,
+                      ldb: a.kvWidth, c: dqh, ldc: a.qWidth, tally: tally)
+            }
+            sgemm(m: x.n, n: a.headDim, k: x.own, alpha: a.scale, a: dp + x.np, lda: width, b: k + x.kvOwn,
+                  ldb: a.kvWidth, beta: x.np > 0 ? 1 : 0, c: dqh, ldc: a.qWidth, tally: tally)
+            // dK += scale dS^T Q,  dV += P^T dO  (parent rows receive from every child segment)
+            if x.np > 0 {
+                sgemm(transA: true, m: x.np, n: a.headDim, k: x.n, alpha: a.scale, a: dp, lda: width,
+                      b: qh, ldb: a.qWidth, beta: 1, c: dk + x.kvParent, ldc: a.kvWidth, tally: tally)
+                sgemm(transA: true, m: x.np, n: a.headDim, k: x.n, a: p, lda: width,
+                      b: doh, ldb: a.qWidth, beta: 1, c: dv + x.kvParent, ldc: a.kvWidth, tally: tally)
+            }
+            sgemm(transA: true, m: x.own, n: a.headDim, k: x.n, alpha: a.scale, a: dp + x.np, lda: width,
+                  b: qh, ldb: a.qWidth, beta: 1, c: dk + x.kvOwn, ldc: a.kvWidth, tally: tally)
+            sgemm(transA: true, m: x.own, n: a.headDim, k: x.n, a: p + x.np, lda: width,
+                  b: doh, ldb: a.qWidth, beta: 1, c: dv + x.kvOwn, ldc: a.kvWidth, tally: tally)
         }
     }
 }
