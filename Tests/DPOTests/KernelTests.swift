@@ -604,7 +604,10 @@ final class KernelTests: XCTestCase {
     func testLMHeadForwardAndBackward() {
         var rng = Xoshiro256(seed: 110)
         let rows = 150, hidden = 37, vocab = 300
-        XCTAssertGreaterThan(rows, 2 * headChunkRows, "several head chunks should run")
+        let chunk = 64  // several chunks run (the default for this vocabulary would be one)
+        XCTAssertEqual(headChunkRows(vocab: vocab), 256)
+        XCTAssertEqual(headChunkRows(vocab: 49152), 128)
+        XCTAssertEqual(headChunkRows(vocab: 128256), 64)
         let x = kernelRandoms(rows * hidden, &rng)
         let w = kernelRandoms(vocab * hidden, &rng, scale: 0.4)
         let xd = x.map(Double.init), wd = w.map(Double.init)
@@ -619,9 +622,10 @@ final class KernelTests: XCTestCase {
         for r in stride(from: 0, to: rows, by: 4) { labels[r] = Int32(z[r].firstIndex(of: z[r].max()!)!) }
         labels[1] = 0; labels[2] = Int32(vocab - 1)
 
-        var logits = [Float](repeating: .nan, count: min(rows, headChunkRows) * vocab)
+        var logits = [Float](repeating: .nan, count: chunk * vocab)
         var out = HeadOutputs(logps: [], entropy: [], meanLogit: [], argmaxHit: [], logSumP2: [])
-        lmHeadForward(x: x, weight: w, labels: labels, rows: rows, hidden: hidden, vocab: vocab, logits: &logits, out: &out)
+        lmHeadForward(x: x, weight: w, labels: labels, rows: rows, hidden: hidden, vocab: vocab, logits: &logits, out: &out,
+                      chunkRows: chunk)
         XCTAssertEqual(out.logps.count, rows)
         var hits = 0
         var softmax = [[Double]](repeating: [], count: rows)
@@ -655,7 +659,7 @@ final class KernelTests: XCTestCase {
         let dwPrefill = kernelRandoms(vocab * hidden, &rng)
         var dw = dwPrefill
         lmHeadBackward(dx: &dx, dWeight: &dw, dlogp: dlogp, x: x, weight: w, labels: labels, rows: rows,
-                       hidden: hidden, vocab: vocab, logits: &logits)
+                       hidden: hidden, vocab: vocab, logits: &logits, chunkRows: chunk)
         var dz = [[Double]](repeating: [], count: rows)
         for r in 0..<rows {
             dz[r] = softmax[r].enumerated().map { v, p in Double(dlogp[r]) * ((v == Int(labels[r]) ? 1 : 0) - p) }

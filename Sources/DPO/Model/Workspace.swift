@@ -45,7 +45,7 @@ final class Workspace {
         ropeCos = FloatBuffer(count: tokens * hd / 2); ropeSin = FloatBuffer(count: tokens * hd / 2)
         scratchWorkers = Threads.count
         self.scratch = FloatBuffer(count: 2 * scratchCount * scratchWorkers)
-        logits = FloatBuffer(count: min(headRows, headChunkRows) * c.vocabSize)
+        logits = FloatBuffer(count: min(headRows, headChunkRows(vocab: c.vocabSize)) * c.vocabSize)
     }
 
     /// Whether models of these configs size their workspaces alike (and can share one).
