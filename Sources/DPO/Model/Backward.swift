@@ -30,11 +30,11 @@ extension LlamaModel {
         dlogp.withUnsafeBufferPointer { dl in
             head.labels.withUnsafeBufferPointer { labels in
                 head.rows.withUnsafeBufferPointer { rows in
-                    lmHeadBackward(dx: b.dHeadX.pointer, dWeight: g + lay.lmHead, dlogp: dl.baseAddress!,
+                    lmHeadBackward(dx: b.dHeadX, dWeight: g + lay.lmHead, dlogp: dl.baseAddress!,
                                    x: w.headX.pointer, weight: p + lay.lmHead, labels: labels.baseAddress!,
                                    rows: R, hidden: H, vocab: c.vocabSize, logits: w.logits.pointer)
-                    let dRows = b.dHeadRows.pointer
-                    rmsnormBackward(dx: dRows, dWeight: g + lay.finalNorm, dy: b.dHeadX.pointer, x: last,
+                    let dRows = b.dHeadRows
+                    rmsnormBackward(dx: dRows, dWeight: g + lay.finalNorm, dy: b.dHeadX, x: last,
                                     rstd: w.headRstd.pointer, weight: p + lay.finalNorm, rows: R, dim: H,
                                     accumulate: false, gather: rows.baseAddress!)
                     // Scatter: rows may repeat, so this stays one sequential pass (R x H adds).
@@ -51,17 +51,18 @@ extension LlamaModel {
             let x = w.residual[w.residualSlot(l)].pointer, mid = w.mid[s].pointer
             // MLP block. dRes holds d loss / d out; out = mid + down(h), h = silu(gate) * up.
             rmsnormForward(xn, rstd: w.rstd2[s].pointer, mid, weight: p + o.postNorm, rows: T, dim: H, eps: eps)
-            swigluForward(w.hidden.pointer, gate: w.gate[s].pointer, up: w.up[s].pointer, count: T * I)
-            linearBackward(dx: b.dHidden.pointer, accumulateInput: false, dWeight: g + o.down,
-                           dBias: o.downBias >= 0 ? g + o.downBias : nil, dy: dRes, x: w.hidden.pointer,
+            // h = silu(gate) * up, recomputed into dUp's place (d up overwrites it after its last use).
+            swigluForward(b.dUp, gate: w.gate[s].pointer, up: w.up[s].pointer, count: T * I)
+            linearBackward(dx: b.dHidden, accumulateInput: false, dWeight: g + o.down,
+                           dBias: o.downBias >= 0 ? g + o.downBias : nil, dy: dRes, x: b.dUp,
                            weight: p + o.down, rows: T, inFeatures: I, outFeatures: H)
-            swigluBackward(dGate: b.dHidden.pointer, dUp: b.dUp.pointer, h: nil, dh: b.dHidden.pointer,
+            swigluBackward(dGate: b.dHidden, dUp: b.dUp, h: nil, dh: b.dHidden,
                            gate: w.gate[s].pointer, up: w.up[s].pointer, count: T * I)
             linearBackward(dx: dxn, accumulateInput: false, dWeight: g + o.gate,
-                           dBias: o.gateBias >= 0 ? g + o.gateBias : nil, dy: b.dHidden.pointer, x: xn,
+                           dBias: o.gateBias >= 0 ? g + o.gateBias : nil, dy: b.dHidden, x: xn,
                            weight: p + o.gate, rows: T, inFeatures: H, outFeatures: I)
             linearBackward(dx: dxn, accumulateInput: true, dWeight: g + o.up,
-                           dBias: o.upBias >= 0 ? g + o.upBias : nil, dy: b.dUp.pointer, x: xn,
+                           dBias: o.upBias >= 0 ? g + o.upBias : nil, dy: b.dUp, x: xn,
                            weight: p + o.up, rows: T, inFeatures: H, outFeatures: I)
             dMid.update(from: dRes, count: T * H)
             rmsnormBackward(dx: dMid, dWeight: g + o.postNorm, dy: dxn, x: mid, rstd: w.rstd2[s].pointer,
@@ -74,10 +75,10 @@ extension LlamaModel {
             projectQKV(layer: o, xn: xn, q: w.q.pointer, k: w.k.pointer, v: w.v.pointer,
                        cos: w.ropeCos.pointer, sin: w.ropeSin.pointer, rows: T)
             // d attn = dMid W_o
-            sgemm(m: T, n: a.qWidth, k: H, a: dMid, lda: H, b: p + o.o, ldb: a.qWidth, c: b.dAttn.pointer, ldc: a.qWidth)
-            b.dk.pointer.update(repeating: 0, count: T * a.kvWidth)
-            b.dv.pointer.update(repeating: 0, count: T * a.kvWidth)
-            attentionBackward(dq: b.dq.pointer, dk: b.dk.pointer, dv: b.dv.pointer, dOut: b.dAttn.pointer,
+            sgemm(m: T, n: a.qWidth, k: H, a: dMid, lda: H, b: p + o.o, ldb: a.qWidth, c: b.dAttn, ldc: a.qWidth)
+            b.dk.update(repeating: 0, count: T * a.kvWidth)
+            b.dv.update(repeating: 0, count: T * a.kvWidth)
+            attentionBackward(dq: b.dq, dk: b.dk, dv: b.dv, dOut: b.dAttn,
                               out: w.attn.pointer, lse: w.lse[s].pointer, q: w.q.pointer,
                               k: w.k.pointer, v: w.v.pointer, segments: packed.segments, shape: a,
                               scratch: w.scratch.pointer, scratchCount: w.scratchCount)
@@ -85,16 +86,16 @@ extension LlamaModel {
             linearBackward(dx: nil, accumulateInput: false, dWeight: g + o.o,
                            dBias: o.oBias >= 0 ? g + o.oBias : nil, dy: dMid, x: w.attn.pointer,
                            weight: p + o.o, rows: T, inFeatures: a.qWidth, outFeatures: H)
-            ropeApply(b.dq.pointer, cos: w.ropeCos.pointer, sin: w.ropeSin.pointer, tokens: T,
+            ropeApply(b.dq, cos: w.ropeCos.pointer, sin: w.ropeSin.pointer, tokens: T,
                       heads: a.heads, headDim: a.headDim, inverse: true)
-            ropeApply(b.dk.pointer, cos: w.ropeCos.pointer, sin: w.ropeSin.pointer, tokens: T,
+            ropeApply(b.dk, cos: w.ropeCos.pointer, sin: w.ropeSin.pointer, tokens: T,
                       heads: a.kvHeads, headDim: a.headDim, inverse: true)
             linearBackward(dx: dxn, accumulateInput: false, dWeight: g + o.q, dBias: o.qBias >= 0 ? g + o.qBias : nil,
-                           dy: b.dq.pointer, x: xn, weight: p + o.q, rows: T, inFeatures: H, outFeatures: a.qWidth)
+                           dy: b.dq, x: xn, weight: p + o.q, rows: T, inFeatures: H, outFeatures: a.qWidth)
             linearBackward(dx: dxn, accumulateInput: true, dWeight: g + o.k, dBias: o.kBias >= 0 ? g + o.kBias : nil,
-                           dy: b.dk.pointer, x: xn, weight: p + o.k, rows: T, inFeatures: H, outFeatures: a.kvWidth)
+                           dy: b.dk, x: xn, weight: p + o.k, rows: T, inFeatures: H, outFeatures: a.kvWidth)
             linearBackward(dx: dxn, accumulateInput: true, dWeight: g + o.v, dBias: o.vBias >= 0 ? g + o.vBias : nil,
-                           dy: b.dv.pointer, x: xn, weight: p + o.v, rows: T, inFeatures: H, outFeatures: a.kvWidth)
+                           dy: b.dv, x: xn, weight: p + o.v, rows: T, inFeatures: H, outFeatures: a.kvWidth)
             dRes.update(from: dMid, count: T * H)
             rmsnormBackward(dx: dRes, dWeight: g + o.inputNorm, dy: dxn, x: x, rstd: w.rstd1[s].pointer,
                             weight: p + o.inputNorm, rows: T, dim: H, accumulate: true)

@@ -54,7 +54,7 @@ extension LlamaModel {
             // MLP block: out = mid + down(silu(gate(xn)) * up(xn)), xn = rmsnorm(mid).
             rmsnormForward(xn, rstd: w.rstd2[s].pointer, mid, weight: p + o.postNorm, rows: T, dim: H, eps: eps)
             out.update(from: mid, count: T * H)
-            addMLP(layer: o, xn: xn, gate: w.gate[s].pointer, up: w.up[s].pointer, hidden: w.hidden.pointer,
+            addMLP(layer: o, xn: xn, gate: w.gate[s].pointer, up: w.up[s].pointer, hidden: w.hidden,
                    residual: out, rows: T)
         }
         // Final norm and LM head on the requested rows only.

@@ -22,8 +22,13 @@ final class Workspace {
     // the output from the attention probabilities. For SmolLM2-135M that keeps 4235 instead of
     // 5763 floats per token and layer, for about 3% more matrix-product FLOPs per step.
     let q: FloatBuffer, k: FloatBuffer, v: FloatBuffer, attn: FloatBuffer
-    let normed: FloatBuffer, hidden: FloatBuffer, ropeCos: FloatBuffer, ropeSin: FloatBuffer
+    let normed: FloatBuffer, ropeCos: FloatBuffer, ropeSin: FloatBuffer
     let scratch: FloatBuffer, logits: FloatBuffer
+    /// Temporaries of one phase at a time (see BackwardBuffers): the forward's gated MLP product
+    /// `hidden` [tokens, intermediate]; in the backward the head's, the MLP's or the attention's
+    /// gradients. Sized for the backward only when the workspace keeps activations.
+    let phase: FloatBuffer
+    var hidden: UnsafeMutablePointer<Float> { phase.pointer }
     // Backward temporaries, allocated on first use.
     private(set) var grad: BackwardBuffers?
 
@@ -41,7 +46,9 @@ final class Workspace {
         k = FloatBuffer(count: tokens * kvW); v = FloatBuffer(count: tokens * kvW)
         gate = slots(layerSlots, inter); up = slots(layerSlots, inter)
         headX = FloatBuffer(count: headRows * h); headRstd = FloatBuffer(count: headRows)
-        normed = FloatBuffer(count: tokens * h); hidden = FloatBuffer(count: tokens * inter)
+        normed = FloatBuffer(count: tokens * h)
+        phase = FloatBuffer(count: keep ? BackwardBuffers.phaseFloats(config: c, tokens: tokens, headRows: headRows)
+                                        : tokens * inter)
         ropeCos = FloatBuffer(count: tokens * hd / 2); ropeSin = FloatBuffer(count: tokens * hd / 2)
         scratchWorkers = Threads.count
         self.scratch = FloatBuffer(count: 2 * scratchCount * scratchWorkers)
@@ -67,26 +74,44 @@ final class Workspace {
 
     func backwardBuffers(config c: LlamaConfig) -> BackwardBuffers {
         if let grad { return grad }
-        let b = BackwardBuffers(config: c, tokens: tokens, headRows: headRows)
+        let b = BackwardBuffers(config: c, tokens: tokens, headRows: headRows, phase: phase)
         grad = b
         return b
     }
 }
 
-/// Gradient temporaries of the backward, [tokens, width] each.
+/// Gradient temporaries of the backward. dResidual, dMid and dNormed live through every phase;
+/// the rest share the workspace's `phase` buffer, one phase at a time:
+///   head:      dHeadX, dHeadRows                     [headRows, hidden] each
+///   MLP:       dHidden (d gate in place), dUp        [tokens, intermediate] each; the recomputed
+///              gated product h goes into dUp until d up overwrites it
+///   attention: dAttn, dq [tokens, qWidth]; dk, dv [tokens, kvWidth]
 final class BackwardBuffers {
     let dResidual: FloatBuffer, dMid: FloatBuffer, dNormed: FloatBuffer
-    let dAttn: FloatBuffer, dq: FloatBuffer, dk: FloatBuffer, dv: FloatBuffer
-    let dHidden: FloatBuffer, dUp: FloatBuffer, dHeadX: FloatBuffer, dHeadRows: FloatBuffer  // d gate: in dHidden
+    let dHeadX: UnsafeMutablePointer<Float>, dHeadRows: UnsafeMutablePointer<Float>
+    let dHidden: UnsafeMutablePointer<Float>, dUp: UnsafeMutablePointer<Float>
+    let dAttn: UnsafeMutablePointer<Float>, dq: UnsafeMutablePointer<Float>
+    let dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>
+    private let phase: FloatBuffer  // kept alive with the pointers into it
 
-    init(config c: LlamaConfig, tokens: Int, headRows: Int) {
+    /// Floats of the largest phase.
+    static func phaseFloats(config c: LlamaConfig, tokens: Int, headRows: Int) -> Int {
+        let hd = c.resolvedHeadDim
+        let qW = c.numAttentionHeads * hd, kvW = c.numKeyValueHeads * hd
+        return max(2 * headRows * c.hiddenSize, tokens * 2 * c.intermediateSize, tokens * (2 * qW + 2 * kvW))
+    }
+
+    init(config c: LlamaConfig, tokens: Int, headRows: Int, phase: FloatBuffer) {
         let h = c.hiddenSize, hd = c.resolvedHeadDim, inter = c.intermediateSize
         let qW = c.numAttentionHeads * hd, kvW = c.numKeyValueHeads * hd
+        precondition(phase.count >= BackwardBuffers.phaseFloats(config: c, tokens: tokens, headRows: headRows),
+                     "BackwardBuffers: phase buffer too small (internal)")
         dResidual = FloatBuffer(count: tokens * h); dMid = FloatBuffer(count: tokens * h)
         dNormed = FloatBuffer(count: tokens * h)
-        dAttn = FloatBuffer(count: tokens * qW); dq = FloatBuffer(count: tokens * qW)
-        dk = FloatBuffer(count: tokens * kvW); dv = FloatBuffer(count: tokens * kvW)
-        dHidden = FloatBuffer(count: tokens * inter); dUp = FloatBuffer(count: tokens * inter); dHeadX = FloatBuffer(count: headRows * h)
-        dHeadRows = FloatBuffer(count: headRows * h)
+        self.phase = phase
+        let base = phase.pointer
+        dHeadX = base; dHeadRows = base + headRows * h
+        dHidden = base; dUp = base + tokens * inter
+        dAttn = base; dq = base + tokens * qW; dk = base + 2 * tokens * qW; dv = base + 2 * tokens * qW + tokens * kvW
     }
 }
