@@ -100,7 +100,13 @@ const char *dpo_last_error(void);
 /* ------------------------------------------------------------------------------------------ */
 
 /* The number of threads the library uses for matrix products (OpenBLAS) and its own parallel
-   loops. Default: the number of online cores. Global to the process. */
+   loops. Default: the number of online cores. Global to the process.
+   OpenBLAS's idle worker threads busy-wait about 0.1 s after each call by default, which takes
+   the cores from the library's own loops. Unless OPENBLAS_THREAD_TIMEOUT is set in the
+   environment, the library therefore restarts OpenBLAS's thread pool once, before its first
+   matrix product, with the shortest idle wait (OPENBLAS_THREAD_TIMEOUT=4); the process's
+   environment is left unchanged. Do not let another thread of the host call OpenBLAS while the
+   library makes its first matrix product. */
 int32_t dpo_get_num_threads(void);
 
 /* Sets the thread count (1..1024) for every later call. Call it between calls, not while another

@@ -1,3 +1,4 @@
+import COpenBLAS
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -6,12 +7,15 @@ import Glibc
 // cycles, about 0.1 s, after every multi-threaded call before they sleep. Between the matrix
 // products of a training step swift-dpo runs its own parallel loops (norms, softmax, SwiGLU, the
 // attention heads), and those spinning workers then compete with them for the cores: on the tiny
-// benchmark shape perf showed about 15% of all samples in OpenBLAS's sched_yield loop.
+// benchmark shape perf showed about 15% of all samples in OpenBLAS's sched_yield loop, and the
+// step took about 11% longer than with the short wait below.
 // OPENBLAS_THREAD_TIMEOUT (log2 of the spin cycles, 4..30) shortens that wait, but OpenBLAS reads
 // it only when it starts its threads, at load time. So, unless the user has set it, swift-dpo sets
 // it to `idleSpinLog2` and restarts the server once, before its first matrix product, through the
 // library's exported `openblas_read_env`, `blas_thread_shutdown_` and `blas_thread_init`. They are
-// looked up at run time: a BLAS without them (an OpenMP build, another vendor) is left as it is.
+// looked up at run time in the very library that provides `openblas_get_num_threads` (found with
+// dladdr, so it works when libdpo.so is loaded RTLD_LOCAL, as by Python's ctypes); a BLAS without
+// them (an OpenMP build, another vendor) is left as it is.
 
 /// log2 of the cycles an idle OpenBLAS worker spins before it sleeps (OpenBLAS's minimum).
 let idleSpinLog2 = 4
@@ -20,10 +24,14 @@ let idleSpinLog2 = 4
 let openBLASIdleSpinShortened: Bool = {
     guard getenv("OPENBLAS_THREAD_TIMEOUT") == nil else { return false }
     typealias Fn = @convention(c) () -> Void
-    let handle = UnsafeMutableRawPointer(bitPattern: 0)  // RTLD_DEFAULT: every loaded object
-    guard let readEnv = dlsym(handle, "openblas_read_env"),
-          let shutdown = dlsym(handle, "blas_thread_shutdown_"),
-          let start = dlsym(handle, "blas_thread_init") else { return false }
+    let known: @convention(c) () -> Int32 = openblas_get_num_threads
+    var info = DPOLoadedObject()
+    guard dpo_dladdr(unsafeBitCast(known, to: UnsafeRawPointer.self), &info) != 0, let file = info.fileName,
+          let library = dlopen(file, RTLD_LAZY | RTLD_NOLOAD) else { return false }
+    defer { dlclose(library) }
+    guard let readEnv = dlsym(library, "openblas_read_env"),
+          let shutdown = dlsym(library, "blas_thread_shutdown_"),
+          let start = dlsym(library, "blas_thread_init") else { return false }
     setenv("OPENBLAS_THREAD_TIMEOUT", "\(idleSpinLog2)", 0)
     unsafeBitCast(readEnv, to: Fn.self)()
     unsetenv("OPENBLAS_THREAD_TIMEOUT")  // leave the host's environment as it was
