@@ -32,7 +32,8 @@ extension LlamaModel {
                 head.rows.withUnsafeBufferPointer { rows in
                     lmHeadBackward(dx: b.dHeadX, dWeight: g + lay.lmHead, dlogp: dl.baseAddress!,
                                    x: w.headX.pointer, weight: p + lay.lmHead, labels: labels.baseAddress!,
-                                   rows: R, hidden: H, vocab: c.vocabSize, logits: w.logits.pointer)
+                                   rows: R, hidden: H, vocab: c.vocabSize, logits: w.logits.pointer,
+                                   logitsFromForward: true)  // untouched since this model's forward
                     let dRows = b.dHeadRows
                     rmsnormBackward(dx: dRows, dWeight: g + lay.finalNorm, dy: b.dHeadX, x: last,
                                     rstd: w.headRstd.pointer, weight: p + lay.finalNorm, rows: R, dim: H,

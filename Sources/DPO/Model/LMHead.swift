@@ -12,12 +12,13 @@ import Glibc
 // Backward of logp only (the other outputs are metrics or no-grad weights):
 //   dz_v = dlogp * (1[v == label] - p_v)
 
-/// Rows per head chunk: the chunk's logits are chunk x vocab floats, at most about 6 Mi floats
-/// (24 MiB), and 64 to 256 rows (a multiple of 32). Larger chunks make faster GEMMs: for
-/// SmolLM2-135M's vocabulary (128 rows) the head's three products per 64 rows took 80 ms instead
-/// of 115 ms with 64-row chunks (OpenBLAS, 2 cores).
+/// Rows per head chunk: the chunk's logits are chunk x vocab floats, about 6 Mi floats (24 MiB),
+/// at least 64 rows (a multiple of 32). Larger chunks make faster GEMMs: for SmolLM2-135M's
+/// vocabulary (128 rows) the head's three products per 64 rows took 80 ms instead of 115 ms with
+/// 64-row chunks (OpenBLAS, 2 cores). When all head rows fit in one chunk, the backward reuses the
+/// forward's logits instead of recomputing them (the tiny benchmark shape: 1536 rows).
 func headChunkRows(vocab: Int) -> Int {
-    min(256, max(64, (6 << 20) / max(vocab, 1) / 32 * 32))
+    max(64, (6 << 20) / max(vocab, 1) / 32 * 32)
 }
 
 struct HeadRowStats {
@@ -95,16 +96,21 @@ func lmHeadForward(x: UnsafePointer<Float>, weight w: UnsafePointer<Float>,
 
 /// Backward of the head given dlogp per row: dx[rows, hidden] = dz * W (overwritten),
 /// dW[vocab, hidden] += dz^T * x. Rows with dlogp == 0 still pass through the GEMM (their dz is 0).
+/// The logits are recomputed per chunk, unless all rows fit in one chunk and
+/// `logitsFromForward` says `logits` still holds what `lmHeadForward` computed for these rows.
 func lmHeadBackward(dx: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePointer<Float>,
                     dlogp: UnsafePointer<Float>, x: UnsafePointer<Float>, weight w: UnsafePointer<Float>,
                     labels: UnsafePointer<Int32>, rows: Int, hidden: Int, vocab: Int,
-                    logits: UnsafeMutablePointer<Float>, chunkRows: Int? = nil) {
+                    logits: UnsafeMutablePointer<Float>, chunkRows: Int? = nil, logitsFromForward: Bool = false) {
     let chunk = chunkRows ?? headChunkRows(vocab: vocab)
+    let reuse = logitsFromForward && rows <= chunk
     var r0 = 0
     while r0 < rows {
         let n = min(chunk, rows - r0)
-        sgemm(transB: true, m: n, n: vocab, k: hidden, a: x + r0 * hidden, lda: hidden,
-              b: w, ldb: hidden, c: logits, ldc: vocab)
+        if !reuse {
+            sgemm(transB: true, m: n, n: vocab, k: hidden, a: x + r0 * hidden, lda: hidden,
+                  b: w, ldb: hidden, c: logits, ldc: vocab)
+        }
         parallelFor(n) { range in
             for i in range {
                 let z = logits + i * vocab
