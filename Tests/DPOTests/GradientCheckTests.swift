@@ -7,9 +7,10 @@ import XCTest
 ///
 /// Scalar: S = sum_i w_i * logp_i with fixed random weights w (so d S / d logp_i = w_i).
 final class GradientCheckTests: XCTestCase {
-    func check(_ config: LlamaConfig, file: StaticString = #filePath, line: UInt = #line) throws {
+    func check(_ config: LlamaConfig, batch: (PackedTokens, HeadQuery)? = nil, entriesPerTensor: Int = 6,
+               file: StaticString = #filePath, line: UInt = #line) throws {
         let model = try TestModels.model(config)
-        let (packed, head) = TestModels.batch(vocab: config.vocabSize)
+        let (packed, head) = batch ?? TestModels.batch(vocab: config.vocabSize)
         var rng = Xoshiro256(seed: 11)
         let weights = (0..<head.count).map { _ in Float(rng.nextUniform() * 2 - 1) }
         _ = try model.forward(packed, head: head, keepActivations: true)
@@ -25,7 +26,7 @@ final class GradientCheckTests: XCTestCase {
             let scale = max(g.map { abs(Double($0)) }.max()!, 1e-3)
             // A few single entries ...
             var entries = Set<Int>()
-            while entries.count < min(6, spec.count) { entries.insert(Int(rng.next() % UInt64(spec.count))) }
+            while entries.count < min(entriesPerTensor, spec.count) { entries.insert(Int(rng.next() % UInt64(spec.count))) }
             for e in entries {
                 let i = spec.offset + e
                 let saved = naive.params[i]
@@ -53,6 +54,24 @@ final class GradientCheckTests: XCTestCase {
     }
 
     func testGQATied() throws { try check(TestModels.gqaTied) }
+
+    /// Sequences longer than the attention's row blocks (64): a 150-token sequence (3 blocks) and a
+    /// 70-token prompt shared by children of 80 and 66 tokens (2 blocks each, every block also
+    /// attending to the prompt), so the blocked attention and its parallel tasks are on the path.
+    func testSequencesLongerThanTheAttentionRowBlock() throws {
+        let config = TestModels.gqaTied
+        var rng = Xoshiro256(seed: 21)
+        func tokens(_ n: Int) -> [Int32] { (0..<n).map { _ in Int32(rng.next() % UInt64(config.vocabSize)) } }
+        var packed = PackedTokens(sequences: [tokens(150), tokens(70)])
+        for n in [80, 66] {
+            packed.segments.append(.init(start: packed.count, count: n, parent: 1))
+            packed.tokens += tokens(n); packed.positions += (0..<n).map { Int32(70 + $0) }
+        }
+        XCTAssertGreaterThan(150, 2 * attentionRowBlock)
+        // Every row predicts a random label.
+        let rows = (0..<packed.count).map(Int32.init)
+        try check(config, batch: (packed, HeadQuery(rows: rows, labels: tokens(rows.count))), entriesPerTensor: 2)
+    }
     func testMHAUntiedBiasLlama3() throws { try check(TestModels.mhaUntiedBias) }
     func testQwen2() throws { try check(TestModels.qwen2) }
 
