@@ -43,6 +43,9 @@ func parallelFor(_ n: Int, grain: Int = 1, _ body: (Range<Int>) -> Void) {
     }
 }
 
+/// Workers `parallelTasks` uses for `count` tasks.
+func taskWorkers(_ count: Int) -> Int { min(Threads.count, count) }
+
 /// Runs tasks `0..<count` on up to `Threads.count` workers: `body(worker, task)`, worker in
 /// `0..<workers` (index per-worker scratch with it). Each worker takes the next task from a shared
 /// counter, so tasks of unequal cost balance themselves (list the costly ones first).
@@ -52,7 +55,7 @@ func parallelFor(_ n: Int, grain: Int = 1, _ body: (Range<Int>) -> Void) {
 /// inside many small multi-threaded sgemm calls.
 func parallelTasks(_ count: Int, _ body: (_ worker: Int, _ task: Int) -> Void) {
     if count <= 0 { return }
-    let workers = min(Threads.count, count)
+    let workers = taskWorkers(count)
     let blasThreads = openblas_get_num_threads()
     if blasThreads != 1 { openblas_set_num_threads(1) }
     defer { if blasThreads != 1 { openblas_set_num_threads(blasThreads) } }

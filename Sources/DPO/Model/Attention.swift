@@ -75,7 +75,7 @@ func attentionTasks(_ segments: [PackedTokens.Segment], kvHeads: Int, byFamily: 
 private func runAttentionTasks(_ tasks: [AttentionTask], scratch: UnsafeMutablePointer<Float>,
                                scratchPerWorker: Int,
                                _ body: (AttentionTask, UnsafeMutablePointer<Float>, UnsafeMutablePointer<GemmTally>) -> Void) {
-    var tallies = [GemmTally](repeating: GemmTally(), count: min(Threads.count, tasks.count))
+    var tallies = [GemmTally](repeating: GemmTally(), count: taskWorkers(tasks.count))
     tallies.withUnsafeMutableBufferPointer { tally in
         parallelTasks(tasks.count) { worker, task in
             body(tasks[task], scratch + worker * scratchPerWorker, tally.baseAddress! + worker)
@@ -153,28 +153,46 @@ private func probabilitiesFromLSE(_ s: UnsafeMutablePointer<Float>, view x: Head
     }
 }
 
-/// S = scale * Q [Kp ; Ks]^T for one row block and head, written into `s` [n, width].
-private func attentionScores(_ s: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>,
-                             k: UnsafePointer<Float>, view x: HeadView, shape a: AttentionShape,
-                             tally: UnsafeMutablePointer<GemmTally>) {
+// The three products of a row block and head. "Rows" are the block's rows, the head's columns, of
+// a [tokens, qWidth] buffer (q, o, dO, dq); "keys" are the kv group's columns of the parent's rows
+// and the segment's first `own` rows of a [tokens, kvWidth] buffer (k, v, dk, dv); a score-shaped
+// matrix is [n, width], the parent's np columns first.
+
+/// s = alpha * rows [keys_parent ; keys_own]^T: the scores (q against k) and dP (dO against v).
+private func rowsTimesKeysT(_ s: UnsafeMutablePointer<Float>, rows: UnsafePointer<Float>,
+                            keys: UnsafePointer<Float>, alpha: Float, view x: HeadView, shape a: AttentionShape,
+                            tally: UnsafeMutablePointer<GemmTally>) {
     if x.np > 0 {
-        sgemm(transB: true, m: x.n, n: x.np, k: a.headDim, alpha: a.scale, a: q + x.qOffset, lda: a.qWidth,
-              b: k + x.kvParent, ldb: a.kvWidth, c: s, ldc: x.width, tally: tally)
+        sgemm(transB: true, m: x.n, n: x.np, k: a.headDim, alpha: alpha, a: rows + x.qOffset, lda: a.qWidth,
+              b: keys + x.kvParent, ldb: a.kvWidth, c: s, ldc: x.width, tally: tally)
     }
-    sgemm(transB: true, m: x.n, n: x.own, k: a.headDim, alpha: a.scale, a: q + x.qOffset, lda: a.qWidth,
-          b: k + x.kvOwn, ldb: a.kvWidth, c: s + x.np, ldc: x.width, tally: tally)
+    sgemm(transB: true, m: x.n, n: x.own, k: a.headDim, alpha: alpha, a: rows + x.qOffset, lda: a.qWidth,
+          b: keys + x.kvOwn, ldb: a.kvWidth, c: s + x.np, ldc: x.width, tally: tally)
 }
 
-/// O = P [Vp ; Vs] for one row block and head, written into its rows and columns of `out`.
-private func attentionOutput(_ out: UnsafeMutablePointer<Float>, p: UnsafePointer<Float>,
-                             v: UnsafePointer<Float>, view x: HeadView, shape a: AttentionShape,
+/// rows = alpha * s [keys_parent ; keys_own] (overwritten): O = P V and dQ = scale dS K.
+private func scoresTimesKeys(_ rows: UnsafeMutablePointer<Float>, s: UnsafePointer<Float>,
+                             keys: UnsafePointer<Float>, alpha: Float, view x: HeadView, shape a: AttentionShape,
                              tally: UnsafeMutablePointer<GemmTally>) {
     if x.np > 0 {
-        sgemm(m: x.n, n: a.headDim, k: x.np, a: p, lda: x.width, b: v + x.kvParent, ldb: a.kvWidth,
-              c: out + x.qOffset, ldc: a.qWidth, tally: tally)
+        sgemm(m: x.n, n: a.headDim, k: x.np, alpha: alpha, a: s, lda: x.width, b: keys + x.kvParent,
+              ldb: a.kvWidth, c: rows + x.qOffset, ldc: a.qWidth, tally: tally)
     }
-    sgemm(m: x.n, n: a.headDim, k: x.own, a: p + x.np, lda: x.width, b: v + x.kvOwn, ldb: a.kvWidth,
-          beta: x.np > 0 ? 1 : 0, c: out + x.qOffset, ldc: a.qWidth, tally: tally)
+    sgemm(m: x.n, n: a.headDim, k: x.own, alpha: alpha, a: s + x.np, lda: x.width, b: keys + x.kvOwn,
+          ldb: a.kvWidth, beta: x.np > 0 ? 1 : 0, c: rows + x.qOffset, ldc: a.qWidth, tally: tally)
+}
+
+/// [keys_parent ; keys_own] += alpha * s^T rows: dK += scale dS^T Q and dV += P^T dO (parent rows
+/// receive from every child segment).
+private func addScoresTTimesRows(_ keys: UnsafeMutablePointer<Float>, s: UnsafePointer<Float>,
+                                 rows: UnsafePointer<Float>, alpha: Float, view x: HeadView,
+                                 shape a: AttentionShape, tally: UnsafeMutablePointer<GemmTally>) {
+    if x.np > 0 {
+        sgemm(transA: true, m: x.np, n: a.headDim, k: x.n, alpha: alpha, a: s, lda: x.width,
+              b: rows + x.qOffset, ldb: a.qWidth, beta: 1, c: keys + x.kvParent, ldc: a.kvWidth, tally: tally)
+    }
+    sgemm(transA: true, m: x.own, n: a.headDim, k: x.n, alpha: alpha, a: s + x.np, lda: x.width,
+          b: rows + x.qOffset, ldb: a.qWidth, beta: 1, c: keys + x.kvOwn, ldc: a.kvWidth, tally: tally)
 }
 
 /// out[tokens, qWidth] = attention(q, k, v); lse[tokens, heads] saved for the backward.
@@ -186,9 +204,9 @@ func attentionForward(out: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointe
     let tasks = attentionTasks(segments, kvHeads: a.kvHeads, byFamily: false)
     runAttentionTasks(tasks, scratch: scratch, scratchPerWorker: scratchCount) { task, s, tally in
         HeadView.forEach(in: task, segments, shape: a) { x in
-            attentionScores(s, q: q, k: k, view: x, shape: a, tally: tally)
+            rowsTimesKeysT(s, rows: q, keys: k, alpha: a.scale, view: x, shape: a, tally: tally)  // S
             causalSoftmaxRows(s, view: x, lse: lse + x.lseOffset, lseStride: a.heads)
-            attentionOutput(out, p: s, v: v, view: x, shape: a, tally: tally)
+            scoresTimesKeys(out, s: s, keys: v, alpha: 1, view: x, shape: a, tally: tally)      // O = P V
         }
     }
 }
@@ -208,17 +226,11 @@ func attentionBackward(dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer
         let dp = p + scratchCount
         HeadView.forEach(in: task, segments, shape: a) { x in
             let width = x.width
-            let qh = q + x.qOffset, doh = dOut + x.qOffset, oh = out + x.qOffset
-            attentionScores(p, q: q, k: k, view: x, shape: a, tally: tally)
+            let doh = dOut + x.qOffset, oh = out + x.qOffset
+            rowsTimesKeysT(p, rows: q, keys: k, alpha: a.scale, view: x, shape: a, tally: tally)        // S
             probabilitiesFromLSE(p, view: x, lse: lse + x.lseOffset, lseStride: a.heads)
-            attentionOutput(out, p: p, v: v, view: x, shape: a, tally: tally)
-            // dP = dO [Vp ; Vs]^T
-            if x.np > 0 {
-                sgemm(transB: true, m: x.n, n: x.np, k: a.headDim, a: doh, lda: a.qWidth, b: v + x.kvParent,
-                      ldb: a.kvWidth, c: dp, ldc: width, tally: tally)
-            }
-            sgemm(transB: true, m: x.n, n: x.own, k: a.headDim, a: doh, lda: a.qWidth, b: v + x.kvOwn,
-                  ldb: a.kvWidth, c: dp + x.np, ldc: width, tally: tally)
+            scoresTimesKeys(out, s: p, keys: v, alpha: 1, view: x, shape: a, tally: tally)             // O = P V
+            rowsTimesKeysT(dp, rows: dOut, keys: v, alpha: 1, view: x, shape: a, tally: tally)         // dP = dO V^T
             // dS = P * (dP - D_i), D_i = dO_i . O_i
             for i in 0..<x.n {
                 var d: Float = 0
@@ -227,25 +239,9 @@ func attentionBackward(dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer
                 let pr = p + i * width, dr = dp + i * width
                 for j in 0..<width { dr[j] = pr[j] * (dr[j] - d) }
             }
-            // dQ = scale dS [Kp ; Ks]
-            let dqh = dq + x.qOffset
-            if x.np > 0 {
-                sgemm(m: x.n, n: a.headDim, k: x.np, alpha: a.scale, a: dp, lda: width, b: k + x.kvParent,
-                      ldb: a.kvWidth, c: dqh, ldc: a.qWidth, tally: tally)
-            }
-            sgemm(m: x.n, n: a.headDim, k: x.own, alpha: a.scale, a: dp + x.np, lda: width, b: k + x.kvOwn,
-                  ldb: a.kvWidth, beta: x.np > 0 ? 1 : 0, c: dqh, ldc: a.qWidth, tally: tally)
-            // dK += scale dS^T Q,  dV += P^T dO  (parent rows receive from every child segment)
-            if x.np > 0 {
-                sgemm(transA: true, m: x.np, n: a.headDim, k: x.n, alpha: a.scale, a: dp, lda: width,
-                      b: qh, ldb: a.qWidth, beta: 1, c: dk + x.kvParent, ldc: a.kvWidth, tally: tally)
-                sgemm(transA: true, m: x.np, n: a.headDim, k: x.n, a: p, lda: width,
-                      b: doh, ldb: a.qWidth, beta: 1, c: dv + x.kvParent, ldc: a.kvWidth, tally: tally)
-            }
-            sgemm(transA: true, m: x.own, n: a.headDim, k: x.n, alpha: a.scale, a: dp + x.np, lda: width,
-                  b: qh, ldb: a.qWidth, beta: 1, c: dk + x.kvOwn, ldc: a.kvWidth, tally: tally)
-            sgemm(transA: true, m: x.own, n: a.headDim, k: x.n, a: p + x.np, lda: width,
-                  b: doh, ldb: a.qWidth, beta: 1, c: dv + x.kvOwn, ldc: a.kvWidth, tally: tally)
+            scoresTimesKeys(dq, s: dp, keys: k, alpha: a.scale, view: x, shape: a, tally: tally)      // dQ = scale dS K
+            addScoresTTimesRows(dk, s: dp, rows: q, alpha: a.scale, view: x, shape: a, tally: tally)  // dK += scale dS^T Q
+            addScoresTTimesRows(dv, s: p, rows: dOut, alpha: 1, view: x, shape: a, tally: tally)      // dV += P^T dO
         }
     }
 }

@@ -92,7 +92,6 @@ final class BackwardBuffers {
     let dHidden: UnsafeMutablePointer<Float>, dUp: UnsafeMutablePointer<Float>
     let dAttn: UnsafeMutablePointer<Float>, dq: UnsafeMutablePointer<Float>
     let dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>
-    private let phase: FloatBuffer  // kept alive with the pointers into it
 
     /// Floats of the largest phase.
     static func phaseFloats(config c: LlamaConfig, tokens: Int, headRows: Int) -> Int {
@@ -108,8 +107,7 @@ final class BackwardBuffers {
                      "BackwardBuffers: phase buffer too small (internal)")
         dResidual = FloatBuffer(count: tokens * h); dMid = FloatBuffer(count: tokens * h)
         dNormed = FloatBuffer(count: tokens * h)
-        self.phase = phase
-        let base = phase.pointer
+        let base = phase.pointer  // owned by the workspace, which also owns these buffers
         dHeadX = base; dHeadRows = base + headRows * h
         dHidden = base; dUp = base + tokens * inter
         dAttn = base; dq = base + tokens * qW; dk = base + 2 * tokens * qW; dv = base + 2 * tokens * qW + tokens * kvW
