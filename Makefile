@@ -1,11 +1,14 @@
 # swift-dpo: the commands people use. `make help` lists them.
 SWIFT ?= swift
 CONFIG ?= release
-# NATIVE=1 (default) compiles Swift for the build machine's CPU (AVX2/FMA where it has them, as
-# llama.cpp's GGML_NATIVE does): the non-GEMM loops of a step run faster (tiny benchmark step:
-# -6%). NATIVE=0 builds a binary that runs on any x86-64 (or aarch64) CPU.
-NATIVE ?= 1
-BUILDFLAGS := $(if $(filter 1,$(NATIVE)),-Xswiftc -target-cpu -Xswiftc native,)
+# NATIVE=0 (default) builds for any CPU of the architecture (x86-64 baseline, aarch64): what the
+# tests run (valgrind 3.19 cannot decode AVX-512), what the Python wheel bundles, what a README tells
+# people to copy. NATIVE=1 compiles Swift for the build machine's CPU (AVX2/AVX-512 where it has
+# them, as llama.cpp's GGML_NATIVE does) into its own folder, .build-native: for local speed only
+# (tiny benchmark step -6%); its binaries may not run on another CPU, nor under valgrind.
+NATIVE ?= 0
+SCRATCH := $(if $(filter 1,$(NATIVE)),.build-native,.build)
+BUILDFLAGS := $(if $(filter 1,$(NATIVE)),--scratch-path $(SCRATCH) -Xswiftc -target-cpu -Xswiftc native,)
 # Tests use @testable imports, which release builds allow only with testing enabled.
 TESTFLAGS := $(BUILDFLAGS) -Xswiftc -enable-testing
 PYTHON ?= python3
@@ -14,17 +17,20 @@ PYTEST_APT := $(shell $(PYTHON) -c 'import pytest' >/dev/null 2>&1 || echo pytho
 # Debian packages the build and the tests need (valgrind: the C smoke test runs under memcheck).
 APT_PACKAGES := libopenblas-dev pkg-config valgrind $(PYTEST_APT)
 # Where `make build` leaves libdpo.so (the C library; include/dpo.h is its header).
-LIBDIR := .build/$(CONFIG)
+LIBDIR := $(SCRATCH)/$(CONFIG)
+# The portable library the valgrind stage of test-c runs (the default build's; built here if NATIVE=1).
+PORTABLE_LIBDIR := .build/$(CONFIG)
 
-.PHONY: help deps build demo bench test test-swift test-c test-python test-cli clean
+.PHONY: help deps build portable-lib demo bench test test-swift test-c test-python test-cli test-fuzz fuzz clean
 
 help:
 	@echo "make deps   install what the build and tests need ($(APT_PACKAGES)) if missing"
 	@echo "make build  build the library ($(CONFIG)), the dpo command and $(LIBDIR)/libdpo.so"
-	@echo "           (for this machine's CPU; NATIVE=0 for a binary that runs on any CPU of the architecture)"
+	@echo "           (for any CPU of the architecture; NATIVE=1: for this machine's CPU only, in .build-native)"
 	@echo "make demo   the main job: SFT then DPO of a small byte-level Llama, evaluated on held-out prompts"
-	@echo "make bench  DPO step benchmark on the tiny and smollm2-135m shapes"
-	@echo "make test   run every test suite (test-swift, test-c, test-python, test-cli)"
+	@echo "make bench  DPO step benchmark on the tiny and smollm2-135m shapes (a NATIVE=1 build)"
+	@echo "make test   run every test suite (test-swift, test-c, test-python, test-cli, test-fuzz)"
+	@echo "make fuzz   fuzz the model-folder loader for FUZZ_SECONDS (default 1800) with libFuzzer + ASan"
 	@echo "make test-c       C ABI: header, exported symbols, smoke test under valgrind, examples/train.c"
 	@echo "make test-python  the Python package (bindings/python) with pytest, examples/train.py"
 	@echo "make clean  remove build products"
@@ -48,21 +54,37 @@ build:
 demo: deps build
 	$(LIBDIR)/dpo demo --output runs/demo
 
-bench: build
-	$(LIBDIR)/dpo bench --shape tiny --steps 5
-	$(LIBDIR)/dpo bench --shape smollm2-135m --steps 3
+# Benchmarks measure this machine: they build for its CPU (NATIVE=1, in .build-native).
+bench:
+	$(MAKE) build NATIVE=1
+	.build-native/$(CONFIG)/dpo bench --shape tiny --steps 5
+	.build-native/$(CONFIG)/dpo bench --shape smollm2-135m --steps 3
 
-test: test-swift test-c test-python test-cli
+test: test-swift test-c test-python test-cli test-fuzz
+
+# The loader fuzz target (libFuzzer + AddressSanitizer, Tests/fuzz): a short run in `make test`,
+# a long one with `make fuzz` (FUZZ_SECONDS).
+FUZZ_SECONDS ?= 1800
+test-fuzz:
+	Tests/fuzz/run.sh 60
+
+fuzz:
+	Tests/fuzz/run.sh $(FUZZ_SECONDS)
 
 test-cli: build
 	Tests/cli/run.sh $(LIBDIR)/dpo
 
-test-c: build
-	Tests/c/run.sh $(LIBDIR)
+# The valgrind stage always runs the portable library (valgrind 3.19 cannot decode AVX-512).
+test-c: build $(if $(filter 1,$(NATIVE)),portable-lib)
+	Tests/c/run.sh $(LIBDIR) $(PORTABLE_LIBDIR)
 
-# In a release build the package finds .build/release/libdpo.so by itself; other configs point it there.
+portable-lib:
+	$(SWIFT) build -c $(CONFIG) --product CDPO
+	cp -f $(PORTABLE_LIBDIR)/libCDPO.so $(PORTABLE_LIBDIR)/libdpo.so
+
+# The package finds .build/release/libdpo.so by itself; other builds (debug, NATIVE=1) point it there.
 test-python: build
-	PYTHONPATH=bindings/python $(if $(filter release,$(CONFIG)),,DPO_LIBRARY=$(CURDIR)/$(LIBDIR)/libdpo.so) \
+	PYTHONPATH=bindings/python $(if $(filter .build/release,$(LIBDIR)),,DPO_LIBRARY=$(CURDIR)/$(LIBDIR)/libdpo.so) \
 		$(PYTHON) -m pytest -q bindings/python/tests
 
 test-swift:
@@ -70,4 +92,4 @@ test-swift:
 	$(SWIFT) test -c $(CONFIG) --skip-build $(TESTFLAGS)
 
 clean:
-	rm -rf .build
+	rm -rf .build .build-native .build-fuzz
