@@ -110,9 +110,12 @@ public enum JSON {
     public static let maxDepth = 512
 
     /// Parses one JSON text (UTF-8). Throws `DPOError.format("... at byte N")` on malformed input.
-    public static func parse(_ bytes: [UInt8]) throws -> JSONValue {
+    /// With `uniqueKeys`, an object that repeats a key is malformed too (safetensors headers,
+    /// where "last wins" would let one tensor entry silently hide another).
+    public static func parse(_ bytes: [UInt8], uniqueKeys: Bool = false) throws -> JSONValue {
         try bytes.withUnsafeBufferPointer { buffer in
             var parser = JSONParser(buffer)
+            parser.uniqueKeys = uniqueKeys
             return try parser.parseDocument()
         }
     }
@@ -139,6 +142,7 @@ private struct JSONParser {
     let bytes: UnsafeBufferPointer<UInt8>
     var pos = 0
     var depth = 0
+    var uniqueKeys = false
 
     init(_ bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
 
@@ -207,7 +211,9 @@ private struct JSONParser {
         while true {
             skipWhitespace()
             guard peek == UInt8(ascii: "\"") else { throw error(atEnd ? "unexpected end of input" : "expected a string key") }
+            let keyStart = pos
             let key = try parseString()
+            if uniqueKeys && object[key] != nil { throw error("duplicate key '\(key)'", at: keyStart) }
             skipWhitespace()
             guard peek == UInt8(ascii: ":") else { throw error("expected ':' after object key") }
             pos += 1

@@ -214,7 +214,7 @@ private func parseHeader(_ header: [UInt8], dataSize: Int, path: String) throws 
 
     let json: JSONValue
     do {
-        json = try JSON.parse(header)
+        json = try JSON.parse(header, uniqueKeys: true)
     } catch let error as DPOError {
         let reason = error.message.hasPrefix("invalid JSON: ") ? String(error.message.dropFirst(14)) : error.message
         throw fail("header is not valid JSON: \(reason)")
