@@ -1,64 +1,19 @@
 import DPO
-#if canImport(Glibc)
-import Glibc
-#endif
 
-/// Estimates, in Double so that no size can overflow, of what a request will allocate; requests
-/// that cannot fit in the machine's physical memory are refused before anything is allocated
-/// (an allocation failure inside the engine would end the process).
+/// Memory checks the C layer makes before it asks the engine for something large, so a request
+/// that cannot fit is refused (DPO_ERR_OUT_OF_MEMORY) before anything is allocated. The limit is
+/// the engine's `MemoryLimit` (physical memory, `ulimit -v`, the cgroup's limit). Activations are
+/// not estimated here: the engine checks each workspace against the same limit from the
+/// workspace's own sizes when it allocates it, for every door (C, Python, Swift, command line).
 enum MemoryBudget {
-    static let physicalBytes: Double = {
-        let pages = Double(sysconf(Int32(_SC_PHYS_PAGES))), size = Double(sysconf(Int32(_SC_PAGESIZE)))
-        return pages > 0 && size > 0 ? pages * size : Double(1 << 62)
-    }()
-
-    static func gib(_ bytes: Double) -> String {
-        let g = (bytes / Double(1 << 30) * 10).rounded() / 10
-        return "\(g) GiB"
-    }
-
     /// A count for messages: exact below 2^53, else in exponent form.
     static func countText(_ d: Double) -> String {
         d.isFinite && d >= 0 && d < 0x1p53 ? String(Int64(d)) : "\(d)"
     }
 
-    /// Throws out-of-memory when `bytes` exceed physical memory.
-    static func check(_ bytes: Double, _ what: String) throws {
-        if !(bytes <= physicalBytes) {
-            throw APIError.outOfMemory("\(what) needs about \(gib(bytes)), more than the machine's \(gib(physicalBytes)) of memory")
-        }
-    }
-
-    /// The parameter count the layout will have (ParameterLayout's sum, in Double).
-    static func parameterCount(_ c: LlamaConfig) -> Double {
-        let h = Double(c.hiddenSize), hd = Double(c.resolvedHeadDim), i = Double(c.intermediateSize)
-        let q = Double(c.numAttentionHeads) * hd, kv = Double(c.numKeyValueHeads) * hd
-        var layer = 2 * h + q * h + 2 * kv * h + h * q + 3 * i * h
-        if c.qkvBias { layer += q + 2 * kv }
-        if c.outputProjectionBias { layer += h }
-        if c.mlpBias { layer += 2 * i + h }
-        let embed = Double(c.vocabSize) * h
-        return embed * (c.tieWordEmbeddings ? 1 : 2) + Double(c.numHiddenLayers) * layer + h
-    }
-
     /// A model's weights (`copies` = 1) or weights plus training state.
     static func checkModel(_ c: LlamaConfig, copies: Double, _ what: String) throws {
-        try check(parameterCount(c) * 4 * copies, what)
-    }
-
-    /// Activations of one forward over sequences of the given lengths (plus the backward's when
-    /// `training`), with `headRows` LM-head rows.
-    static func checkForward(_ c: LlamaConfig, lengths: [Int], headRows: Int, training: Bool, _ what: String) throws {
-        let t = Double(lengths.reduce(0, +)), longest = Double(lengths.max() ?? 0)
-        let h = Double(c.hiddenSize), hd = Double(c.resolvedHeadDim), i = Double(c.intermediateSize)
-        let q = Double(c.numAttentionHeads) * hd, kv = Double(c.numKeyValueHeads) * hd
-        let layers = Double(c.numHiddenLayers)
-        let perLayer = h + 2 + 2 * q + 2 * kv + Double(c.numAttentionHeads) + 2 * i
-        var perToken = (training ? layers + 1 : 2) * h + (training ? layers : 1) * perLayer + h + i + hd
-        if training { perToken += 3 * h + 2 * q + 2 * kv + 3 * i }
-        let scratch = 2 * longest * longest * 2
-        let head = Double(headRows) * h * 3 + Double(min(headRows, 256)) * Double(c.vocabSize)
-        try check((t * perToken + scratch + head) * 4, what)
+        try MemoryLimit.check(ParameterLayout.parameterCount(c) * 4 * copies, what)
     }
 
     /// KV caches and per-step buffers of generation.
@@ -68,7 +23,9 @@ enum MemoryBudget {
         let caches = cached * kv * 2 * Double(c.numHiddenLayers)
         let longest = Double(promptLengths.max() ?? 0) + Double(maxNewTokens)
         let logits = Double(promptLengths.count) * Double(c.vocabSize)
-        try check((caches + longest * longest + logits) * 4, "generation")
-        try checkForward(c, lengths: [promptLengths.max() ?? 0], headRows: 1, training: false, "generation")
+        // The prefill's activations: one layer's worth for the longest prompt.
+        let h = Double(c.hiddenSize), q = Double(c.numAttentionHeads) * Double(c.resolvedHeadDim)
+        let prefill = longest * (4 * h + 2 * q + 2 * kv + 2 * Double(c.intermediateSize) + Double(c.resolvedHeadDim))
+        try MemoryLimit.check((caches + longest * longest + logits + prefill) * 4, "generation")
     }
 }

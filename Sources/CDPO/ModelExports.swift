@@ -8,7 +8,7 @@ func registerModel(_ model: LlamaModel, _ out: UnsafeMutablePointer<OpaquePointe
 }
 
 func createRandomModel(_ config: LlamaConfig, seed: UInt64, _ out: UnsafeMutablePointer<OpaquePointer?>) throws {
-    try MemoryBudget.checkModel(config, copies: 1, "a model of \(MemoryBudget.countText(MemoryBudget.parameterCount(config))) parameters")
+    try MemoryBudget.checkModel(config, copies: 1, "a model of \(MemoryBudget.countText(ParameterLayout.parameterCount(config))) parameters")
     try registerModel(try LlamaModel.randomlyInitialized(config: config, seed: seed), out)
 }
 
@@ -104,8 +104,6 @@ public func dpo_model_sequence_logps(_ model: OpaquePointer?, _ batch: UnsafePoi
             throw APIError.tooSmall("capacity = \(capacity) is smaller than the batch's \(items.count) items")
         }
         let out = try required(outLogps, "out_logps")
-        try MemoryBudget.checkForward(m.model.config, lengths: items.map { $0.prompt.count + $0.completion.count },
-                                      headRows: items.reduce(0) { $0 + $1.completion.count }, training: false, "this batch")
         let sums = try m.model.sequenceLogProbs(items)
         for (i, s) in sums.enumerated() { out[i] = s }
     }

@@ -3,12 +3,6 @@ import DPO
 
 // SFT trainer handles: the same shape as the DPO trainer's exports.
 
-func checkSFTMemory(_ t: SFTTrainer, _ items: [(prompt: [Int32], completion: [Int32])]) throws {
-    let cap = t.config.maxLength ?? Int.max
-    try MemoryBudget.checkForward(t.model.config, lengths: items.map { min($0.prompt.count + $0.completion.count, cap) },
-                                  headRows: items.reduce(0) { $0 + $1.completion.count }, training: true, "this batch")
-}
-
 func examples(_ items: [(prompt: [Int32], completion: [Int32])]) -> [SFTExample] {
     items.map { SFTExample(promptIds: $0.prompt, completionIds: $0.completion) }
 }
@@ -74,7 +68,6 @@ public func dpo_sft_trainer_step(_ trainer: OpaquePointer?, _ batch: UnsafePoint
         let t = try ctx.use(trainer, SFTObject.self, "trainer").trainer
         let out = try optionalOutput(outMetrics, "out_metrics")
         let items = try readCompletionBatch(batch)
-        try checkSFTMemory(t, items)
         let r = try t.step(examples(items))
         out?.pointee = sftMetricsStruct(r.metrics, stepped: r.optimizerStepped, globalStep: t.globalStep)
     }
@@ -87,7 +80,6 @@ public func dpo_sft_trainer_evaluate(_ trainer: OpaquePointer?, _ batch: UnsafeP
         let t = try ctx.use(trainer, SFTObject.self, "trainer").trainer
         let out = try outputStruct(outMetrics, "out_metrics")
         let items = try readCompletionBatch(batch)
-        try checkSFTMemory(t, items)
         out.pointee = sftMetricsStruct(try t.evaluate(examples(items)), stepped: false, globalStep: t.globalStep)
     }
 }
@@ -99,7 +91,6 @@ public func dpo_sft_trainer_accumulate(_ trainer: OpaquePointer?, _ batch: Unsaf
         let t = try ctx.use(trainer, SFTObject.self, "trainer").trainer
         let out = try optionalOutput(outMetrics, "out_metrics")
         let items = try readCompletionBatch(batch)
-        try checkSFTMemory(t, items)
         let m = try t.accumulate(examples(items))
         out?.pointee = sftMetricsStruct(m, stepped: false, globalStep: t.globalStep)
     }

@@ -4,18 +4,6 @@ import DPO
 // DPO trainer handles: create, step, evaluate, reference log-probs, the distributed grain,
 // checkpoints, free.
 
-/// Refuses batches whose activations cannot fit (sequence lengths after truncation).
-func checkBatchMemory(_ t: DPOTrainer, _ pairs: [PreferencePair]) throws {
-    let cap = t.config.maxLength ?? Int.max
-    var lengths: [Int] = [], rows = 0
-    for p in pairs {
-        lengths.append(min(p.promptIds.count + p.chosenIds.count, cap))
-        lengths.append(min(p.promptIds.count + p.rejectedIds.count, cap))
-        rows += p.chosenIds.count + p.rejectedIds.count
-    }
-    try MemoryBudget.checkForward(t.policy.config, lengths: lengths, headRows: rows, training: true, "this batch")
-}
-
 /// Optimizer state (gradients, two AdamW moments, an accumulation backup) and a snapshot
 /// reference must fit next to the weights.
 func checkTrainerMemory(_ config: LlamaConfig, copies: Double) throws {
@@ -90,7 +78,6 @@ public func dpo_trainer_step(_ trainer: OpaquePointer?, _ batch: UnsafePointer<d
         let t = try ctx.use(trainer, TrainerObject.self, "trainer").trainer
         let out = try optionalOutput(outMetrics, "out_metrics")
         let pairs = try readPreferenceBatch(batch)
-        try checkBatchMemory(t, pairs)
         let r = try t.step(pairs)
         out?.pointee = metricsStruct(r.metrics, stepped: r.optimizerStepped, globalStep: r.globalStep)
     }
@@ -103,7 +90,6 @@ public func dpo_trainer_evaluate(_ trainer: OpaquePointer?, _ batch: UnsafePoint
         let t = try ctx.use(trainer, TrainerObject.self, "trainer").trainer
         let out = try outputStruct(outMetrics, "out_metrics")
         let pairs = try readPreferenceBatch(batch)
-        try checkBatchMemory(t, pairs)
         out.pointee = metricsStruct(try t.evaluate(pairs), stepped: false, globalStep: t.globalStep)
     }
 }
@@ -120,7 +106,6 @@ public func dpo_trainer_precompute_ref_logps(_ trainer: OpaquePointer?, _ batch:
             throw APIError.tooSmall("capacity = \(capacity) is smaller than the batch's \(pairs.count) pairs")
         }
         let chosen = try required(outChosen, "out_chosen"), rejected = try required(outRejected, "out_rejected")
-        try checkBatchMemory(t, pairs)
         for (i, r) in try t.precomputeReferenceLogProbs(pairs).enumerated() {
             chosen[i] = r.chosen
             rejected[i] = r.rejected
@@ -135,7 +120,6 @@ public func dpo_trainer_accumulate(_ trainer: OpaquePointer?, _ batch: UnsafePoi
         let t = try ctx.use(trainer, TrainerObject.self, "trainer").trainer
         let out = try optionalOutput(outMetrics, "out_metrics")
         let pairs = try readPreferenceBatch(batch)
-        try checkBatchMemory(t, pairs)
         let m = try t.accumulate(pairs)
         out?.pointee = metricsStruct(m, stepped: false, globalStep: t.globalStep)
     }
@@ -146,7 +130,7 @@ public func dpo_trainer_accumulate(_ trainer: OpaquePointer?, _ batch: UnsafePoi
 func gradientBuffer(_ model: LlamaModel, _ outData: UnsafeMutablePointer<UnsafeMutablePointer<Float>?>?,
                     _ outCount: UnsafeMutablePointer<Int64>?) throws {
     let data = try required(outData, "out_data"), count = try required(outCount, "out_count")
-    if model.gradients == nil { model.zeroGradients() }
+    if model.gradients == nil { try model.zeroGradients() }
     guard let g = model.gradients else { throw APIError.internal("the gradient buffer could not be allocated") }
     data.pointee = g.pointer
     count.pointee = Int64(g.count)

@@ -14,7 +14,7 @@ final class GradientCheckTests: XCTestCase {
         var rng = Xoshiro256(seed: 11)
         let weights = (0..<head.count).map { _ in Float(rng.nextUniform() * 2 - 1) }
         _ = try model.forward(packed, head: head, keepActivations: true)
-        model.zeroGradients()
+        try model.zeroGradients()
         try model.backward(dlogp: weights)
         let grads = model.gradients!.array
 
@@ -81,7 +81,7 @@ final class GradientCheckTests: XCTestCase {
         let (packed, head) = TestModels.batch(vocab: 24)
         let w = [Float](repeating: 0.5, count: head.count)
         _ = try model.forward(packed, head: head, keepActivations: true)
-        model.zeroGradients()
+        try model.zeroGradients()
         try model.backward(dlogp: w)
         let once = model.gradients!.array
         _ = try model.forward(packed, head: head, keepActivations: true)

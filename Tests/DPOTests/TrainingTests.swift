@@ -221,7 +221,7 @@ final class TrainingTests: XCTestCase {
         _ = try t.policy.forward(batch.packed, head: batch.head, keepActivations: true)
         try t.policy.backward(dlogp: dlogp)
         let expected = t.policy.gradients!.array
-        t.policy.zeroGradients()
+        try t.policy.zeroGradients()
         _ = try t.policy.forward(batch.packed, head: batch.head, keepActivations: true)
         _ = try t.reference!.forward(other.packed, head: other.head, keepActivations: false, workspaceOf: t.policy)
         XCTAssertNotNil(t.reference!.workspace)

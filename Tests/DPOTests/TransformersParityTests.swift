@@ -46,7 +46,7 @@ final class TransformersParityTests: XCTestCase {
         }
         XCTAssertEqual(out.argmaxHit, try f.expected.floats("argmax_hit"))
 
-        f.model.zeroGradients()
+        try f.model.zeroGradients()
         try f.model.backward(dlogp: f.weights)
         var largest: Float = 0
         for spec in f.model.layout.tensors {

@@ -19,24 +19,35 @@ extension LlamaModel {
         do { config = try LlamaConfig(json: json) } catch DPOError.format(let m) {
             throw DPOError.format("\(configPath): \(m)")
         }
-        let model = try LlamaModel(config: config)
-        model.extraConfig = json.object ?? JSONObject()
-
+        // Check the weights file against the config before allocating anything the config sizes:
+        // a small folder whose config.json describes a large model is refused, not allocated.
+        try config.validate()
         let checkpoint = try SafetensorsCheckpoint.open(directory: directory)
-        for spec in model.layout.tensors {
+        // The tensor list the config implies is built only when the file could hold it (give or
+        // take a few tensors, which the loop below then names).
+        let expected = ParameterLayout.tensorCount(config)
+        guard expected <= checkpoint.tensorNames.count + 1024 else {
+            throw DPOError.format("the config in '\(directory)' implies \(expected) tensors, its checkpoint has \(checkpoint.tensorNames.count)")
+        }
+        let layout = ParameterLayout(config: config)
+        for spec in layout.tensors {
             guard let info = checkpoint.info(spec.name) else {
                 throw DPOError.format("tensor '\(spec.name)' is missing from the checkpoint in '\(directory)'")
             }
             guard info.shape == spec.shape else {
                 throw DPOError.format("tensor '\(spec.name)' in '\(directory)' has shape \(info.shape), the config implies \(spec.shape)")
             }
-            try checkpoint.readFloats(spec.name, into: model.parameter(spec.name)!)
         }
-        for name in checkpoint.tensorNames where model.layout.tensor(named: name) == nil {
+        for name in checkpoint.tensorNames where layout.tensor(named: name) == nil {
             if name.hasSuffix("rotary_emb.inv_freq") || (config.tieWordEmbeddings && name == "lm_head.weight") {
                 continue
             }
             throw DPOError.format("tensor '\(name)' in '\(directory)' is not part of the model the config describes")
+        }
+        let model = try LlamaModel(config: config)
+        model.extraConfig = json.object ?? JSONObject()
+        for spec in model.layout.tensors {
+            try checkpoint.readFloats(spec.name, into: model.parameter(spec.name)!)
         }
         return model
     }

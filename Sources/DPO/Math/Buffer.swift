@@ -1,17 +1,45 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A zero-initialised, fixed-size `Float` allocation owned by one object (llm.c style flat buffers).
 /// Hot loops take `pointer` into a local and index it directly.
 public final class FloatBuffer {
     public let count: Int
     public let pointer: UnsafeMutablePointer<Float>
 
-    /// Allocates `count` zeroed floats. `count` must already be validated by the caller (>= 0).
-    public init(count: Int) {
-        self.count = count
-        pointer = UnsafeMutablePointer<Float>.allocate(capacity: max(count, 1))
-        pointer.initialize(repeating: 0, count: max(count, 1))
+    /// Allocates `count` zeroed floats, or throws `DPOError.outOfMemory` naming `what` when they
+    /// do not fit (`MemoryLimit`) or the system refuses them: never a trap. Large buffers (model
+    /// weights, gradients, optimizer moments, activations) are allocated this way.
+    public convenience init(checkedCount count: Int, for what: String) throws {
+        guard count >= 0 else { throw DPOError.internal("FloatBuffer: negative size \(count) for \(what)") }
+        try MemoryLimit.check(Double(count) * 4, what)
+        guard let raw = FloatBuffer.zeroedFloats(count) else {
+            throw DPOError.outOfMemory("\(what): the system refused \(MemoryLimit.text(Double(count) * 4))")
+        }
+        self.init(count: count, pointer: raw)
     }
 
-    deinit { pointer.deallocate() }
+    /// Allocates `count` zeroed floats for small internal buffers whose size the caller has
+    /// already bounded; a refused allocation here is a bug and traps.
+    public convenience init(count: Int) {
+        guard count >= 0, let raw = FloatBuffer.zeroedFloats(count) else {
+            preconditionFailure("FloatBuffer: cannot allocate \(count) floats (internal: sizes must be checked before)")
+        }
+        self.init(count: count, pointer: raw)
+    }
+
+    private init(count: Int, pointer: UnsafeMutablePointer<Float>) {
+        self.count = count
+        self.pointer = pointer
+    }
+
+    /// calloc: zeroed pages straight from the kernel, and nil (not a trap) when refused.
+    private static func zeroedFloats(_ count: Int) -> UnsafeMutablePointer<Float>? {
+        calloc(max(count, 1), MemoryLayout<Float>.stride)?.bindMemory(to: Float.self, capacity: max(count, 1))
+    }
+
+    deinit { free(pointer) }
 
     public var buffer: UnsafeMutableBufferPointer<Float> {
         UnsafeMutableBufferPointer(start: pointer, count: count)

@@ -13,14 +13,14 @@ extension LlamaModel {
             throw DPOError.numeric("backward: d loss / d logp[\(bad)] is \(dlogp[bad])")
         }
         pending = nil
-        if gradients == nil { zeroGradients() }
+        if gradients == nil { try zeroGradients() }
         let g = gradients!.pointer
         let c = config, lay = layout, a = attentionShape
         let packed = pend.packed, head = pend.head
         let T = packed.count, R = head.count, H = c.hiddenSize, I = c.intermediateSize
         let eps = Float(c.rmsNormEps)
         let p = UnsafePointer(parameters.pointer)
-        let b = w.backwardBuffers(config: c)
+        let b = try w.backwardBuffers()
         let dRes = b.dResidual.pointer, dMid = b.dMid.pointer, dxn = b.dNormed.pointer
         let xn = w.normed.pointer
 

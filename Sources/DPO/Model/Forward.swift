@@ -21,7 +21,7 @@ extension LlamaModel {
         let scratchCount = attentionScratchCount(packed.segments)
         let borrow = host !== self && !keepActivations && host.pending == nil
             && Workspace.sameShapes(host.config, c)
-        let w = (borrow ? host : self).workspaceFor(tokens: T, headRows: R, scratch: scratchCount,
+        let w = try (borrow ? host : self).workspaceFor(tokens: T, headRows: R, scratch: scratchCount,
                                                     keep: keepActivations)
         let p = UnsafePointer(parameters.pointer)
 

@@ -1,12 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-
-/// Physical memory of the machine in bytes.
-func physicalMemoryBytes() -> Double {
-    Double(sysconf(Int32(_SC_PHYS_PAGES))) * Double(sysconf(Int32(_SC_PAGESIZE)))
-}
-
 /// A Llama-family decoder: config, one flat fp32 parameter buffer with named views, and (once a
 /// backward has run) a gradient buffer of the same layout.
 ///
@@ -34,13 +25,13 @@ public final class LlamaModel {
     /// A model with zeroed parameters (callers fill them: `randomlyInitialized` or a loader).
     public init(config: LlamaConfig) throws {
         try config.validate()
+        // Before the layout (whose tensor list, about 256 bytes a tensor, grows with the layer
+        // count) and the buffer.
+        try MemoryLimit.check(ParameterLayout.parameterCount(config) * 4 + Double(ParameterLayout.tensorCount(config)) * 256,
+                              "the parameters of this model")
         self.config = config
         layout = ParameterLayout(config: config)
-        let bytes = Double(layout.count) * 4, physical = physicalMemoryBytes()
-        if bytes > physical {
-            throw DPOError.outOfMemory("the model needs \(Int(bytes / 1048576)) MiB for its parameters alone; this machine has \(Int(physical / 1048576)) MiB")
-        }
-        parameters = FloatBuffer(count: layout.count)
+        parameters = try FloatBuffer(checkedCount: layout.count, for: "the parameters of this model")
         invFreq = ropeInverseFrequencies(headDim: config.resolvedHeadDim, theta: config.ropeTheta,
                                          scaling: config.ropeScaling)
     }
@@ -78,9 +69,10 @@ public final class LlamaModel {
         return UnsafeMutableBufferPointer(start: g.pointer + s.offset, count: s.count)
     }
 
-    /// Allocates the gradient buffer if needed and sets it to zero.
-    public func zeroGradients() {
-        if let g = gradients { g.zero() } else { gradients = FloatBuffer(count: layout.count) }
+    /// Allocates the gradient buffer if needed (`DPOError.outOfMemory` when it does not fit) and
+    /// sets it to zero.
+    public func zeroGradients() throws {
+        if let g = gradients { g.zero() } else { gradients = try FloatBuffer(checkedCount: layout.count, for: "the gradients of this model") }
     }
 
     var attentionShape: AttentionShape {
@@ -88,7 +80,7 @@ public final class LlamaModel {
                        headDim: config.resolvedHeadDim)
     }
 
-    func workspaceFor(tokens: Int, headRows: Int, scratch: Int, keep: Bool) -> Workspace {
+    func workspaceFor(tokens: Int, headRows: Int, scratch: Int, keep: Bool) throws -> Workspace {
         if let w = workspace, w.fits(tokens: tokens, headRows: headRows, scratchCount: scratch, keep: keep) {
             return w
         }
@@ -97,8 +89,9 @@ public final class LlamaModel {
         let old = (tokens: workspace?.tokens ?? 0, headRows: workspace?.headRows ?? 0,
                    scratch: workspace?.scratchCount ?? 0, keep: workspace?.keep ?? false)
         workspace = nil
-        let w = Workspace(config: config, tokens: max(tokens, old.tokens), headRows: max(headRows, old.headRows),
-                          scratchCount: max(scratch, old.scratch), keep: keep || old.keep)
+        let sizes = WorkspaceSizes(config: config, tokens: max(tokens, old.tokens), headRows: max(headRows, old.headRows),
+                                   scratchCount: max(scratch, old.scratch), keep: keep || old.keep)
+        let w = try Workspace(config: config, sizes: sizes)
         workspace = w
         return w
     }

@@ -68,6 +68,28 @@ public struct ParameterLayout: Sendable {
         self.index = index
     }
 
+    /// The parameter count a layout of `c` has (the sum `init` computes), in Double so that it can
+    /// be checked against memory before any tensor list or buffer is built.
+    public static func parameterCount(_ c: LlamaConfig) -> Double {
+        let h = Double(c.hiddenSize), hd = Double(c.resolvedHeadDim), i = Double(c.intermediateSize)
+        let q = Double(c.numAttentionHeads) * hd, kv = Double(c.numKeyValueHeads) * hd
+        var layer = 2 * h + q * h + 2 * kv * h + h * q + 3 * i * h
+        if c.qkvBias { layer += q + 2 * kv }
+        if c.outputProjectionBias { layer += h }
+        if c.mlpBias { layer += 2 * i + h }
+        let embed = Double(c.vocabSize) * h
+        return embed * (c.tieWordEmbeddings ? 1 : 2) + Double(c.numHiddenLayers) * layer + h
+    }
+
+    /// The number of tensors a layout of `c` has (`tensors.count`), without building it.
+    public static func tensorCount(_ c: LlamaConfig) -> Int {
+        var perLayer = 9
+        if c.qkvBias { perLayer += 3 }
+        if c.outputProjectionBias { perLayer += 1 }
+        if c.mlpBias { perLayer += 3 }
+        return 2 + (c.tieWordEmbeddings ? 0 : 1) + c.numHiddenLayers * perLayer
+    }
+
     public func tensor(named name: String) -> TensorSpec? {
         index[name].map { tensors[$0] }
     }

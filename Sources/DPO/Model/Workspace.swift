@@ -29,30 +29,32 @@ final class Workspace {
     /// gradients. Sized for the backward only when the workspace keeps activations.
     let phase: FloatBuffer
     var hidden: UnsafeMutablePointer<Float> { phase.pointer }
-    // Backward temporaries, allocated on first use.
-    private(set) var grad: BackwardBuffers?
+    /// Backward temporaries, allocated with the workspace when it keeps activations.
+    private let grad: BackwardBuffers?
 
-    init(config c: LlamaConfig, tokens: Int, headRows: Int, scratchCount: Int, keep: Bool) {
-        self.tokens = tokens; self.headRows = headRows; self.scratchCount = scratchCount; self.keep = keep
-        let h = c.hiddenSize, hd = c.resolvedHeadDim, inter = c.intermediateSize
-        let qW = c.numAttentionHeads * hd, kvW = c.numKeyValueHeads * hd
-        layerSlots = keep ? c.numHiddenLayers : 1
-        func slots(_ n: Int, _ width: Int) -> [FloatBuffer] { (0..<n).map { _ in FloatBuffer(count: tokens * width) } }
-        residual = slots(keep ? c.numHiddenLayers + 1 : 2, h)
-        mid = slots(layerSlots, h)
-        rstd1 = slots(layerSlots, 1); rstd2 = slots(layerSlots, 1)
-        lse = slots(layerSlots, c.numAttentionHeads)
-        q = FloatBuffer(count: tokens * qW); attn = FloatBuffer(count: tokens * qW)
-        k = FloatBuffer(count: tokens * kvW); v = FloatBuffer(count: tokens * kvW)
-        gate = slots(layerSlots, inter); up = slots(layerSlots, inter)
-        headX = FloatBuffer(count: headRows * h); headRstd = FloatBuffer(count: headRows)
-        normed = FloatBuffer(count: tokens * h)
-        phase = FloatBuffer(count: keep ? BackwardBuffers.phaseFloats(config: c, tokens: tokens, headRows: headRows)
-                                        : tokens * inter)
-        ropeCos = FloatBuffer(count: tokens * hd / 2); ropeSin = FloatBuffer(count: tokens * hd / 2)
-        scratchWorkers = Threads.count
-        self.scratch = FloatBuffer(count: 2 * scratchCount * scratchWorkers)
-        logits = FloatBuffer(count: min(headRows, headChunkRows(vocab: c.vocabSize)) * c.vocabSize)
+    /// Allocates the buffers `sizes` describes, after checking they fit (`MemoryLimit`): a
+    /// workspace too large for this process is `DPOError.outOfMemory`, never a trap.
+    init(config c: LlamaConfig, sizes: WorkspaceSizes) throws {
+        try MemoryLimit.check(sizes.totalFloats * 4, "the activations of \(sizes.tokens) tokens (\(sizes.headRows) head rows)")
+        tokens = sizes.tokens; headRows = sizes.headRows; scratchCount = sizes.scratchCount; keep = sizes.keep
+        layerSlots = sizes.layerSlots
+        scratchWorkers = sizes.scratchWorkers
+        let f = sizes.floats  // every count below is bounded by the check above
+        func slots(_ n: Int, _ count: Double) -> [FloatBuffer] { (0..<n).map { _ in FloatBuffer(count: Int(count)) } }
+        residual = slots(sizes.residualSlots, f.residual)
+        mid = slots(layerSlots, f.residual)
+        rstd1 = slots(layerSlots, f.rstd); rstd2 = slots(layerSlots, f.rstd)
+        lse = slots(layerSlots, f.lse)
+        q = FloatBuffer(count: Int(f.q)); attn = FloatBuffer(count: Int(f.q))
+        k = FloatBuffer(count: Int(f.kv)); v = FloatBuffer(count: Int(f.kv))
+        gate = slots(layerSlots, f.intermediate); up = slots(layerSlots, f.intermediate)
+        headX = FloatBuffer(count: Int(f.headX)); headRstd = FloatBuffer(count: Int(f.headRstd))
+        normed = FloatBuffer(count: Int(f.residual))
+        phase = FloatBuffer(count: Int(f.phase))
+        ropeCos = FloatBuffer(count: Int(f.rope)); ropeSin = FloatBuffer(count: Int(f.rope))
+        scratch = FloatBuffer(count: Int(f.scratch))
+        logits = FloatBuffer(count: Int(f.logits))
+        grad = keep ? BackwardBuffers(config: c, tokens: tokens, headRows: headRows, phase: phase) : nil
     }
 
     /// Whether models of these configs size their workspaces alike (and can share one).
@@ -72,11 +74,55 @@ final class Workspace {
     /// Residual slot of layer l's input (l) or output (l + 1).
     @inline(__always) func residualSlot(_ l: Int) -> Int { keep ? l : l % 2 }
 
-    func backwardBuffers(config c: LlamaConfig) -> BackwardBuffers {
-        if let grad { return grad }
-        let b = BackwardBuffers(config: c, tokens: tokens, headRows: headRows, phase: phase)
-        grad = b
-        return b
+    /// The backward's temporaries (a workspace that keeps activations has them).
+    func backwardBuffers() throws -> BackwardBuffers {
+        guard let grad else { throw DPOError.internal("backward on a workspace that keeps no activations") }
+        return grad
+    }
+}
+
+/// The floats of every buffer of a workspace: the one place its memory is computed, read by the
+/// allocation (`Workspace.init`) and by the memory check before it. Counts are Doubles so that no
+/// product of caller-given sizes can overflow before the check.
+struct WorkspaceSizes {
+    let tokens: Int, headRows: Int, scratchCount: Int, keep: Bool, scratchWorkers: Int
+    let layerSlots: Int, residualSlots: Int
+    /// Floats of one buffer of each kind.
+    struct Floats {
+        var residual = 0.0, rstd = 0.0, lse = 0.0, intermediate = 0.0, q = 0.0, kv = 0.0
+        var headX = 0.0, headRstd = 0.0, phase = 0.0, rope = 0.0, scratch = 0.0, logits = 0.0
+        var backward = 0.0  // BackwardBuffers' dResidual, dMid, dNormed
+    }
+    let floats: Floats
+
+    init(config c: LlamaConfig, tokens: Int, headRows: Int, scratchCount: Int, keep: Bool,
+         scratchWorkers: Int = Threads.count) {
+        self.tokens = tokens; self.headRows = headRows; self.scratchCount = scratchCount; self.keep = keep
+        self.scratchWorkers = scratchWorkers
+        layerSlots = keep ? c.numHiddenLayers : 1
+        residualSlots = keep ? c.numHiddenLayers + 1 : 2
+        let t = Double(tokens), r = Double(headRows), h = Double(c.hiddenSize), hd = Double(c.resolvedHeadDim)
+        let inter = Double(c.intermediateSize)
+        let qW = Double(c.numAttentionHeads) * hd, kvW = Double(c.numKeyValueHeads) * hd
+        var f = Floats()
+        f.residual = t * h; f.rstd = t; f.lse = t * Double(c.numAttentionHeads); f.intermediate = t * inter
+        f.q = t * qW; f.kv = t * kvW
+        f.headX = r * h; f.headRstd = r
+        // The backward's largest phase (see BackwardBuffers), or the forward's gated product.
+        f.phase = keep ? max(2 * r * h, t * 2 * inter, t * (2 * qW + 2 * kvW)) : t * inter
+        f.rope = t * hd / 2
+        f.scratch = 2 * Double(scratchCount) * Double(scratchWorkers)
+        f.logits = min(r, Double(headChunkRows(vocab: c.vocabSize))) * Double(c.vocabSize)
+        f.backward = keep ? 3 * t * h : 0
+        floats = f
+    }
+
+    /// All floats of the workspace, backward temporaries included.
+    var totalFloats: Double {
+        let f = floats, slots = Double(layerSlots)
+        return Double(residualSlots) * f.residual + slots * (f.residual + 2 * f.rstd + f.lse + 2 * f.intermediate)
+            + 2 * f.q + 2 * f.kv + f.headX + f.headRstd + f.residual + f.phase + 2 * f.rope + f.scratch
+            + f.logits + f.backward
     }
 }
 
@@ -93,18 +139,9 @@ final class BackwardBuffers {
     let dAttn: UnsafeMutablePointer<Float>, dq: UnsafeMutablePointer<Float>
     let dk: UnsafeMutablePointer<Float>, dv: UnsafeMutablePointer<Float>
 
-    /// Floats of the largest phase.
-    static func phaseFloats(config c: LlamaConfig, tokens: Int, headRows: Int) -> Int {
-        let hd = c.resolvedHeadDim
-        let qW = c.numAttentionHeads * hd, kvW = c.numKeyValueHeads * hd
-        return max(2 * headRows * c.hiddenSize, tokens * 2 * c.intermediateSize, tokens * (2 * qW + 2 * kvW))
-    }
-
     init(config c: LlamaConfig, tokens: Int, headRows: Int, phase: FloatBuffer) {
         let h = c.hiddenSize, hd = c.resolvedHeadDim, inter = c.intermediateSize
         let qW = c.numAttentionHeads * hd, kvW = c.numKeyValueHeads * hd
-        precondition(phase.count >= BackwardBuffers.phaseFloats(config: c, tokens: tokens, headRows: headRows),
-                     "BackwardBuffers: phase buffer too small (internal)")
         dResidual = FloatBuffer(count: tokens * h); dMid = FloatBuffer(count: tokens * h)
         dNormed = FloatBuffer(count: tokens * h)
         let base = phase.pointer  // owned by the workspace, which also owns these buffers

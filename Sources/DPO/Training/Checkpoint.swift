@@ -64,7 +64,7 @@ extension OptimizationState {
         model.parameters.copy(from: loaded.parameters)
         _ = m.withUnsafeBufferPointer { adam.m.buffer.update(fromContentsOf: $0) }
         _ = v.withUnsafeBufferPointer { adam.v.buffer.update(fromContentsOf: $0) }
-        model.zeroGradients()
+        try model.zeroGradients()
         if let grads { _ = grads.withUnsafeBufferPointer { model.gradients!.buffer.update(fromContentsOf: $0) } }
         model.releaseWorkspace()
     }

@@ -30,7 +30,7 @@ final class OptimizationState {
     /// gradient is not finite, the buffer is put back as it was and a numeric error is thrown.
     func guardedBackward(_ dlogp: [Float]) throws {
         if pendingMicroBatches == 0 {
-            model.zeroGradients()
+            try model.zeroGradients()
         } else {
             let g = model.gradients!
             if backup == nil { backup = FloatBuffer(count: g.count) }
