@@ -51,10 +51,30 @@ func tokens(_ o: JSONObject, _ name: String, line: Int, path: String, vocabSize:
     throw CLIError("\(path):\(line): missing '\(name)' or '\(name)_ids'")
 }
 
+/// The rows of a data file with the line each came from.
+struct DataFile<Row> {
+    let path: String
+    let rows: [Row]
+    let lines: [Int]
+
+    /// Runs `check` (a trainer's `check`) on every row before training starts, so a bad row stops
+    /// the run before its first step with the file line that holds it.
+    func check(_ check: (Row) throws -> Void) throws {
+        for (row, line) in zip(rows, lines) {
+            do { try check(row) } catch let e as DPOError {
+                var message = Substring(e.message)
+                for prefix in ["pair 0: ", "example 0: "] where message.hasPrefix(prefix) { message = message.dropFirst(prefix.count) }
+                throw CLIError("\(path):\(line): \(message)")
+            }
+        }
+    }
+}
+
 /// Preference pairs: {prompt, chosen, rejected} as text or *_ids. Text prompts get a BOS token
 /// and text completions an EOS token, as TRL's text path appends EOS.
-func loadPreferencePairs(_ path: String, vocabSize: Int) throws -> [PreferencePair] {
-    try readJSONL(path).map { line, o in
+func loadPreferencePairs(_ path: String, vocabSize: Int) throws -> DataFile<PreferencePair> {
+    let objects = try readJSONL(path)
+    let rows = try objects.map { line, o in
         let text = o["prompt_ids"] == nil
         var p = PreferencePair(promptIds: try tokens(o, "prompt", line: line, path: path, vocabSize: vocabSize),
                                chosenIds: try tokens(o, "chosen", line: line, path: path, vocabSize: vocabSize),
@@ -65,11 +85,13 @@ func loadPreferencePairs(_ path: String, vocabSize: Int) throws -> [PreferencePa
         if p.chosenIds.isEmpty || p.rejectedIds.isEmpty { throw CLIError("\(path):\(line): empty completion") }
         return p
     }
+    return DataFile(path: path, rows: rows, lines: objects.map(\.line))
 }
 
 /// SFT examples: {prompt, completion} as text or *_ids.
-func loadSFTExamples(_ path: String, vocabSize: Int) throws -> [SFTExample] {
-    try readJSONL(path).map { line, o in
+func loadSFTExamples(_ path: String, vocabSize: Int) throws -> DataFile<SFTExample> {
+    let objects = try readJSONL(path)
+    let rows = try objects.map { line, o in
         var e = SFTExample(promptIds: try tokens(o, "prompt", line: line, path: path, vocabSize: vocabSize),
                            completionIds: try tokens(o, "completion", line: line, path: path, vocabSize: vocabSize))
         if o["prompt_ids"] == nil { e.promptIds.insert(ByteTokenizer.bos, at: 0) }
@@ -77,6 +99,7 @@ func loadSFTExamples(_ path: String, vocabSize: Int) throws -> [SFTExample] {
         if e.completionIds.isEmpty { throw CLIError("\(path):\(line): empty completion") }
         return e
     }
+    return DataFile(path: path, rows: rows, lines: objects.map(\.line))
 }
 
 /// A model from an HF directory or a fresh one from a config.json (random init from `seed`).

@@ -16,12 +16,15 @@ struct SFT: ParsableCommand {
     func run() throws {
         if let t = training.threads { Threads.setCount(t) }
         let model = try loadOrCreateModel(model: source.model, config: source.config, seed: UInt64(training.seed))
-        let train = try loadSFTExamples(data, vocabSize: model.config.vocabSize)
-        let eval = try evalData.map { try loadSFTExamples($0, vocabSize: model.config.vocabSize) }
+        let trainFile = try loadSFTExamples(data, vocabSize: model.config.vocabSize)
+        let evalFile = try evalData.map { try loadSFTExamples($0, vocabSize: model.config.vocabSize) }
+        let train = trainFile.rows, eval = evalFile?.rows
         var c = SFTConfig()
         c.maxLength = maxLength == 0 ? nil : maxLength
         try training.apply(to: &c.optimizer, examples: train.count)
         let trainer = try SFTTrainer(model: model, config: c)
+        try trainFile.check(trainer.check)
+        try evalFile?.check(trainer.check)
         var opts = training.runOptions(title: "sft", maxSteps: c.optimizer.maxSteps, evalData: eval != nil)
         opts.plotMetrics = ["loss", "mean_token_accuracy"]
         opts.logMetrics = ["mean_token_accuracy"]
@@ -51,13 +54,16 @@ struct Train: ParsableCommand {
         if let t = training.threads { Threads.setCount(t) }
         let policy = try loadOrCreateModel(model: source.model, config: source.config, seed: UInt64(training.seed))
         let ref = try reference.map { try LlamaModel.load(directory: $0) }
-        var train = try loadPreferencePairs(data, vocabSize: policy.config.vocabSize)
-        var eval = try evalData.map { try loadPreferencePairs($0, vocabSize: policy.config.vocabSize) }
+        let trainFile = try loadPreferencePairs(data, vocabSize: policy.config.vocabSize)
+        let evalFile = try evalData.map { try loadPreferencePairs($0, vocabSize: policy.config.vocabSize) }
+        var train = trainFile.rows, eval = evalFile?.rows
         var c = DPOConfig()
         try dpo.apply(to: &c)
         try training.apply(to: &c.optimizer, examples: train.count)
         try c.validate()
         var trainer = try DPOTrainer(policy: policy, reference: ref, config: c)
+        try trainFile.check(trainer.check)
+        try evalFile?.check(trainer.check)
         if c.precomputeRefLogProbs {
             // Reference log-probs once up front (with the reference, or the initial policy), then
             // a trainer that holds no reference model.
@@ -103,12 +109,14 @@ struct Eval: ParsableCommand {
         if batchSize < 1 { throw ValidationError("--batch-size must be >= 1") }
         let policy = try LlamaModel.load(directory: model)
         let ref = try reference.map { try LlamaModel.load(directory: $0) }
-        let pairs = try loadPreferencePairs(data, vocabSize: policy.config.vocabSize)
+        let file = try loadPreferencePairs(data, vocabSize: policy.config.vocabSize)
+        let pairs = file.rows
         var c = DPOConfig()
         try dpo.apply(to: &c)
         c.precomputeRefLogProbs = false
         try c.validate()
         let trainer = try DPOTrainer(policy: policy, reference: ref, config: c)
+        try file.check(trainer.check)
         let run = TrainingRun(trainer: trainer, train: [], eval: pairs, options: RunOptions(output: "", title: "eval", batchSize: batchSize))
         let m = try run.evaluate() ?? [:]
         if json {

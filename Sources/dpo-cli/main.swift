@@ -6,6 +6,7 @@ struct DPOCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dpo",
         abstract: "Direct Preference Optimization on the CPU.",
+        version: "dpo \(swiftDPOVersion)",
         subcommands: [Demo.self, SFT.self, Train.self, Eval.self, Generate.self, Bench.self])
 }
 

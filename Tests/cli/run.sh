@@ -111,5 +111,30 @@ expect_error "config.json that is not JSON" "config.json" -- "$DPO" sft --config
 expect_error "generate without prompts" "give --prompt" -- "$DPO" generate --model "$SFT_MODEL"
 expect_error "unknown subcommand" "Unexpected argument\|unknown\|Error" -- "$DPO" fly
 
+# 8. Limits: the command line gets the engine's validation and memory checks (one path for all
+#    doors), under an address-space limit too: refusals, never "Fatal error: failed to allocate".
+if out=$("$DPO" --version 2>&1) && echo "$out" | grep -q '^dpo [0-9]\+\.[0-9]\+\.[0-9]\+$'; then ok "dpo --version"
+else echo "     $out"; fail "dpo --version"; fi
+cat >"$tmp/late-bad.jsonl" <<'J'
+{"prompt": "The tea was", "chosen": " great.", "rejected": " awful."}
+{"prompt": "The cake was", "chosen": " great.", "rejected": " awful."}
+{"prompt": "The bread was", "chosen": " great.", "rejected": " awful."}
+{"prompt_ids": [], "chosen_ids": [5], "rejected_ids": [6]}
+J
+expect_error "a bad row is found before the first step, by its line" "late-bad.jsonl:4:" -- \
+    "$DPO" train --model "$SFT_MODEL" --data "$tmp/late-bad.jsonl" --max-steps 15 --per-device-train-batch-size 1 --output "$tmp/late"
+[ ! -e "$tmp/late/metrics.jsonl" ] && ok "no step ran before the bad row was reported" || fail "steps ran before the bad row was reported"
+printf '{"model_type": "llama", "vocab_size": 259, "hidden_size": 8, "intermediate_size": 8, "num_hidden_layers": 2147483648, "num_attention_heads": 2, "num_key_value_heads": 1}\n' >"$tmp/huge-layers.json"
+expect_error "2^31 layers: out of memory, no abort" "out of memory" -- \
+    bash -c 'ulimit -v 8000000; exec "$@"' _ "$DPO" train --config "$tmp/huge-layers.json" --data "$tmp/pairs.jsonl" --output "$tmp/huge"
+mkdir -p "$tmp/small-7b"
+printf '{"vocab_size":64,"num_attention_heads":4,"num_key_value_heads":2}' >"$tmp/small-7b/config.json"
+cp "$tmp/train/model/model.safetensors" "$tmp/small-7b/"
+expect_error "a small folder whose config defaults to 7B is refused before allocating" "the config implies \\[64, 4096\\]" -- \
+    bash -c 'ulimit -v 8000000; exec "$@"' _ "$DPO" train --model "$tmp/small-7b" --data "$tmp/pairs.jsonl" --output "$tmp/small"
+python3 -c 'import json; print(json.dumps({"prompt": "a" * 50_000_000, "chosen": " b", "rejected": " c"}))' >"$tmp/long.jsonl"
+expect_error "a 50 MB prompt with --max-length 0: out of memory, no abort" "out of memory" -- \
+    bash -c 'ulimit -v 8000000; exec "$@"' _ "$DPO" train --model "$SFT_MODEL" --data "$tmp/long.jsonl" --max-length 0 --max-steps 1 --output "$tmp/long"
+
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]
