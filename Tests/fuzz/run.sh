@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Builds and runs the loader fuzz target (Tests/fuzz/LoaderFuzz.swift) with libFuzzer and
+# AddressSanitizer: the engine's sources and the target compiled as one module.
+# Usage: Tests/fuzz/run.sh SECONDS [extra libFuzzer flags...]
+#   make fuzz        a long run (FUZZ_SECONDS, default 1800)
+#   make test-fuzz   the short run of `make test` (60 s)
+# The generated corpus goes to .build-fuzz/corpus (not committed); the seeds are Tests/fuzz/corpus.
+# Limits: inputs up to 64 KiB, no single allocation above 256 MiB (-malloc_limit_mb), resident
+# memory below 2 GiB (-rss_limit_mb), no input slower than 10 s (-timeout).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+SECONDS_TO_RUN=${1:-60}; shift || true
+SWIFTC=${SWIFTC:-swiftc}
+OUT=.build-fuzz
+mkdir -p "$OUT/corpus" "$OUT/artifacts"
+BIN="$OUT/loader-fuzz"
+SOURCES=$(find Sources/DPO -name '*.swift' | sort)
+if [ ! -x "$BIN" ] || [ -n "$(find Sources/DPO Tests/fuzz/LoaderFuzz.swift -newer "$BIN" -name '*.swift' | head -1)" ]; then
+    echo "== building $BIN (swiftc -sanitize=fuzzer,address)"
+    # shellcheck disable=SC2086
+    "$SWIFTC" -O -parse-as-library -module-name DPO -sanitize=fuzzer,address -swift-version 5 \
+        -I Sources/COpenBLAS $(pkg-config --cflags-only-I openblas | sed 's/-I/-Xcc -I/g') \
+        $(pkg-config --libs openblas) $SOURCES Tests/fuzz/LoaderFuzz.swift -o "$BIN"
+fi
+echo "== fuzzing the model-folder loader for $SECONDS_TO_RUN s"
+# One thread for OpenBLAS and the engine (the target sets it): the fuzzer is the parallelism.
+status=0
+OPENBLAS_NUM_THREADS=1 ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 \
+    "$BIN" "$OUT/corpus" Tests/fuzz/corpus -max_total_time="$SECONDS_TO_RUN" -max_len=65536 \
+    -malloc_limit_mb=256 -rss_limit_mb=2048 -timeout=10 -artifact_prefix="$OUT/artifacts/" \
+    -print_final_stats=1 "$@" >"$OUT/last-run.log" 2>&1 || status=$?
+grep -E '^#[0-9]+ +(INITED|DONE)|ERROR|SUMMARY' "$OUT/last-run.log" | head -20 || true
+if [ "$status" -ne 0 ]; then
+    tail -40 "$OUT/last-run.log" >&2
+    echo "fuzz: FAILED (exit $status): see $OUT/last-run.log and $OUT/artifacts/" >&2
+    exit 1
+fi
+grep -E 'stat::number_of_executed_units|stat::peak_rss_mb' "$OUT/last-run.log" | sed 's/^/  /'
+echo "fuzz: passed (no crash, hang, sanitizer report or oversized allocation)"
