@@ -212,9 +212,10 @@ dpo_status dpo_model_create_json(const char *config_json, uint64_t seed, dpo_mod
 /* Loads a Hugging Face model directory: config.json plus model.safetensors (or a sharded set
    with model.safetensors.index.json); F32, BF16 and F16 weights are kept as F32.
    On DPO_OK, *out_model is a new handle the caller frees with dpo_model_free().
+   Only regular files are read (a FIFO or a device is refused), config.json up to 16 MiB.
    Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (NULL pointer); DPO_ERR_IO (missing directory or
-   file, unreadable); DPO_ERR_FORMAT (config.json not JSON or with bad fields, corrupt or
-   mismatching safetensors); DPO_ERR_OUT_OF_MEMORY. */
+   file, unreadable, not a regular file, too large); DPO_ERR_FORMAT (config.json not JSON or with
+   bad fields, corrupt or mismatching safetensors); DPO_ERR_OUT_OF_MEMORY. */
 dpo_status dpo_model_load(const char *directory, dpo_model **out_model);
 
 /* Writes config.json and model.safetensors (F32) into directory (created if needed), each file

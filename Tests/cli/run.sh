@@ -111,5 +111,12 @@ expect_error "config.json that is not JSON" "config.json" -- "$DPO" sft --config
 expect_error "generate without prompts" "give --prompt" -- "$DPO" generate --model "$SFT_MODEL"
 expect_error "unknown subcommand" "Unexpected argument\|unknown\|Error" -- "$DPO" fly
 
+# --- 8. Hardening: only regular files are read. ---
+# --data that is not a regular file is refused at once (a device used to be read until memory ran
+# out, a FIFO blocked forever); `timeout` turns a regression into a failure instead of a hang.
+expect_error "--data /dev/urandom is refused" "not a regular file" -- timeout 5 "$DPO" train --model "$SFT_MODEL" --data /dev/urandom
+mkfifo "$tmp/fifo.jsonl"
+expect_error "--data FIFO is refused without blocking" "not a regular file" -- timeout 5 "$DPO" train --model "$SFT_MODEL" --data "$tmp/fifo.jsonl"
+
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]
