@@ -218,9 +218,14 @@ dpo_status dpo_model_create_json(const char *config_json, uint64_t seed, dpo_mod
    bad fields, corrupt or mismatching safetensors); DPO_ERR_OUT_OF_MEMORY. */
 dpo_status dpo_model_load(const char *directory, dpo_model **out_model);
 
-/* Writes config.json and model.safetensors (F32) into directory (created if needed), each file
-   atomically, loadable by dpo_model_load() and transformers.
-   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (NULL); DPO_ERR_IO. */
+/* Writes config.json and model.safetensors (F32) into directory (created if needed), loadable by
+   dpo_model_load() and transformers. All-or-nothing, even if the process is killed: a new
+   directory appears whole; in an existing one (other files in it are kept) both files are
+   replaced together or not at all (an interrupted save is completed or removed by the next
+   dpo_model_load() or dpo_model_save() of the directory). Saves into one parent directory are
+   serialised (a lock on it), so two saves to one path at once never mix. The path is used as the
+   bytes given (it need not be UTF-8).
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (NULL); DPO_ERR_IO (also: the path is a file). */
 dpo_status dpo_model_save(dpo_model *model, const char *directory);
 
 /* Releases the handle. A trainer created with this model keeps using the weights (they live

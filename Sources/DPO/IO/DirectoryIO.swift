@@ -1,4 +1,5 @@
-// Directory helpers: listing, recursive removal, and writing a directory by one rename.
+// Directory helpers: listing, recursive removal, the lock that serialises saves, and writing a
+// directory by one rename.
 
 import Glibc
 
@@ -31,6 +32,52 @@ func removeTree(_ path: String) {
         cleanupStep()
         unlink(name)
     }
+}
+
+/// An flock(2) on a directory. Every save that replaces something in a directory holds it
+/// exclusively for the whole save, and every load holds it shared while it reads, so that within
+/// one directory saves are serialised (two saves to one path cannot mix their files) and a load
+/// never sees a save half done. The kernel releases it when the process dies.
+final class DirectoryLock {
+    private var fd: Int32
+
+    /// Locks the directory `path` (which must exist), exclusively or shared, waiting for it.
+    init(_ path: String, exclusive: Bool) throws {
+        let name = try cPath(path)
+        fd = open(name, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw ioError("cannot open directory", path) }
+        do {
+            try lock(exclusive: exclusive, path)
+        } catch {
+            close(fd)
+            throw error
+        }
+    }
+
+    /// Changes a shared lock into an exclusive one (not atomically: another process may take the
+    /// lock in between, so callers look again at what they saw under the shared lock).
+    func upgrade(_ path: String) throws {
+        try lock(exclusive: true, path)
+    }
+
+    private func lock(exclusive: Bool, _ path: String) throws {
+        while flock(fd, exclusive ? LOCK_EX : LOCK_SH) != 0 {
+            switch errno {
+            case EINTR: continue
+            // File systems without flock (some network ones): go on unserialised.
+            case ENOLCK, EOPNOTSUPP, EINVAL: return
+            default: throw ioError("cannot lock directory", path)
+            }
+        }
+    }
+
+    /// Releases the lock (also done when the object goes away).
+    func release() {
+        if fd >= 0 { close(fd) }
+        fd = -1
+    }
+
+    deinit { release() }
 }
 
 /// Writes a whole directory atomically: `body` fills a temporary sibling directory, which then
