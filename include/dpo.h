@@ -457,14 +457,22 @@ dpo_status dpo_trainer_apply_optimizer(dpo_trainer *trainer, dpo_metrics *out_me
 dpo_status dpo_trainer_global_step(dpo_trainer *trainer, int64_t *out_step);
 
 /* Writes a checkpoint directory (policy, reference, optimizer moments, pending gradients, step
-   counters, RNG, config), replacing an existing one atomically. Resuming gives bit-identical
-   training. Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT; DPO_ERR_IO. */
+   counters, RNG, config, and a manifest.json with the size and CRC-32 of every file). Resuming
+   gives bit-identical training. All-or-nothing, even if the process is killed: the checkpoint is
+   written beside the path and renamed into place; the path then holds the old checkpoint or the
+   new one (an interrupted save is repaired by the next save or load of the path). Only an empty
+   directory or a swift-dpo checkpoint is replaced: anything else at the path is refused with
+   DPO_ERR_IO and left as it is. The path is used as the bytes given.
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT; DPO_ERR_IO. */
 dpo_status dpo_trainer_save_checkpoint(dpo_trainer *trainer, const char *directory);
 
 /* Restores a checkpoint written by dpo_trainer_save_checkpoint() into this trainer (created with
-   the same model config and reference kind). On failure the trainer is unchanged.
+   the same model config and reference kind). Everything is read and checked first (every file
+   against the manifest's size and CRC-32, every weight and optimizer value finite); on failure
+   the trainer is unchanged.
    Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (NULL; written by an SFT trainer; different model
-   config or reference kind); DPO_ERR_IO (missing directory or files); DPO_ERR_FORMAT (corrupt). */
+   config or reference kind); DPO_ERR_IO (missing directory or files); DPO_ERR_FORMAT (corrupt,
+   damaged, no manifest, NaN or infinite values). */
 dpo_status dpo_trainer_load_checkpoint(dpo_trainer *trainer, const char *directory);
 
 /* ------------------------------------------------------------------------------------------ */

@@ -1,5 +1,4 @@
-// Directory helpers: listing, recursive removal, the lock that serialises saves, and writing a
-// directory by one rename.
+// Directory helpers: listing, recursive removal, and the lock that serialises saves.
 
 import Glibc
 
@@ -78,34 +77,4 @@ final class DirectoryLock {
     }
 
     deinit { release() }
-}
-
-/// Writes a whole directory atomically: `body` fills a temporary sibling directory, which then
-/// replaces `path` by rename (an existing `path` is moved aside first and removed after). On
-/// failure the temporary directory is removed and `path` is left as it was.
-func writeDirectoryAtomically(_ path: String, _ body: (String) throws -> Void) throws {
-    let trimmed = trimmedPath(path)
-    let (parent, name) = splitPath(trimmed)
-    guard !name.isEmpty, name != ".", name != ".." else {
-        throw DPOError.invalidArgument("cannot write directory '\(path)'")
-    }
-    try makeDirectories(parent)
-    let unique = uniqueSuffix()
-    let temp = joinPath(parent, ".\(name).tmp-\(unique)")
-    let old = joinPath(parent, ".\(name).old-\(unique)")
-    do {
-        try makeDirectory(temp)
-        try body(temp)
-        if entryExists(trimmed) { try renamePath(trimmed, old) }
-        do {
-            try renamePath(temp, trimmed)
-        } catch {
-            try? renamePath(old, trimmed)
-            throw error
-        }
-        removeTree(old)
-    } catch {
-        removeTree(temp)
-        throw error
-    }
 }
