@@ -212,14 +212,20 @@ dpo_status dpo_model_create_json(const char *config_json, uint64_t seed, dpo_mod
 /* Loads a Hugging Face model directory: config.json plus model.safetensors (or a sharded set
    with model.safetensors.index.json); F32, BF16 and F16 weights are kept as F32.
    On DPO_OK, *out_model is a new handle the caller frees with dpo_model_free().
+   Only regular files are read (a FIFO or a device is refused), config.json up to 16 MiB.
    Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (NULL pointer); DPO_ERR_IO (missing directory or
-   file, unreadable); DPO_ERR_FORMAT (config.json not JSON or with bad fields, corrupt or
-   mismatching safetensors); DPO_ERR_OUT_OF_MEMORY. */
+   file, unreadable, not a regular file, too large); DPO_ERR_FORMAT (config.json not JSON or with
+   bad fields, corrupt or mismatching safetensors); DPO_ERR_OUT_OF_MEMORY. */
 dpo_status dpo_model_load(const char *directory, dpo_model **out_model);
 
-/* Writes config.json and model.safetensors (F32) into directory (created if needed), each file
-   atomically, loadable by dpo_model_load() and transformers.
-   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (NULL); DPO_ERR_IO. */
+/* Writes config.json and model.safetensors (F32) into directory (created if needed), loadable by
+   dpo_model_load() and transformers. All-or-nothing, even if the process is killed: a new
+   directory appears whole; in an existing one (other files in it are kept) both files are
+   replaced together or not at all (an interrupted save is completed or removed by the next
+   dpo_model_load() or dpo_model_save() of the directory). Saves into one parent directory are
+   serialised (a lock on it), so two saves to one path at once never mix. The path is used as the
+   bytes given (it need not be UTF-8).
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (NULL); DPO_ERR_IO (also: the path is a file). */
 dpo_status dpo_model_save(dpo_model *model, const char *directory);
 
 /* Releases the handle. A trainer created with this model keeps using the weights (they live
@@ -451,14 +457,22 @@ dpo_status dpo_trainer_apply_optimizer(dpo_trainer *trainer, dpo_metrics *out_me
 dpo_status dpo_trainer_global_step(dpo_trainer *trainer, int64_t *out_step);
 
 /* Writes a checkpoint directory (policy, reference, optimizer moments, pending gradients, step
-   counters, RNG, config), replacing an existing one atomically. Resuming gives bit-identical
-   training. Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT; DPO_ERR_IO. */
+   counters, RNG, config, and a manifest.json with the size and CRC-32 of every file). Resuming
+   gives bit-identical training. All-or-nothing, even if the process is killed: the checkpoint is
+   written beside the path and renamed into place; the path then holds the old checkpoint or the
+   new one (an interrupted save is repaired by the next save or load of the path). Only an empty
+   directory or a swift-dpo checkpoint is replaced: anything else at the path is refused with
+   DPO_ERR_IO and left as it is. The path is used as the bytes given.
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT; DPO_ERR_IO. */
 dpo_status dpo_trainer_save_checkpoint(dpo_trainer *trainer, const char *directory);
 
 /* Restores a checkpoint written by dpo_trainer_save_checkpoint() into this trainer (created with
-   the same model config and reference kind). On failure the trainer is unchanged.
+   the same model config and reference kind). Everything is read and checked first (every file
+   against the manifest's size and CRC-32, every weight and optimizer value finite); on failure
+   the trainer is unchanged.
    Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (NULL; written by an SFT trainer; different model
-   config or reference kind); DPO_ERR_IO (missing directory or files); DPO_ERR_FORMAT (corrupt). */
+   config or reference kind); DPO_ERR_IO (missing directory or files); DPO_ERR_FORMAT (corrupt,
+   damaged, no manifest, NaN or infinite values). */
 dpo_status dpo_trainer_load_checkpoint(dpo_trainer *trainer, const char *directory);
 
 /* ------------------------------------------------------------------------------------------ */

@@ -1,3 +1,4 @@
+import DPO
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -42,3 +43,10 @@ let staticEmpty: UnsafePointer<CChar> = {
     p.initialize(to: 0)
     return UnsafePointer(p)
 }()
+
+/// A required path argument, its bytes kept exactly as given (also when they are not UTF-8):
+/// see DPO's SystemPath. (`String(cString:)` would replace invalid bytes with U+FFFD, so two
+/// different paths could name one directory.)
+func readPath(_ p: UnsafePointer<CChar>?, _ argument: String) throws -> String {
+    SystemPath.string(cString: try required(p, argument))
+}

@@ -43,7 +43,7 @@ public func dpo_model_create_json(_ json: UnsafePointer<CChar>?, _ seed: UInt64,
 public func dpo_model_load(_ directory: UnsafePointer<CChar>?, _ outModel: UnsafeMutablePointer<OpaquePointer?>?) -> dpo_status {
     exportCall("dpo_model_load") { _ in
         let out = try required(outModel, "out_model")
-        let dir = try readString(directory, "directory")
+        let dir = try readPath(directory, "directory")
         try guardModelDirectory(dir, copies: 1)
         try registerModel(try LlamaModel.load(directory: dir), out)
     }
@@ -53,7 +53,7 @@ public func dpo_model_load(_ directory: UnsafePointer<CChar>?, _ outModel: Unsaf
 public func dpo_model_save(_ model: OpaquePointer?, _ directory: UnsafePointer<CChar>?) -> dpo_status {
     exportCall("dpo_model_save") { ctx in
         let m = try ctx.use(model, ModelObject.self, "model")
-        try m.model.save(directory: try readString(directory, "directory"))
+        try m.model.save(directory: try readPath(directory, "directory"))
     }
 }
 

@@ -126,7 +126,7 @@ public func dpo_sft_trainer_global_step(_ trainer: OpaquePointer?, _ outStep: Un
 public func dpo_sft_trainer_save_checkpoint(_ trainer: OpaquePointer?, _ directory: UnsafePointer<CChar>?) -> dpo_status {
     exportCall("dpo_sft_trainer_save_checkpoint") { ctx in
         let t = try ctx.use(trainer, SFTObject.self, "trainer").trainer
-        try t.saveCheckpoint(directory: try readString(directory, "directory"))
+        try t.saveCheckpoint(directory: try readPath(directory, "directory"))
     }
 }
 
@@ -134,7 +134,7 @@ public func dpo_sft_trainer_save_checkpoint(_ trainer: OpaquePointer?, _ directo
 public func dpo_sft_trainer_load_checkpoint(_ trainer: OpaquePointer?, _ directory: UnsafePointer<CChar>?) -> dpo_status {
     exportCall("dpo_sft_trainer_load_checkpoint") { ctx in
         let t = try ctx.use(trainer, SFTObject.self, "trainer").trainer
-        let dir = try readString(directory, "directory")
+        let dir = try readPath(directory, "directory")
         try guardCheckpoint(dir)
         try t.loadCheckpoint(directory: dir)
     }

@@ -166,7 +166,7 @@ public func dpo_trainer_global_step(_ trainer: OpaquePointer?, _ outStep: Unsafe
 public func dpo_trainer_save_checkpoint(_ trainer: OpaquePointer?, _ directory: UnsafePointer<CChar>?) -> dpo_status {
     exportCall("dpo_trainer_save_checkpoint") { ctx in
         let t = try ctx.use(trainer, TrainerObject.self, "trainer").trainer
-        try t.saveCheckpoint(directory: try readString(directory, "directory"))
+        try t.saveCheckpoint(directory: try readPath(directory, "directory"))
     }
 }
 
@@ -181,7 +181,7 @@ func guardCheckpoint(_ directory: String) throws {
 public func dpo_trainer_load_checkpoint(_ trainer: OpaquePointer?, _ directory: UnsafePointer<CChar>?) -> dpo_status {
     exportCall("dpo_trainer_load_checkpoint") { ctx in
         let t = try ctx.use(trainer, TrainerObject.self, "trainer").trainer
-        let dir = try readString(directory, "directory")
+        let dir = try readPath(directory, "directory")
         try guardCheckpoint(dir)
         try t.loadCheckpoint(directory: dir)
     }

@@ -11,7 +11,7 @@ struct CLIError: Error, CustomStringConvertible {
 func readJSONL(_ path: String) throws -> [(line: Int, object: JSONObject)] {
     guard FileManager.default.fileExists(atPath: path) else { throw CLIError("\(path): no such file") }
     let bytes: [UInt8]
-    do { bytes = try readFile(path) } catch { throw CLIError("\(path): \(error)") }
+    do { bytes = try readFile(path, limit: FileSizeLimit.dataset) } catch { throw CLIError("\(path): \(error)") }
     var out: [(Int, JSONObject)] = []
     var lineNumber = 0
     for line in bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {

@@ -112,7 +112,7 @@ final class TrainingRun<T: RunnableTrainer> {
         if let resume = options.resume {
             try trainer.loadCheckpoint(directory: resume)
             micro = trainer.globalStep * options.gradientAccumulationSteps + trainer.pendingMicroBatches
-            if let old = try? readFile(metricsPath) {
+            if let old = try? readFile(metricsPath, limit: FileSizeLimit.dataset) {
                 for line in old.split(separator: UInt8(ascii: "\n")) {
                     if let o = try? JSON.parse(Array(line)).object {
                         var r: [String: Double] = [:]

@@ -5,7 +5,8 @@
 #   3. no Swift runtime or Foundation among the NEEDED libraries, and the library loads with the
 #      Swift toolchain absent from the environment;
 #   4. the smoke test (Tests/c/smoke.c), plainly and under valgrind memcheck;
-#   5. examples/train.c, the README's C example.
+#   5. examples/train.c, the README's C example;
+#   6. Tests/c/paths.c: paths that are not UTF-8 are used as the bytes given.
 # Usage: Tests/c/run.sh [library-dir] [portable-library-dir]
 #   library-dir: default .build/release, as `make build` leaves it.
 #   portable-library-dir: the library the valgrind stage runs (default: library-dir). valgrind 3.19
@@ -64,6 +65,12 @@ echo "== examples/train.c"
 "$CC" "${CFLAGS[@]}" examples/train.c "${LINK[@]}" -o "$OUT/train"
 (cd "$OUT" && "${clean_env[@]}" ./train)
 [ -f "$OUT/dpo-model/model.safetensors" ] || { echo "test-c: FAILED: examples/train.c saved no model" >&2; exit 1; }
+
+# --- Paths as bytes (hardening): non-UTF-8 paths are used as given, never rewritten. ---
+echo "== paths: non-UTF-8 bytes used as given"
+"$CC" "${CFLAGS[@]}" Tests/c/paths.c "${LINK[@]}" -o "$OUT/paths"
+mkdir "$OUT/paths-run"
+"${clean_env[@]}" "$OUT/paths" "$OUT/paths-run"
 
 if [ "${DPO_SKIP_VALGRIND:-0}" = 1 ]; then
     echo "== valgrind skipped (DPO_SKIP_VALGRIND=1)"

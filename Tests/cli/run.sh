@@ -135,6 +135,20 @@ expect_error "a small folder whose config defaults to 7B is refused before alloc
 python3 -c 'import json; print(json.dumps({"prompt": "a" * 50_000_000, "chosen": " b", "rejected": " c"}))' >"$tmp/long.jsonl"
 expect_error "a 50 MB prompt with --max-length 0: out of memory, no abort" "out of memory" -- \
     bash -c 'ulimit -v 8000000; exec "$@"' _ "$DPO" train --model "$SFT_MODEL" --data "$tmp/long.jsonl" --max-length 0 --max-steps 1 --output "$tmp/long"
+# 9. Only regular files are read; checkpointing replaces only its own checkpoints.
+# --data that is not a regular file is refused at once (a device used to be read until memory ran
+# out, a FIFO blocked forever); `timeout` turns a regression into a failure instead of a hang.
+expect_error "--data /dev/urandom is refused" "not a regular file" -- timeout 5 "$DPO" train --model "$SFT_MODEL" --data /dev/urandom
+mkfifo "$tmp/fifo.jsonl"
+expect_error "--data FIFO is refused without blocking" "not a regular file" -- timeout 5 "$DPO" train --model "$SFT_MODEL" --data "$tmp/fifo.jsonl"
+# A folder that is not a checkpoint where --save-steps writes one: refused, its files kept.
+mkdir -p "$tmp/keep/checkpoint-2/notes"; echo precious >"$tmp/keep/checkpoint-2/notes/a.txt"
+expect_error "checkpoint over a foreign folder is refused" "nor a swift-dpo checkpoint" -- "$DPO" train "${common[@]}" --save-steps 2 --output "$tmp/keep"
+if [ "$(cat "$tmp/keep/checkpoint-2/notes/a.txt" 2>/dev/null)" = precious ]; then ok "the foreign folder is intact"; else fail "the foreign folder is intact"; fi
+# A rerun into the same output replaces its own checkpoint, leaving nothing temporary beside it.
+if "$DPO" train "${common[@]}" --save-steps 2 --output "$tmp/part" >"$tmp/log" 2>&1 && [ -s "$tmp/part/checkpoint-2/manifest.json" ] \
+   && [ -z "$(ls -A "$tmp/part" | grep '^\.')" ]; then ok "a rerun replaces its own checkpoint"
+else fail "a rerun replaces its own checkpoint" "$tmp/log"; fi
 
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]

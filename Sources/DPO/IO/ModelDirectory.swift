@@ -5,7 +5,12 @@ extension LlamaModel {
     /// Every tensor the config implies must be present with the right shape; tensors the config
     /// does not imply are refused (they would otherwise be silently ignored), except rotary
     /// `inv_freq` buffers of old checkpoints and a redundant `lm_head.weight` in a tied model.
+    ///
+    /// The directory's parent is locked (shared) while it is read, and an interrupted save is
+    /// first completed or removed (StagedSave.swift).
     public static func load(directory: String) throws -> LlamaModel {
+        let lock = try lockModelDirectoryForLoading(directory)
+        defer { lock?.release() }
         guard isDirectory(directory) else {
             throw DPOError.io("model directory '\(directory)' does not exist or is not a directory")
         }
@@ -52,10 +57,34 @@ extension LlamaModel {
         return model
     }
 
-    /// Writes `config.json` and `model.safetensors` (F32) into `directory` (created if needed),
-    /// each atomically. A tied model stores no `lm_head.weight`, as transformers does.
+    /// Writes `config.json` and `model.safetensors` (F32) into `directory`, all-or-nothing even if
+    /// the process is killed: a new directory appears whole by one rename; in an existing one
+    /// (which may hold other files, e.g. a tokenizer, left as they are) both files are replaced
+    /// together or not at all (StagedSave.swift). Saves into one parent directory are serialised
+    /// by a lock on it, so two saves to one path never mix their files. A tied model stores no
+    /// `lm_head.weight`, as transformers does.
     public func save(directory: String) throws {
-        try makeDirectories(directory)
+        let path = trimmedPath(directory)
+        let (parent, name) = splitPath(path)
+        guard !name.isEmpty, name != ".", name != ".." else {
+            throw DPOError.invalidArgument("cannot save a model to '\(directory)': give a directory name")
+        }
+        try makeDirectories(parent)
+        let lock = try DirectoryLock(parent, exclusive: true)
+        defer { lock.release() }
+        removeTemporarySiblings(of: path)
+        if isDirectory(path) {
+            try recoverStagedSaves(in: path)
+            try replaceFiles(in: path) { try writeFiles(into: $0) }
+        } else if entryExists(path) {
+            throw DPOError.io("cannot save a model to '\(directory)': it exists and is not a directory")
+        } else {
+            try writeNewDirectory(path) { try writeFiles(into: $0) }
+        }
+    }
+
+    /// Writes `model.safetensors` and `config.json` into the existing directory `directory`.
+    private func writeFiles(into directory: String) throws {
         let base = parameters.pointer
         let tensors = layout.tensors.map { spec in
             (name: spec.name, shape: spec.shape,

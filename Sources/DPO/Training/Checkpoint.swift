@@ -1,11 +1,15 @@
-/// Trainer checkpoints: one directory, written atomically (built beside the target, then renamed
-/// into place), holding everything an exact resume needs:
+/// Trainer checkpoints: one directory, written all-or-nothing even under kill -9 (built beside
+/// the target, then renamed into place; see CheckpointDirectory.swift), holding everything an
+/// exact resume needs:
 ///
 ///     model/                   the policy as a Hugging Face directory (config.json + model.safetensors)
 ///     reference/               the reference weights (separate model, snapshot or TR-DPO mix), if any
 ///     optimizer.safetensors    AdamW moments `exp_avg`, `exp_avg_sq` and, mid-accumulation, `gradients`
 ///     trainer_state.json       step counters, accumulation state, RNG, config, pending metrics
+///     manifest.json            size and CRC-32 of every other file, written last
 ///
+/// A load verifies the manifest and that every value is finite, and reads and checks everything
+/// before it changes the trainer: a load that fails leaves the trainer as it was.
 /// Resuming from step k and training to n gives bit-identical weights to an uninterrupted run.
 enum CheckpointFormat {
     static let name = "swift-dpo-trainer-checkpoint"
@@ -36,11 +40,13 @@ extension OptimizationState {
         guard loaded.config.normalized == model.config.normalized else {
             throw DPOError.invalidArgument("checkpoint '\(dir)': its model config differs from the trainer's model")
         }
+        try checkFinite(loaded.parameters.buffer, "the model weights", dir)
         let opt = try SafetensorsFile.open(joinPath(dir, "optimizer.safetensors"))
         func int(_ key: String) throws -> Int {
             guard let v = state[key]?.int, v >= 0 else { throw DPOError.format("checkpoint '\(dir)': trainer_state.json: '\(key)' missing or invalid") }
             return v
         }
+        let global = try int("global_step"), adamSteps = try int("adam_steps"), tokens = try int("num_tokens")
         let pending = try int("pending_micro_batches")
         let words = try (state["rng_state"]?.array ?? []).map { v -> UInt64 in
             guard let s = v.string, let w = UInt64(s, radix: 16) else { throw DPOError.format("checkpoint '\(dir)': bad rng_state") }
@@ -56,9 +62,16 @@ extension OptimizationState {
         if let grads, grads.count != model.layout.count {
             throw DPOError.format("checkpoint '\(dir)': gradients have \(grads.count) entries, the model has \(model.layout.count)")
         }
-        globalStep = try int("global_step")
-        adam.steps = try int("adam_steps")
-        numTokens = try int("num_tokens")
+        try m.withUnsafeBufferPointer { try checkFinite($0, "the optimizer's exp_avg", dir) }
+        try v.withUnsafeBufferPointer { try checkFinite($0, "the optimizer's exp_avg_sq", dir) }
+        if let i = v.firstIndex(where: { $0 < 0 }) {
+            throw DPOError.format("checkpoint '\(dir)': the optimizer's exp_avg_sq is negative at index \(i)")
+        }
+        try grads?.withUnsafeBufferPointer { try checkFinite($0, "the accumulated gradients", dir) }
+        // Nothing below throws: the trainer changes only once everything has been checked.
+        globalStep = global
+        adam.steps = adamSteps
+        numTokens = tokens
         pendingMicroBatches = pending
         rng.state = (words[0], words[1], words[2], words[3])
         model.parameters.copy(from: loaded.parameters)
@@ -70,6 +83,25 @@ extension OptimizationState {
     }
 }
 
+/// Throws a format error naming the first NaN or infinite value of `values`.
+func checkFinite<C: Collection>(_ values: C, _ what: String, _ dir: String) throws where C.Element == Float {
+    if let i = values.firstIndex(where: { !$0.isFinite }) {
+        throw DPOError.format("checkpoint '\(dir)': \(what) contain a NaN or infinite value (at index \(values.distance(from: values.startIndex, to: i)))")
+    }
+}
+
+/// Whether `dir` holds a swift-dpo trainer checkpoint (of any trainer or version): the test a
+/// save applies before it replaces a directory.
+func isTrainerCheckpoint(_ dir: String) -> Bool {
+    guard let bytes = try? readFile(joinPath(dir, "trainer_state.json")),
+          let state = try? JSON.parse(bytes).object else { return false }
+    return state["format"]?.string == CheckpointFormat.name
+}
+
+/// The files every checkpoint's manifest must list.
+let checkpointRequiredFiles = ["trainer_state.json", "optimizer.safetensors", "model/config.json", "model/model.safetensors"]
+
+/// Reads and checks `trainer_state.json` of checkpoint `dir`, then verifies the manifest.
 func readCheckpointState(_ dir: String, kind: String) throws -> JSONObject {
     let path = joinPath(dir, "trainer_state.json")
     guard fileExists(path) else { throw DPOError.io("no trainer_state.json in checkpoint '\(dir)'") }
@@ -83,6 +115,7 @@ func readCheckpointState(_ dir: String, kind: String) throws -> JSONObject {
     guard state["trainer"]?.string == kind else {
         throw DPOError.invalidArgument("checkpoint '\(dir)' was written by a \(state["trainer"]?.string ?? "?") trainer, not \(kind)")
     }
+    try verifyManifest(dir, required: checkpointRequiredFiles)
     return state
 }
 
@@ -113,9 +146,10 @@ extension DPOMetrics {
 }
 
 extension DPOTrainer {
-    /// Writes a checkpoint directory (replacing an existing one atomically).
+    /// Writes a checkpoint directory, all-or-nothing. An existing directory at the path is
+    /// replaced only if it is empty or a swift-dpo checkpoint; anything else is refused.
     public func saveCheckpoint(directory: String) throws {
-        try writeDirectoryAtomically(directory) { dir in
+        try writeCheckpointDirectory(directory, isCheckpoint: isTrainerCheckpoint) { dir in
             var state = newCheckpointState(kind: "dpo")
             try self.state.writeFiles(into: dir, state: &state)
             state["config"] = .object(config.jsonObject)
@@ -130,6 +164,10 @@ extension DPOTrainer {
     /// reference, optimizer moments, accumulated gradients, counters, RNG and config. The trainer
     /// must have been created with the same model config and reference kind.
     public func loadCheckpoint(directory: String) throws {
+        try readCheckpointDirectory(directory) { try restore(directory) }
+    }
+
+    private func restore(_ directory: String) throws {
         let state = try readCheckpointState(directory, kind: "dpo")
         guard let configJSON = state["config"]?.object else { throw DPOError.format("checkpoint '\(directory)': no config") }
         let restoredConfig = try DPOConfig(json: configJSON)
@@ -141,6 +179,7 @@ extension DPOTrainer {
         if let r = restoredReference, r.config.vocabSize != policy.config.vocabSize {
             throw DPOError.format("checkpoint '\(directory)': reference vocabulary differs from the policy's")
         }
+        if let r = restoredReference { try checkFinite(r.parameters.buffer, "the reference weights", directory) }
         try self.state.readFiles(from: directory, state: state)
         config = restoredConfig
         self.state.config = restoredConfig.optimizer

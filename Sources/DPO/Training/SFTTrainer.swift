@@ -158,7 +158,7 @@ public final class SFTTrainer {
     }
 
     public func saveCheckpoint(directory: String) throws {
-        try writeDirectoryAtomically(directory) { dir in
+        try writeCheckpointDirectory(directory, isCheckpoint: isTrainerCheckpoint) { dir in
             var s = newCheckpointState(kind: "sft")
             try state.writeFiles(into: dir, state: &s)
             var c = JSONObject()
@@ -173,6 +173,10 @@ public final class SFTTrainer {
     }
 
     public func loadCheckpoint(directory: String) throws {
+        try readCheckpointDirectory(directory) { try restore(directory) }
+    }
+
+    private func restore(_ directory: String) throws {
         let s = try readCheckpointState(directory, kind: "sft")
         var restored = SFTConfig()
         for (key, value) in (s["config"]?.object).map({ o in o.keys.map { ($0, o[$0]!) } }) ?? [] {
