@@ -118,6 +118,10 @@ public final class SFTTrainer {
     public func accumulate(_ examples: [SFTExample]) throws -> SFTMetrics {
         let p = try pack(examples)
         let out = try model.forward(p.packed, head: p.head, keepActivations: true)
+        do { try out.requireFinite("model") } catch {
+            model.pending = nil
+            throw error
+        }
         var m = metrics(out)
         if !m.loss.isFinite {
             model.pending = nil
@@ -149,10 +153,12 @@ public final class SFTTrainer {
         return m
     }
 
-    /// Metrics without an update.
+    /// Metrics without an update (non-finite log-probs throw `DPOError.numeric`).
     public func evaluate(_ examples: [SFTExample]) throws -> SFTMetrics {
         let p = try pack(examples)
-        var m = metrics(try model.forward(p.packed, head: p.head, keepActivations: false))
+        let out = try model.forward(p.packed, head: p.head, keepActivations: false)
+        try out.requireFinite("model")
+        var m = metrics(out)
         m.numTokens = Double(state.numTokens)
         return m
     }

@@ -1,0 +1,159 @@
+import Foundation
+import XCTest
+@testable import DPO
+
+/// Non-finite numbers (NaN/inf weights, overflowing logits, optimizer steps that blow up) give
+/// `DPOError.numeric` and change nothing.
+final class NumericSafetyTests: XCTestCase {
+    func assertNumeric<T>(_ body: @autoclosure () throws -> T, _ what: String,
+                          file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertThrowsError(try body(), what, file: file, line: line) { e in
+            guard case DPOError.numeric = e else {
+                return XCTFail("\(what): expected a numeric error, got \(e)", file: file, line: line)
+            }
+        }
+    }
+
+    /// Sets every entry of the named tensor.
+    func fill(_ model: LlamaModel, _ name: String, _ value: Float) {
+        let t = model.parameter(name)!
+        for i in 0..<t.count { t[i] = value }
+    }
+
+    /// Token ids inside every test vocabulary (the smallest has 18 entries).
+    static let completions = [(prompt: [Int32](arrayLiteral: 1, 5, 9), completion: [Int32](arrayLiteral: 13, 5, 2))]
+
+    // MARK: - The LM head's row statistics
+
+    /// A logits row of NaNs laid out so that its last entry ends a readable page, followed by an
+    /// unreadable one: the argmax scan must stay inside the row (before: it read on, looking for a
+    /// maximum that a NaN row never has, and faulted).
+    func testRowStatsOfANaNRowStayInsideTheRow() throws {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let mapped = mmap(nil, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        guard let raw = mapped, raw != UnsafeMutableRawPointer(bitPattern: -1) else { throw XCTSkip("mmap failed") }
+        defer { munmap(raw, 2 * page) }
+        XCTAssertEqual(mprotect(raw + page, page, PROT_NONE), 0)
+        for n in [5, 24, 40] {
+            let row = (raw + page).assumingMemoryBound(to: Float.self) - n
+            for v in 0..<n { row[v] = .nan }
+            let s = headRowStats(row, vocab: n, label: 1)
+            XCTAssertTrue(s.logp.isNaN, "n = \(n)")
+            XCTAssertEqual(s.argmaxHit, 0)
+            // NaN entries next to finite ones: the finite maximum is still found.
+            for v in 0..<n { row[v] = v == n - 1 ? 3 : .nan }
+            XCTAssertEqual(headRowStats(row, vocab: n, label: n - 1).argmaxHit, 1, "n = \(n)")
+        }
+    }
+
+    // MARK: - Non-finite weights reach every forward path as a numeric error
+
+    func testSequenceLogProbsOfNonFiniteModelsAreNumericErrors() throws {
+        for (name, value) in [("lm_head.weight", Float.nan), ("model.norm.weight", .infinity),
+                              ("lm_head.weight", .greatestFiniteMagnitude)] {
+            let model = try LlamaModel.randomlyInitialized(config: TestModels.mhaUntiedBias, seed: 1)
+            fill(model, name, value)
+            assertNumeric(try model.sequenceLogProbs(Self.completions), "\(name) = \(value)")
+        }
+        // The same model with finite weights works.
+        XCTAssertNoThrow(try LlamaModel.randomlyInitialized(config: TestModels.mhaUntiedBias, seed: 1)
+            .sequenceLogProbs(Self.completions))
+    }
+
+    func testGenerateWithNaNWeightsFails() throws {
+        let model = try TestModels.model(TestModels.gqaTied)
+        var g = GenerationConfig(); g.maxNewTokens = 4; g.eosTokenIds = []
+        XCTAssertNoThrow(try model.generate([[1, 2, 3]], config: g))
+        fill(model, "model.norm.weight", .nan)
+        assertNumeric(try model.generate([[1, 2, 3]], config: g), "greedy")
+        g.temperature = 0.7
+        assertNumeric(try model.generate([[1, 2, 3], [4]], config: g), "sampling")
+    }
+
+    func smallTrainer(reference: LlamaModel? = nil, _ edit: (inout DPOConfig) -> Void = { _ in }) throws -> DPOTrainer {
+        var c = DPOConfig()
+        c.optimizer.learningRate = 1e-2
+        c.optimizer.lrSchedulerType = .constant
+        edit(&c)
+        let policy = try LlamaModel.randomlyInitialized(config: PreferenceTask.config, seed: 2)
+        return try DPOTrainer(policy: policy, reference: reference, config: c)
+    }
+
+    /// What a failed call must leave as it was.
+    /// (Bit patterns, so that NaN weights compare equal to themselves.)
+    struct TrainerState {
+        var params: [UInt32], m: [UInt32], v: [UInt32], grads: [UInt32]?, adamSteps: Int, globalStep: Int,
+            pending: Int, pendingMetrics: Int, tokens: Int, referenceHeld: Bool
+        init(_ t: DPOTrainer) {
+            func bits(_ b: FloatBuffer) -> [UInt32] { b.array.map(\.bitPattern) }
+            params = bits(t.policy.parameters); m = bits(t.state.adam.m); v = bits(t.state.adam.v)
+            grads = t.policy.gradients.map(bits); adamSteps = t.state.adam.steps; globalStep = t.globalStep
+            pending = t.pendingMicroBatches; pendingMetrics = t.pendingMetrics.count; tokens = t.state.numTokens
+            referenceHeld = t.reference != nil
+        }
+        /// The names of the fields that differ (short failure messages).
+        func changes(since b: TrainerState) -> [String] {
+            let fields: [(String, Bool)] = [
+                ("params", params == b.params), ("m", m == b.m), ("v", v == b.v), ("grads", grads == b.grads),
+                ("adamSteps", adamSteps == b.adamSteps), ("globalStep", globalStep == b.globalStep),
+                ("pending", pending == b.pending), ("pendingMetrics", pendingMetrics == b.pendingMetrics),
+                ("tokens", tokens == b.tokens), ("referenceHeld", referenceHeld == b.referenceHeld)]
+            return fields.filter { !$0.1 }.map(\.0)
+        }
+    }
+
+    func testDPOWithANaNPolicyIsRefusedAndChangesNothing() throws {
+        let t = try smallTrainer()
+        fill(t.policy, "model.embed_tokens.weight", .nan)   // tied: also the LM head
+        let before = TrainerState(t)
+        let pairs = PreferenceTask.pairs(2, seed: 1)
+        assertNumeric(try t.step(pairs), "step")
+        assertNumeric(try t.evaluate(pairs), "evaluate")
+        assertNumeric(try t.precomputeReferenceLogProbs(pairs), "precompute")
+        XCTAssertEqual(TrainerState(t).changes(since: before), [])
+        XCTAssertNil(t.policy.pending)
+    }
+
+    func testDPOWithANaNReferenceIsRefusedAndChangesNothing() throws {
+        let reference = try LlamaModel.randomlyInitialized(config: PreferenceTask.config, seed: 3)
+        fill(reference, "model.layers.0.mlp.down_proj.weight", .nan)
+        let t = try smallTrainer(reference: reference)
+        let pairs = PreferenceTask.pairs(2, seed: 1)
+        _ = try t.step(PreferenceTask.pairs(2, seed: 4).map {   // a step that does not need the reference
+            var p = $0; p.refChosenLogps = -5; p.refRejectedLogps = -6; return p
+        })
+        let before = TrainerState(t)
+        assertNumeric(try t.step(pairs), "step")
+        assertNumeric(try t.evaluate(pairs), "evaluate")
+        XCTAssertEqual(TrainerState(t).changes(since: before), [])
+    }
+
+    func testSFTWithANaNModelIsRefused() throws {
+        let model = try LlamaModel.randomlyInitialized(config: PreferenceTask.config, seed: 2)
+        var c = SFTConfig(); c.optimizer.learningRate = 1e-2
+        let t = try SFTTrainer(model: model, config: c)
+        let batch = [SFTExample(promptIds: [1, 5], completionIds: [6, 2])]
+        fill(model, "model.layers.1.self_attn.v_proj.weight", .nan)
+        let params = model.parameters.array
+        assertNumeric(try t.evaluate(batch), "evaluate")
+        assertNumeric(try t.step(batch), "step")
+        XCTAssertEqual(t.globalStep, 0)
+        XCTAssertEqual(t.pendingMicroBatches, 0)
+        XCTAssertEqual(model.parameters.array.map(\.bitPattern), params.map(\.bitPattern))
+    }
+
+    /// A learning rate of 1e10 (accepted: it is finite) makes the weights huge within a few steps;
+    /// every later step is a numeric error, never a crash, and the weights stay finite.
+    func testHugeLearningRateGivesNumericErrorsNotACrash() throws {
+        for lr in [1e9, 1e10] {
+            let t = try smallTrainer { $0.optimizer.learningRate = lr; $0.optimizer.maxGradNorm = 0 }
+            var refused = 0
+            for s in 0..<6 {
+                do { _ = try t.step(PreferenceTask.pairs(2, seed: UInt64(s))) } catch DPOError.numeric { refused += 1 }
+                XCTAssertTrue(t.policy.parameters.array.allSatisfy(\.isFinite), "lr \(lr) step \(s)")
+            }
+            XCTAssertGreaterThan(refused, 0, "lr \(lr)")
+            assertNumeric(try t.policy.sequenceLogProbs(Self.completions), "lr \(lr): logps")
+        }
+    }
+}

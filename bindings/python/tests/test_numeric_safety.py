@@ -1,0 +1,73 @@
+"""Non-finite numbers never crash the process and never return OK: NaN or overflowing weights give
+NumericError (or the load refuses them)."""
+import json
+import math
+import struct
+
+import pytest
+
+import dpo
+from conftest import TINY, completions, make_pairs
+
+
+def nan_checkpoint(tmp_path, model, tensor="model.norm.weight"):
+    """Saves the model, then overwrites one tensor of model.safetensors with NaN."""
+    path = tmp_path / "nan-model"
+    model.save_pretrained(str(path))
+    f = path / "model.safetensors"
+    data = bytearray(f.read_bytes())
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    begin, end = header[tensor]["data_offsets"]
+    base = 8 + n
+    data[base + begin:base + end] = struct.pack("<f", math.nan) * ((end - begin) // 4)
+    f.write_bytes(bytes(data))
+    return str(path)
+
+
+def test_nan_checkpoint_is_refused_or_gives_numeric_errors(tmp_path, model, pairs):
+    path = nan_checkpoint(tmp_path, model)
+    try:
+        bad = dpo.Model.from_pretrained(path)
+    except (dpo.FormatError, dpo.NumericError):
+        return  # refusing the load is as good
+    with bad:
+        with pytest.raises(dpo.NumericError):
+            bad.sequence_logps(completions(pairs))
+        with pytest.raises(dpo.NumericError):
+            bad.generate([1, 2, 3], max_new_tokens=4)
+        with pytest.raises(dpo.NumericError):
+            bad.generate([1, 2, 3], max_new_tokens=4, temperature=0.8, seed=1)
+        args = dpo.DPOConfig(learning_rate=1e-2, max_length=64)
+        with dpo.DPOTrainer(bad, args=args) as t:
+            with pytest.raises(dpo.NumericError):
+                t.evaluate(pairs)
+            with pytest.raises(dpo.NumericError):
+                t.step(pairs)
+            assert t.global_step == 0
+        # A NaN reference for a good policy.
+        with dpo.DPOTrainer(model, ref_model=bad, args=args) as t:
+            before = model.sequence_logps(completions(pairs))
+            with pytest.raises(dpo.NumericError):
+                t.step(pairs)
+            with pytest.raises(dpo.NumericError):
+                t.evaluate(pairs)
+            assert model.sequence_logps(completions(pairs)) == before
+        with dpo.SFTTrainer(bad, args=dpo.SFTConfig(max_length=64)) as t:
+            with pytest.raises(dpo.NumericError):
+                t.evaluate(completions(pairs))
+
+
+@pytest.mark.parametrize("lr", [1e9, 1e10])
+def test_huge_learning_rate_gives_numeric_errors_not_a_crash(lr, model, pairs):
+    args = dpo.DPOConfig(learning_rate=lr, max_grad_norm=0, lr_scheduler_type="constant", max_length=64)
+    refused = 0
+    with dpo.DPOTrainer(model, args=args) as t:
+        for _ in range(5):
+            try:
+                t.step(pairs)
+            except dpo.NumericError:
+                refused += 1
+    assert refused > 0
+    with pytest.raises(dpo.NumericError):
+        model.generate([1, 2, 3], max_new_tokens=2)
