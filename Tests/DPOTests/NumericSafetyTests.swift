@@ -3,7 +3,7 @@ import XCTest
 @testable import DPO
 
 /// Non-finite numbers (NaN/inf weights, overflowing logits, optimizer steps that blow up) give
-/// `DPOError.numeric` and change nothing.
+/// `DPOError.numeric` and change nothing; so does an optimizer step that would make them non-finite.
 final class NumericSafetyTests: XCTestCase {
     func assertNumeric<T>(_ body: @autoclosure () throws -> T, _ what: String,
                           file: StaticString = #filePath, line: UInt = #line) {
@@ -140,6 +140,44 @@ final class NumericSafetyTests: XCTestCase {
         XCTAssertEqual(t.globalStep, 0)
         XCTAssertEqual(t.pendingMicroBatches, 0)
         XCTAssertEqual(model.parameters.array.map(\.bitPattern), params.map(\.bitPattern))
+    }
+
+    // MARK: - Optimizer steps that would make the weights non-finite
+
+    /// weight_decay 1e300 makes the decay factor (1 - lr wd) overflow: the step is refused and the
+    /// weights, moments, gradients and counters stay as they were.
+    func testOptimizerStepWithNonFiniteResultIsRefused() throws {
+        let t = try smallTrainer { $0.optimizer.weightDecay = 1e300; $0.optimizer.gradientAccumulationSteps = 2 }
+        try t.accumulate(PreferenceTask.pairs(2, seed: 1))
+        try t.accumulate(PreferenceTask.pairs(2, seed: 2))
+        let before = TrainerState(t)
+        assertNumeric(try t.applyOptimizer(), "apply_optimizer")
+        XCTAssertEqual(TrainerState(t).changes(since: before), [])
+        // Through step, with clipping active: the micro-batch step accumulated is taken back too.
+        let t2 = try smallTrainer {
+            $0.optimizer.weightDecay = 1e300; $0.optimizer.maxGradNorm = 1e-3; $0.optimizer.gradientAccumulationSteps = 2
+        }
+        try t2.accumulate(PreferenceTask.pairs(2, seed: 1))
+        let before2 = TrainerState(t2)
+        assertNumeric(try t2.step(PreferenceTask.pairs(2, seed: 2)), "step")
+        XCTAssertEqual(TrainerState(t2).changes(since: before2), [])
+        // A first step of a fresh trainer: nothing pending, no snapshot kept.
+        let t3 = try smallTrainer { $0.optimizer.weightDecay = 1e300 }
+        assertNumeric(try t3.step(PreferenceTask.pairs(2, seed: 1)), "first step")
+        XCTAssertEqual(t3.pendingMicroBatches, 0)
+        XCTAssertEqual(t3.state.numTokens, 0)
+        XCTAssertNil(t3.reference)
+        XCTAssertEqual(t3.state.adam.steps, 0)
+        // SFT: the same refusal, the micro-batch taken back.
+        let model = try LlamaModel.randomlyInitialized(config: PreferenceTask.config, seed: 2)
+        var sc = SFTConfig(); sc.optimizer.weightDecay = 1e300
+        let sft = try SFTTrainer(model: model, config: sc)
+        let params = model.parameters.array
+        assertNumeric(try sft.step([SFTExample(promptIds: [1, 5], completionIds: [6, 2])]), "SFT step")
+        XCTAssertEqual(sft.pendingMicroBatches, 0)
+        XCTAssertEqual(sft.state.numTokens, 0)
+        XCTAssertEqual(sft.state.adam.steps, 0)
+        XCTAssertEqual(model.parameters.array, params)
     }
 
     /// A learning rate of 1e10 (accepted: it is finite) makes the weights huge within a few steps;

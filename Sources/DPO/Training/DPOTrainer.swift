@@ -65,16 +65,26 @@ public final class DPOTrainer {
 
     /// One micro-batch: forward of policy and reference, loss, backward into the accumulated
     /// gradient; every `gradient_accumulation_steps`-th call also clips and steps AdamW.
-    /// A batch whose log-probs, loss or gradient is not finite throws `DPOError.numeric` and
-    /// changes nothing.
+    /// A batch whose log-probs, loss or gradient is not finite, or whose optimizer step would make
+    /// the weights non-finite, throws `DPOError.numeric` and changes nothing.
     public func step(_ pairs: [PreferencePair]) throws -> DPOStepResult {
-        let metrics = try accumulate(pairs)
-        if state.readyToApply {
-            // The norm of the buffer this call's backward just left is still exact.
-            return DPOStepResult(metrics: try applyOptimizer(knownNorm: state.lastBackwardNorm),
-                                 optimizerStepped: true, globalStep: globalStep)
+        try undoingSnapshot {
+            let tokens = state.numTokens
+            let metrics = try accumulate(pairs)
+            if state.readyToApply {
+                do {
+                    // The norm of the buffer this call's backward just left is still exact.
+                    return DPOStepResult(metrics: try applyOptimizer(knownNorm: state.lastBackwardNorm),
+                                         optimizerStepped: true, globalStep: globalStep)
+                } catch {
+                    // The optimizer refused the step: take this call's micro-batch back too.
+                    state.undoLastBackward(tokens: state.numTokens - tokens)
+                    pendingMetrics.removeLast()
+                    throw error
+                }
+            }
+            return DPOStepResult(metrics: metrics, optimizerStepped: false, globalStep: globalStep)
         }
-        return DPOStepResult(metrics: metrics, optimizerStepped: false, globalStep: globalStep)
     }
 
     /// Runs `body`; if it throws, a snapshot reference taken meanwhile is dropped again, so the

@@ -1,5 +1,6 @@
 """Non-finite numbers never crash the process and never return OK: NaN or overflowing weights give
-NumericError (or the load refuses them)."""
+NumericError (or the load refuses them), and an optimizer step that would make the weights
+non-finite is refused and changes nothing."""
 import json
 import math
 import struct
@@ -56,6 +57,18 @@ def test_nan_checkpoint_is_refused_or_gives_numeric_errors(tmp_path, model, pair
         with dpo.SFTTrainer(bad, args=dpo.SFTConfig(max_length=64)) as t:
             with pytest.raises(dpo.NumericError):
                 t.evaluate(completions(pairs))
+
+
+def test_optimizer_step_that_makes_weights_non_finite_is_refused(model, pairs):
+    args = dpo.DPOConfig(learning_rate=1e-2, weight_decay=1e300, max_length=64)
+    with dpo.DPOTrainer(model, args=args) as t:
+        before = model.sequence_logps(completions(pairs))
+        for _ in range(2):
+            with pytest.raises(dpo.NumericError):
+                t.step(pairs)
+        assert t.global_step == 0
+        assert model.sequence_logps(completions(pairs)) == before
+    # Nothing non-finite can be saved afterwards: the weights are the initial ones.
 
 
 @pytest.mark.parametrize("lr", [1e9, 1e10])
