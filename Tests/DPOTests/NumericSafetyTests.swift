@@ -4,6 +4,8 @@ import XCTest
 
 /// Non-finite numbers (NaN/inf weights, overflowing logits, optimizer steps that blow up) give
 /// `DPOError.numeric` and change nothing; so does an optimizer step that would make them non-finite.
+/// Configs whose derived values would be non-finite and token ids outside the vocabulary are
+/// refused when validated.
 final class NumericSafetyTests: XCTestCase {
     func assertNumeric<T>(_ body: @autoclosure () throws -> T, _ what: String,
                           file: StaticString = #filePath, line: UInt = #line) {
@@ -11,6 +13,13 @@ final class NumericSafetyTests: XCTestCase {
             guard case DPOError.numeric = e else {
                 return XCTFail("\(what): expected a numeric error, got \(e)", file: file, line: line)
             }
+        }
+    }
+
+    func assertInvalid(_ c: LlamaConfig, mentions field: String, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertThrowsError(try c.validate(), field, file: file, line: line) { e in
+            guard case DPOError.invalidArgument(let m) = e else { return XCTFail("\(e)", file: file, line: line) }
+            XCTAssertTrue(m.contains(field), m, file: file, line: line)
         }
     }
 
@@ -193,5 +202,48 @@ final class NumericSafetyTests: XCTestCase {
             XCTAssertGreaterThan(refused, 0, "lr \(lr)")
             assertNumeric(try t.policy.sequenceLogProbs(Self.completions), "lr \(lr): logps")
         }
+    }
+
+    // MARK: - Config validation
+
+    func testTokenIdsOutsideTheVocabularyAreRefused() throws {
+        var c = PreferenceTask.config
+        XCTAssertNoThrow(try c.validate())
+        c.padTokenId = 32; assertInvalid(c, mentions: "pad_token_id")
+        c.padTokenId = -1; assertInvalid(c, mentions: "pad_token_id")
+        c.padTokenId = 31; XCTAssertNoThrow(try c.validate())
+        c.bosTokenId = 40; assertInvalid(c, mentions: "bos_token_id")
+        c.bosTokenId = nil; XCTAssertNoThrow(try c.validate())
+        c.eosTokenIds = [2, 100]; assertInvalid(c, mentions: "eos_token_id")
+        // config.json: a format error naming the field.
+        var json = c.json().object!
+        json["eos_token_id"] = .number(2)
+        json["pad_token_id"] = .number(1000)
+        XCTAssertThrowsError(try LlamaConfig(json: .object(json))) { e in
+            guard case DPOError.format(let m) = e else { return XCTFail("\(e)") }
+            XCTAssertTrue(m.contains("pad_token_id"), m)
+        }
+    }
+
+    func testRopeParametersWithNonFiniteOrZeroFrequenciesAreRefused() throws {
+        var c = PreferenceTask.config
+        for theta in [1e-300, 1e300] {
+            c.ropeTheta = theta; assertInvalid(c, mentions: "rope_theta")
+        }
+        c.ropeTheta = 500_000; XCTAssertNoThrow(try c.validate())
+        for factor in [1e-320, 1e-50, 1e60, .infinity] {
+            c.ropeScaling = .llama3(factor: factor, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192)
+            assertInvalid(c, mentions: "rope_scaling")
+        }
+        c.ropeScaling = .llama3(factor: 1e-320, lowFreqFactor: 1e-320, highFreqFactor: 2e-320, originalMaxPositionEmbeddings: 8192)
+        assertInvalid(c, mentions: "rope_scaling")
+        // Real settings: Llama 3.1 and 3.2.
+        for factor in [8.0, 32.0] {
+            c.ropeScaling = .llama3(factor: factor, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192)
+            XCTAssertNoThrow(try c.validate())
+        }
+        c.ropeScaling = .none
+        c.ropeTheta = 1e-300
+        XCTAssertThrowsError(try LlamaModel(config: c))
     }
 }

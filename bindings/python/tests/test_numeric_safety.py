@@ -1,6 +1,6 @@
 """Non-finite numbers never crash the process and never return OK: NaN or overflowing weights give
-NumericError (or the load refuses them), and an optimizer step that would make the weights
-non-finite is refused and changes nothing."""
+NumericError (or the load refuses them), an optimizer step that would make the weights non-finite is
+refused and changes nothing, and configs whose derived values are out of range are refused."""
 import json
 import math
 import struct
@@ -84,3 +84,31 @@ def test_huge_learning_rate_gives_numeric_errors_not_a_crash(lr, model, pairs):
     assert refused > 0
     with pytest.raises(dpo.NumericError):
         model.generate([1, 2, 3], max_new_tokens=2)
+
+
+@pytest.mark.parametrize("field,value", [
+    ("rope_theta", 1e-300),
+    ("rope_theta", 1e300),
+    ("rope_scaling", {"rope_type": "llama3", "factor": 1e-320, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                      "original_max_position_embeddings": 32}),
+    ("pad_token_id", TINY["vocab_size"]),
+    ("bos_token_id", -1),
+    ("eos_token_id", [2, 1000]),
+])
+def test_configs_with_out_of_range_derived_values_are_refused(field, value, tmp_path):
+    config = dict(TINY, **{field: value})
+    with pytest.raises(dpo.InvalidArgumentError, match=field):
+        dpo.Model.from_config(config)
+    # The same in a model directory's config.json.
+    with dpo.Model.from_config(TINY) as m:
+        m.save_pretrained(str(tmp_path / "m"))
+    cfg = tmp_path / "m" / "config.json"
+    j = json.loads(cfg.read_text())
+    if field == "rope_scaling":
+        del j["rope_parameters"]  # the transformers 4 spelling instead
+    j[field] = value
+    if field == "rope_theta":
+        j["rope_parameters"]["rope_theta"] = value
+    cfg.write_text(json.dumps(j))
+    with pytest.raises(dpo.FormatError, match=field):
+        dpo.Model.from_pretrained(str(tmp_path / "m"))
