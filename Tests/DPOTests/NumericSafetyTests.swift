@@ -4,8 +4,8 @@ import XCTest
 
 /// Non-finite numbers (NaN/inf weights, overflowing logits, optimizer steps that blow up) give
 /// `DPOError.numeric` and change nothing; so does an optimizer step that would make them non-finite.
-/// Configs whose derived values would be non-finite and token ids outside the vocabulary are
-/// refused when validated.
+/// Configs whose derived values would be non-finite, token ids outside the vocabulary and more
+/// loss types than loss weights may have are refused when validated.
 final class NumericSafetyTests: XCTestCase {
     func assertNumeric<T>(_ body: @autoclosure () throws -> T, _ what: String,
                           file: StaticString = #filePath, line: UInt = #line) {
@@ -245,5 +245,16 @@ final class NumericSafetyTests: XCTestCase {
         c.ropeScaling = .none
         c.ropeTheta = 1e-300
         XCTAssertThrowsError(try LlamaModel(config: c))
+    }
+
+    func testLossTypeCountIsCappedLikeTheLossWeights() throws {
+        var c = DPOConfig()
+        c.lossType = [DPOLossType](repeating: .sigmoid, count: 64)
+        XCTAssertNoThrow(try c.validate())
+        c.lossType = [DPOLossType](repeating: .sigmoid, count: 100_000)
+        XCTAssertThrowsError(try c.validate()) { e in
+            guard case DPOError.invalidArgument(let m) = e else { return XCTFail("\(e)") }
+            XCTAssertTrue(m.contains("loss_type"), m)
+        }
     }
 }

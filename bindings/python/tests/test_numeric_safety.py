@@ -112,3 +112,10 @@ def test_configs_with_out_of_range_derived_values_are_refused(field, value, tmp_
     cfg.write_text(json.dumps(j))
     with pytest.raises(dpo.FormatError, match=field):
         dpo.Model.from_pretrained(str(tmp_path / "m"))
+
+
+def test_loss_type_count_is_capped(model):
+    with pytest.raises(dpo.InvalidArgumentError, match="loss_type"):
+        dpo.DPOTrainer(model, args=dpo.DPOConfig(loss_type=["sigmoid"] * 100_000))
+    with dpo.DPOTrainer(model, args=dpo.DPOConfig(loss_type=["sigmoid"] * 64)):
+        pass
