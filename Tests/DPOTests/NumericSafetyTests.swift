@@ -79,6 +79,18 @@ final class NumericSafetyTests: XCTestCase {
         assertNumeric(try model.generate([[1, 2, 3], [4]], config: g), "sampling")
     }
 
+    /// A tiny temperature (finite and > 0, so accepted) samples like greedy decoding: the logits
+    /// divided by 1e-310 overflowed to inf and the probabilities became NaN (the draw then took
+    /// the last token every time).
+    func testTinyTemperatureSamplesLikeGreedy() throws {
+        let model = try TestModels.model(TestModels.gqaTied)
+        var greedy = GenerationConfig(); greedy.maxNewTokens = 8; greedy.eosTokenIds = []
+        var g = greedy; g.temperature = 1e-310; g.seed = 3
+        XCTAssertEqual(try model.generate([[1, 2], [5]], config: g), try model.generate([[1, 2], [5]], config: greedy))
+        g.topK = 5; g.topP = 0.5
+        XCTAssertEqual(try model.generate([[1, 2], [5]], config: g), try model.generate([[1, 2], [5]], config: greedy))
+    }
+
     func smallTrainer(reference: LlamaModel? = nil, _ edit: (inout DPOConfig) -> Void = { _ in }) throws -> DPOTrainer {
         var c = DPOConfig()
         c.optimizer.learningRate = 1e-2

@@ -187,7 +187,10 @@ func sample(_ logits: [Float], _ b: Int, config g: GenerationConfig, rng: inout 
         for v in 1..<V where scratch[v] > scratch[best] { best = v }
         return Int32(best)
     }
-    var z = scratch.map { Double($0) / g.temperature }
+    // Shifted by the largest logit before dividing by the temperature (softmax is unchanged):
+    // z / T alone overflows to inf for a tiny T (1e-310), and exp(inf - inf) is NaN.
+    let top = Double(scratch.max() ?? 0)
+    var z = scratch.map { (Double($0) - top) / g.temperature }
     if g.topK > 0 && g.topK < V {
         let kth = z.sorted(by: >)[g.topK - 1]
         for v in 0..<V where z[v] < kth { z[v] = -.infinity }
