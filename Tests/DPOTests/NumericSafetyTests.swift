@@ -173,6 +173,7 @@ final class NumericSafetyTests: XCTestCase {
         try t.accumulate(PreferenceTask.pairs(2, seed: 2))
         let before = TrainerState(t)
         assertNumeric(try t.applyOptimizer(), "apply_optimizer")
+        XCTAssertThrowsError(try t.applyOptimizer()) { XCTAssertTrue("\($0)".contains("weight_decay 1e+300"), "\($0)") }
         XCTAssertEqual(TrainerState(t).changes(since: before), [])
         // Through step, with clipping active: the micro-batch step accumulated is taken back too.
         let t2 = try smallTrainer {

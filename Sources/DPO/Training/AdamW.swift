@@ -12,8 +12,8 @@ final class AdamW {
     let m: FloatBuffer, v: FloatBuffer
     /// Optimizer steps taken (t of the bias corrections after the next step is steps + 1).
     var steps = 0
-    /// Ranges of the flat buffer and whether weight decay applies to them.
-    let decayRanges: [(range: Range<Int>, decay: Bool)]
+    /// Each tensor's range of the flat buffer and whether weight decay applies to it.
+    let decayRanges: [(name: String, range: Range<Int>, decay: Bool)]
 
     init(layout: ParameterLayout) {
         m = FloatBuffer(count: layout.count)
@@ -23,7 +23,7 @@ final class AdamW {
             let noDecay = name.contains("bias") || name.contains("layernorm") || name.contains("rmsnorm")
                 || name.hasPrefix("norm.") || name.contains(".norm.") || name.hasSuffix(".norm")
                 || name.contains("_norm.") || name.hasSuffix("_norm")
-            return (spec.offset..<(spec.offset + spec.count), !noDecay)
+            return (spec.name, spec.offset..<(spec.offset + spec.count), !noDecay)
         }
     }
 
@@ -51,7 +51,7 @@ final class AdamW {
             return (pi - stepSize * mi / (vi.squareRoot() / bc2Sqrt + eps), mi, vi)
         }
         for store in [false, true] {
-            for (range, decay) in decayRanges {
+            for (name, range, decay) in decayRanges {
                 let shrink = decay ? Float(1 - lr * c.weightDecay) : 1
                 let finite = parallelAll(range.count, grain: 16384) { chunk in
                     if store {
@@ -72,7 +72,7 @@ final class AdamW {
                     return bad == 0
                 }
                 if !finite {
-                    throw DPOError.numeric("the optimizer step would make \(range.count == 1 ? "a weight" : "weights") or AdamW moments non-finite (learning_rate \(lr), weight_decay \(c.weightDecay)); nothing was changed")
+                    throw DPOError.numeric("the optimizer step would make values of \(name) or its AdamW moments non-finite (learning_rate \(lr), weight_decay \(c.weightDecay)); nothing was changed")
                 }
             }
         }
