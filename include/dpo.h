@@ -186,10 +186,10 @@ typedef struct dpo_model_config {
     int32_t attention_bias;          /* 0 */
     int32_t mlp_bias;                /* 0 */
     int32_t reserved;                /* must be 0 */
-    int64_t bos_token_id;            /* 1; -1 = none */
-    int64_t pad_token_id;            /* -1 = none (default) */
+    int64_t bos_token_id;            /* 1; -1 = none; else in [0, vocab_size) */
+    int64_t pad_token_id;            /* -1 = none (default); else in [0, vocab_size) */
     int64_t num_eos_token_ids;       /* 1; 0..DPO_MAX_EOS_TOKEN_IDS */
-    int64_t eos_token_ids[DPO_MAX_EOS_TOKEN_IDS]; /* {2}; entries past num_eos_token_ids ignored */
+    int64_t eos_token_ids[DPO_MAX_EOS_TOKEN_IDS]; /* {2}; in [0, vocab_size); entries past num_eos_token_ids ignored */
 } dpo_model_config;
 
 /* Fills *config with the defaults. The caller sets config->struct_size first.
@@ -200,8 +200,10 @@ dpo_status dpo_model_default_config(dpo_model_config *config);
    normal(0, initializer_range), norms 1, the pad row 0), deterministic for a seed.
    On DPO_OK, *out_model is a new handle the caller frees with dpo_model_free().
    Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (NULL pointer, wrong struct_size, a field out of
-   range or an unsupported value: the message names the field); DPO_ERR_OUT_OF_MEMORY (the
-   weights would not fit in memory). */
+   range or an unsupported value: the message names the field; token ids outside the vocabulary;
+   rope_theta or rope_scaling values whose fp32 rotary frequencies theta^(-2i/head_dim), llama3
+   rule applied, are not finite and > 0, e.g. rope_theta 1e-300 or factor 1e-320);
+   DPO_ERR_OUT_OF_MEMORY (the weights would not fit in memory). */
 dpo_status dpo_model_create(const dpo_model_config *config, uint64_t seed, dpo_model **out_model);
 
 /* Like dpo_model_create() from a config.json text (a JSON object with Hugging Face names; absent
@@ -215,7 +217,8 @@ dpo_status dpo_model_create_json(const char *config_json, uint64_t seed, dpo_mod
    Only regular files are read (a FIFO or a device is refused), config.json up to 16 MiB.
    Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (NULL pointer); DPO_ERR_IO (missing directory or
    file, unreadable, not a regular file, too large); DPO_ERR_FORMAT (config.json not JSON or with
-   bad fields, corrupt or mismatching safetensors); DPO_ERR_OUT_OF_MEMORY. */
+   bad fields, as refused by dpo_model_create(); corrupt or mismatching safetensors);
+   DPO_ERR_OUT_OF_MEMORY. */
 dpo_status dpo_model_load(const char *directory, dpo_model **out_model);
 
 /* Writes config.json and model.safetensors (F32) into directory (created if needed), loadable by
@@ -260,7 +263,8 @@ dpo_status dpo_model_num_parameters(dpo_model *model, int64_t *out_count);
    entries; entry i is item i's sum.
    Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (NULL, wrong struct_size, bad lengths or offsets,
    token id out of range, empty prompt or completion); DPO_ERR_BUFFER_TOO_SMALL (capacity <
-   count; nothing written); DPO_ERR_OUT_OF_MEMORY. */
+   count; nothing written); DPO_ERR_NUMERIC (a log-prob is NaN or infinite: the weights are not
+   finite or the logits overflowed; nothing written); DPO_ERR_OUT_OF_MEMORY. */
 dpo_status dpo_model_sequence_logps(dpo_model *model, const dpo_completion_batch *batch,
                                     double *out_logps, int64_t capacity);
 
@@ -290,7 +294,8 @@ dpo_status dpo_generate_default_params(dpo_generate_params *params);
    DPO_ERR_BUFFER_TOO_SMALL. params may be NULL for the defaults.
    Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (NULL, wrong struct_size, bad lengths, offsets or
    token ids, empty prompt, bad params); DPO_ERR_BUFFER_TOO_SMALL (nothing written to out_ids or
-   out_offsets); DPO_ERR_OUT_OF_MEMORY. */
+   out_offsets); DPO_ERR_NUMERIC (the logits of a decoding step are NaN or infinite; nothing
+   written); DPO_ERR_OUT_OF_MEMORY. */
 dpo_status dpo_model_generate(dpo_model *model, const dpo_generate_params *params,
                               int64_t num_prompts, const dpo_token_lists *prompts,
                               int32_t *out_ids, int64_t capacity, int64_t *out_offsets,
@@ -312,7 +317,7 @@ typedef struct dpo_trainer_params {
     double beta;                     /* 0.1 */
     /* One loss or several, comma-separated, e.g. "sigmoid" (default) or "sigmoid,sft" (RPO).
        Names: sigmoid, hinge, ipo, sigmoid_norm, exo_pair, nca_pair, robust, bco_pair, sppo_hard,
-       aot, aot_unpaired, apo_zero, apo_down, discopop, sft. */
+       aot, aot_unpaired, apo_zero, apo_down, discopop, sft. At most 64 names. */
     const char *loss_type;
     const double *loss_weights;      /* one weight per loss type, or NULL for all 1 (default) */
     int64_t num_loss_weights;        /* entries of loss_weights (0 when NULL) */
@@ -409,14 +414,16 @@ const char *dpo_trainer_last_error(const dpo_trainer *trainer);
    out_metrics->optimizer_stepped is 1). out_metrics may be NULL.
    Validation (bad offsets, token ids, empty completions, a prompt alone >= max_length with
    keep_start, NaN/Inf reference log-probs) happens before anything changes.
-   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT; DPO_ERR_NUMERIC (the loss or gradient is not
-   finite; nothing changed); DPO_ERR_OUT_OF_MEMORY. */
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT; DPO_ERR_NUMERIC (the policy's or reference's
+   log-probs, the loss or the gradient are not finite, or the optimizer step would make a weight
+   or AdamW moment non-finite; nothing changed, the micro-batch is not kept); DPO_ERR_OUT_OF_MEMORY. */
 dpo_status dpo_trainer_step(dpo_trainer *trainer, const dpo_preference_batch *batch,
                             dpo_metrics *out_metrics);
 
 /* Metrics of a batch without any change (TRL's evaluate; hosts prefix the names with "eval_").
    out_metrics is required; its grad_norm and learning_rate are NaN.
-   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT; DPO_ERR_OUT_OF_MEMORY. */
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT; DPO_ERR_NUMERIC (log-probs or loss not finite);
+   DPO_ERR_OUT_OF_MEMORY. */
 dpo_status dpo_trainer_evaluate(dpo_trainer *trainer, const dpo_preference_batch *batch,
                                 dpo_metrics *out_metrics);
 
@@ -425,7 +432,8 @@ dpo_status dpo_trainer_evaluate(dpo_trainer *trainer, const dpo_preference_batch
    as ref_chosen_logps / ref_rejected_logps of later batches (TRL's precompute_ref_log_probs).
    out_chosen and out_rejected are caller-owned with capacity >= num_pairs entries. The batch's
    own ref_* arrays are ignored.
-   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT; DPO_ERR_BUFFER_TOO_SMALL; DPO_ERR_OUT_OF_MEMORY. */
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT; DPO_ERR_BUFFER_TOO_SMALL; DPO_ERR_NUMERIC (log-probs
+   not finite; nothing written); DPO_ERR_OUT_OF_MEMORY. */
 dpo_status dpo_trainer_precompute_ref_logps(dpo_trainer *trainer, const dpo_preference_batch *batch,
                                             double *out_chosen, double *out_rejected,
                                             int64_t capacity);
@@ -450,7 +458,9 @@ dpo_status dpo_trainer_gradients(dpo_trainer *trainer, float **out_data, int64_t
    sync if enabled, then zero the gradients. out_metrics (may be NULL) gets the mean metrics of
    the accumulated micro-batches with grad_norm and learning_rate.
    Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT; DPO_ERR_WRONG_STATE (nothing accumulated);
-   DPO_ERR_NUMERIC (gradient norm not finite, e.g. after a host all-reduce; nothing changed). */
+   DPO_ERR_NUMERIC (gradient norm not finite, e.g. after a host all-reduce, or the step would make
+   a weight or AdamW moment non-finite, e.g. weight_decay 1e300; nothing changed, the gradients
+   stay accumulated). */
 dpo_status dpo_trainer_apply_optimizer(dpo_trainer *trainer, dpo_metrics *out_metrics);
 
 /* Optimizer steps taken. Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT. */
@@ -545,7 +555,8 @@ dpo_status dpo_sft_trainer_step(dpo_sft_trainer *trainer, const dpo_completion_b
                                 dpo_sft_metrics *out_metrics);
 
 /* Metrics without an update (out_metrics required).
-   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT; DPO_ERR_OUT_OF_MEMORY. */
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT; DPO_ERR_NUMERIC (log-probs not finite);
+   DPO_ERR_OUT_OF_MEMORY. */
 dpo_status dpo_sft_trainer_evaluate(dpo_sft_trainer *trainer, const dpo_completion_batch *batch,
                                     dpo_sft_metrics *out_metrics);
 

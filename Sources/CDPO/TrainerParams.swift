@@ -63,6 +63,9 @@ extension DPOConfig {
             let names = s.split(separator: ",", omittingEmptySubsequences: false).map {
                 String($0.drop(while: { $0 == " " }).reversed().drop(while: { $0 == " " }).reversed())
             }
+            if names.count > DPOConfig.maxLossTypes {
+                throw APIError.invalid("params->loss_type names \(names.count) losses; at most \(DPOConfig.maxLossTypes)")
+            }
             if names.contains("") { throw APIError.invalid("params->loss_type = '\(s)' has an empty name (use e.g. \"sigmoid\" or \"sigmoid,sft\")") }
             lossType = try names.map { try DPOLossType(name: $0) }
         }
@@ -70,7 +73,7 @@ extension DPOConfig {
             if p.num_loss_weights != 0 { throw APIError.invalid("params->loss_weights is NULL but num_loss_weights = \(p.num_loss_weights)") }
             lossWeights = nil
         } else {
-            let n = try checkedInt(p.num_loss_weights, "params->num_loss_weights", 1...64)
+            let n = try checkedInt(p.num_loss_weights, "params->num_loss_weights", 1...Int64(DPOConfig.maxLossTypes))
             let w = try required(p.loss_weights, "params->loss_weights")
             lossWeights = try (0..<n).map { try finite(w[$0], "params->loss_weights[\($0)]") }
         }

@@ -42,6 +42,8 @@ extension LlamaModel {
     /// Continues each prompt autoregressively with a KV cache: every new token costs one
     /// single-token forward per sequence (the sequences' tokens share each layer's GEMMs).
     /// Returns the new tokens of each prompt (an EOS token that stopped a sequence is included).
+    /// Logits that are not finite (NaN or infinite weights, overflow) throw `DPOError.numeric`:
+    /// no token is picked from them.
     public func generate(_ prompts: [[Int32]], config g: GenerationConfig) throws -> [[Int32]] {
         try g.validate()
         for (i, p) in prompts.enumerated() {
@@ -61,7 +63,7 @@ extension LlamaModel {
         var logits = [Float](repeating: 0, count: config.vocabSize)
         var next = [Int32](repeating: 0, count: prompts.count)
         for i in prompts.indices {
-            let l = try extend([caches[i]], tokens: [prompts[i]])
+            let l = try requireFiniteLogits(extend([caches[i]], tokens: [prompts[i]]), sequences: [i])
             next[i] = sample(l, 0, config: g, rng: &rng, scratch: &logits)
         }
         for _ in 0..<g.maxNewTokens {
@@ -72,10 +74,20 @@ extension LlamaModel {
             }
             active = still
             if active.isEmpty { break }
-            let l = try extend(active.map { caches[$0] }, tokens: active.map { [next[$0]] })
+            let l = try requireFiniteLogits(extend(active.map { caches[$0] }, tokens: active.map { [next[$0]] }),
+                                            sequences: active)
             for (b, i) in active.enumerated() { next[i] = sample(l, b, config: g, rng: &rng, scratch: &logits) }
         }
         return outputs
+    }
+
+    /// `logits` [B, vocab] of the prompts `sequences[b]`, when every entry is finite.
+    func requireFiniteLogits(_ logits: [Float], sequences: [Int]) throws -> [Float] {
+        if let i = logits.firstIndex(where: { !$0.isFinite }) {
+            let V = config.vocabSize
+            throw DPOError.numeric("generate: logit \(i % V) of prompt \(sequences[i / V]) is \(logits[i]) (the weights or activations are not finite)")
+        }
+        return logits
     }
 
     /// Appends `tokens[b]` to `caches[b]` for every b and returns the logits [B, vocab] of each
@@ -175,7 +187,10 @@ func sample(_ logits: [Float], _ b: Int, config g: GenerationConfig, rng: inout 
         for v in 1..<V where scratch[v] > scratch[best] { best = v }
         return Int32(best)
     }
-    var z = scratch.map { Double($0) / g.temperature }
+    // Shifted by the largest logit before dividing by the temperature (softmax is unchanged):
+    // z / T alone overflows to inf for a tiny T (1e-310), and exp(inf - inf) is NaN.
+    let top = Double(scratch.max() ?? 0)
+    var z = scratch.map { (Double($0) - top) / g.temperature }
     if g.topK > 0 && g.topK < V {
         let kth = z.sorted(by: >)[g.topK - 1]
         for v in 0..<V where z[v] < kth { z[v] = -.infinity }

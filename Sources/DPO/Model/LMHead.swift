@@ -30,8 +30,10 @@ struct HeadRowStats {
 @inline(__always)
 func headRowStats(_ z: UnsafePointer<Float>, vocab n: Int, label: Int) -> HeadRowStats {
     let m = maxOf(z, n)
-    var arg = 0
-    while z[arg] != m { arg += 1 }  // the first maximum, as torch.argmax
+    // The first maximum, as torch.argmax. The scan is bounded by the row: a row of NaNs has no
+    // entry equal to its maximum (maxOf skips NaN and returns -inf), and then no label is a hit.
+    var arg = -1
+    for v in 0..<n where z[v] == m { arg = v; break }
     var se = 0.0, se2 = 0.0, spz = 0.0, sum = 0.0
     let mv = SIMD8<Float>(repeating: m)
     var v = 0
@@ -60,6 +62,19 @@ func headRowStats(_ z: UnsafePointer<Float>, vocab n: Int, label: Int) -> HeadRo
     return HeadRowStats(logp: Float(Double(z[label]) - lse), entropy: Float(entropy),
                         meanLogit: Float(sum / Double(n)), argmaxHit: arg == label ? 1 : 0,
                         logSumP2: Float(logSumP2))
+}
+
+extension HeadOutputs {
+    /// Throws `DPOError.numeric` unless every output is finite (NaN or infinite weights, or
+    /// logits that overflowed, make them NaN or infinite). `source` names the model in the message.
+    func requireFinite(_ source: String) throws {
+        for (name, values) in [("log-prob", logps), ("entropy", entropy), ("mean logit", meanLogit),
+                               ("log sum p^2", logSumP2)] {
+            if let r = values.firstIndex(where: { !$0.isFinite }) {
+                throw DPOError.numeric("\(source): the \(name) of head row \(r) is \(values[r]) (the weights or activations are not finite); nothing was changed")
+            }
+        }
+    }
 }
 
 /// Forward of the head on normed rows x[rows, hidden] against w[vocab, hidden], `chunkRows` rows

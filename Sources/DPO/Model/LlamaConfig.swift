@@ -110,17 +110,46 @@ public struct LlamaConfig: Equatable, Sendable {
         }
         try positive(maxPositionEmbeddings, "max_position_embeddings")
         if case .llama3(let factor, let low, let high, let original) = ropeScaling {
-            if !(factor > 0) { throw DPOError.invalidArgument("config: rope_scaling.factor must be > 0, got \(factor)") }
-            if !(high > low) || !(low > 0) {
-                throw DPOError.invalidArgument("config: llama3 rope scaling needs 0 < low_freq_factor < high_freq_factor, got \(low) and \(high)")
+            // The llama3 rule computes in fp32 (as transformers): each factor must be a positive fp32.
+            for (name, v) in [("factor", factor), ("low_freq_factor", low), ("high_freq_factor", high)] {
+                if !(Float(v) > 0) || !Float(v).isFinite {
+                    throw DPOError.invalidArgument("config: rope_scaling.\(name) must be a positive number within fp32 range, got \(v)")
+                }
+            }
+            if !(high > low) || !(Float(high - low) > 0) {
+                throw DPOError.invalidArgument("config: llama3 rope_scaling needs 0 < low_freq_factor < high_freq_factor, got \(low) and \(high)")
             }
             try positive(original, "rope_scaling.original_max_position_embeddings")
+        }
+        for (name, id) in [("bos_token_id", bosTokenId), ("pad_token_id", padTokenId)] + eosTokenIds.enumerated().map({
+            (eosTokenIds.count == 1 ? "eos_token_id" : "eos_token_id[\($0.offset)]", $0.element)
+        }) {
+            if let id, id < 0 || id >= vocabSize {
+                throw DPOError.invalidArgument("config: \(name) \(id) is outside the vocabulary [0, \(vocabSize))")
+            }
         }
         // The widest matrices must be addressable with int32 BLAS dimensions.
         let widest = [Double(vocabSize) * Double(hiddenSize), Double(intermediateSize) * Double(hiddenSize),
                       Double(numAttentionHeads) * Double(resolvedHeadDim) * Double(hiddenSize)].max() ?? 0
         if widest > Double(Int32.max) {
             throw DPOError.invalidArgument("config: a weight matrix has \(widest) entries, more than 2^31 - 1")
+        }
+        try validateRotaryFrequencies()
+    }
+
+    /// The rotary inverse frequencies (fp32, as the model computes them) must be finite and > 0:
+    /// theta^(-2i/d) underflows or overflows for extreme rope_theta (1e-300 gives 1/0 = inf,
+    /// 1e300 gives 1/inf = 0), and the llama3 rule divides by `factor`.
+    func validateRotaryFrequencies() throws {
+        let d = resolvedHeadDim
+        func bad(_ f: [Float]) -> Int? { f.firstIndex { !($0 > 0) || !$0.isFinite } }
+        let plain = ropeInverseFrequencies(headDim: d, theta: ropeTheta, scaling: .none)
+        if let i = bad(plain) {
+            throw DPOError.invalidArgument("config: rope_theta \(ropeTheta) gives the rotary inverse frequency theta^(-\(2 * i)/\(d)) = \(plain[i]) in fp32; it must be finite and > 0")
+        }
+        if case .llama3(let factor, let low, let high, _) = ropeScaling,
+           let i = bad(ropeInverseFrequencies(headDim: d, theta: ropeTheta, scaling: ropeScaling)) {
+            throw DPOError.invalidArgument("config: rope_scaling (llama3, factor \(factor), low_freq_factor \(low), high_freq_factor \(high)) makes rotary inverse frequency \(i) non-finite or 0 in fp32")
         }
     }
 }

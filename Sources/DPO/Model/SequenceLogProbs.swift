@@ -1,7 +1,8 @@
 extension LlamaModel {
     /// Summed completion log-probs of (prompt, completion) token sequences, one per item:
     /// sum_j log p(completion[j] | prompt, completion[..<j]). Every completion token needs a
-    /// preceding token, so prompts must not be empty. No activations are kept.
+    /// preceding token, so prompts must not be empty. No activations are kept. Non-finite results
+    /// (NaN or infinite weights, overflowing logits) throw `DPOError.numeric`.
     public func sequenceLogProbs(_ items: [(prompt: [Int32], completion: [Int32])]) throws -> [Double] {
         if items.isEmpty { return [] }
         var sequences: [[Int32]] = [], rows: [Int32] = [], labels: [Int32] = [], owner: [Int] = []
@@ -24,6 +25,7 @@ extension LlamaModel {
         }
         let out = try forward(PackedTokens(sequences: sequences), head: HeadQuery(rows: rows, labels: labels),
                               keepActivations: false)
+        try out.requireFinite("sequence_logps")
         var sums = [Double](repeating: 0, count: items.count)
         for (r, i) in owner.enumerated() { sums[i] += Double(out.logps[r]) }
         return sums

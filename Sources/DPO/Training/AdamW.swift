@@ -12,8 +12,8 @@ final class AdamW {
     let m: FloatBuffer, v: FloatBuffer
     /// Optimizer steps taken (t of the bias corrections after the next step is steps + 1).
     var steps = 0
-    /// Ranges of the flat buffer and whether weight decay applies to them.
-    let decayRanges: [(range: Range<Int>, decay: Bool)]
+    /// Each tensor's range of the flat buffer and whether weight decay applies to it.
+    let decayRanges: [(name: String, range: Range<Int>, decay: Bool)]
 
     init(layout: ParameterLayout) {
         m = FloatBuffer(count: layout.count)
@@ -23,33 +23,75 @@ final class AdamW {
             let noDecay = name.contains("bias") || name.contains("layernorm") || name.contains("rmsnorm")
                 || name.hasPrefix("norm.") || name.contains(".norm.") || name.hasSuffix(".norm")
                 || name.contains("_norm.") || name.hasSuffix("_norm")
-            return (spec.offset..<(spec.offset + spec.count), !noDecay)
+            return (spec.name, spec.offset..<(spec.offset + spec.count), !noDecay)
         }
     }
 
+    /// One step with the gradients scaled by `gradientScale` (the clipping coefficient, applied
+    /// here so the gradient buffer is left as it was). The step runs in two passes over the same
+    /// arithmetic: the first only checks that every new parameter and moment is finite, the second
+    /// stores them. If any would be NaN or infinite (e.g. weight_decay 1e300 makes 1 - lr wd
+    /// overflow), it throws `DPOError.numeric` and nothing is changed. The check pass reads p, g,
+    /// m and v once more and writes nothing, so it needs no copy of the state: on SmolLM2-135M's
+    /// 134.5M parameters (2 busy cores) the step took 0.54 s instead of 0.35 s, about 3% of a
+    /// DPO step of that model.
     func step(parameters p: UnsafeMutablePointer<Float>, gradients g: UnsafePointer<Float>,
-              lr: Double, config c: OptimizerConfig) {
-        steps += 1
-        let t = Double(steps)
+              gradientScale: Float = 1, lr: Double, config c: OptimizerConfig) throws {
+        let t = Double(steps + 1)
         let b1 = Float(c.adamBeta1), b2 = Float(c.adamBeta2), eps = Float(c.adamEpsilon)
         let stepSize = Float(lr / (1 - pow(c.adamBeta1, t)))
         let bc2Sqrt = Float((1 - pow(c.adamBeta2, t)).squareRoot())
         let mp = m.pointer, vp = v.pointer
-        for (range, decay) in decayRanges {
-            let shrink = decay ? Float(1 - lr * c.weightDecay) : 1
-            parallelFor(range.count, grain: 16384) { chunk in
-                for j in chunk {
-                    let i = range.lowerBound + j
-                    let gi = g[i]
-                    let pi = p[i] * shrink
-                    let mi = b1 * mp[i] + (1 - b1) * gi
-                    let vi = b2 * vp[i] + (1 - b2) * gi * gi
-                    mp[i] = mi; vp[i] = vi
-                    p[i] = pi - stepSize * mi / (vi.squareRoot() / bc2Sqrt + eps)
+        /// The new (p, m, v) of entry i.
+        @inline(__always) func updated(_ i: Int, shrink: Float) -> (p: Float, m: Float, v: Float) {
+            let gi = g[i] * gradientScale
+            let pi = p[i] * shrink
+            let mi = b1 * mp[i] + (1 - b1) * gi
+            let vi = b2 * vp[i] + (1 - b2) * gi * gi
+            return (pi - stepSize * mi / (vi.squareRoot() / bc2Sqrt + eps), mi, vi)
+        }
+        for store in [false, true] {
+            for (name, range, decay) in decayRanges {
+                let shrink = decay ? Float(1 - lr * c.weightDecay) : 1
+                let finite = parallelAll(range.count, grain: 16384) { chunk in
+                    if store {
+                        for j in chunk {
+                            let i = range.lowerBound + j
+                            (p[i], mp[i], vp[i]) = updated(i, shrink: shrink)
+                        }
+                        return true
+                    }
+                    // x - x is 0 for a finite x and NaN for NaN or +-inf, so the sum below is 0
+                    // exactly when the three new values are finite. An integer OR (not a float
+                    // sum, which must keep its order) lets the loop run on SIMD lanes.
+                    var bad: UInt32 = 0
+                    for j in chunk {
+                        let u = updated(range.lowerBound + j, shrink: shrink)
+                        bad |= (u.p - u.p) + (u.m - u.m) + (u.v - u.v) == 0 ? 0 : 1
+                    }
+                    return bad == 0
+                }
+                if !finite {
+                    throw DPOError.numeric("the optimizer step would make values of \(name) or its AdamW moments non-finite (learning_rate \(lr), weight_decay \(c.weightDecay)); nothing was changed")
                 }
             }
         }
+        steps += 1
     }
+}
+
+/// Whether `check` holds on every part of 0..<count split into contiguous parts run in parallel
+/// (parts of at least `grain` items).
+func parallelAll(_ count: Int, grain: Int, _ check: (Range<Int>) -> Bool) -> Bool {
+    let parts = max(1, min(Threads.count, count / max(grain, 1)))
+    var ok = [Bool](repeating: true, count: parts)
+    ok.withUnsafeMutableBufferPointer { ok in
+        let ok = ok.baseAddress!
+        parallelFor(parts) { r in
+            for c in r { ok[c] = check((count * c / parts)..<(count * (c + 1) / parts)) }
+        }
+    }
+    return !ok.contains(false)
 }
 
 /// Global L2 norm of a flat buffer (Double partial sums per thread).
@@ -74,11 +116,4 @@ func globalNorm(_ g: UnsafePointer<Float>, count: Int) -> Double {
         }
     }
     return partial.reduce(0, +).squareRoot()
-}
-
-/// Multiplies a flat buffer by a scalar.
-func scaleBuffer(_ g: UnsafeMutablePointer<Float>, count: Int, by s: Float) {
-    parallelFor(count, grain: 65536) { range in
-        for i in range { g[i] *= s }
-    }
 }

@@ -127,6 +127,9 @@ public struct DPOConfig: Equatable, Sendable {
 
     public init() {}
 
+    /// The most entries `loss_type` (and so `loss_weights`) may have.
+    public static let maxLossTypes = 64
+
     /// The weight of each loss in `lossType`.
     public var resolvedLossWeights: [Double] { lossWeights ?? [Double](repeating: 1, count: lossType.count) }
 
@@ -135,6 +138,9 @@ public struct DPOConfig: Equatable, Sendable {
         try optimizer.validate()
         if !(beta > 0) || !beta.isFinite { throw DPOError.invalidArgument("beta must be > 0, got \(beta)") }
         if lossType.isEmpty { throw DPOError.invalidArgument("loss_type must name at least one loss") }
+        if lossType.count > DPOConfig.maxLossTypes {
+            throw DPOError.invalidArgument("loss_type names \(lossType.count) losses; at most \(DPOConfig.maxLossTypes) (as many as loss_weights may have)")
+        }
         if let w = lossWeights {
             if w.count != lossType.count {
                 throw DPOError.invalidArgument("loss_weights has \(w.count) weights for \(lossType.count) loss types")

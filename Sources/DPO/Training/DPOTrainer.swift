@@ -65,24 +65,54 @@ public final class DPOTrainer {
 
     /// One micro-batch: forward of policy and reference, loss, backward into the accumulated
     /// gradient; every `gradient_accumulation_steps`-th call also clips and steps AdamW.
-    /// A batch whose loss or gradient is not finite throws `DPOError.numeric` and changes nothing.
+    /// A batch whose log-probs, loss or gradient is not finite, or whose optimizer step would make
+    /// the weights non-finite, throws `DPOError.numeric` and changes nothing.
     public func step(_ pairs: [PreferencePair]) throws -> DPOStepResult {
-        let metrics = try accumulate(pairs)
-        if state.readyToApply {
-            // The norm of the buffer this call's backward just left is still exact.
-            return DPOStepResult(metrics: try applyOptimizer(knownNorm: state.lastBackwardNorm),
-                                 optimizerStepped: true, globalStep: globalStep)
+        try undoingSnapshot {
+            let tokens = state.numTokens
+            let metrics = try accumulate(pairs)
+            if state.readyToApply {
+                do {
+                    // The norm of the buffer this call's backward just left is still exact.
+                    return DPOStepResult(metrics: try applyOptimizer(knownNorm: state.lastBackwardNorm),
+                                         optimizerStepped: true, globalStep: globalStep)
+                } catch {
+                    // The optimizer refused the step: take this call's micro-batch back too.
+                    state.undoLastBackward(tokens: state.numTokens - tokens)
+                    pendingMetrics.removeLast()
+                    throw error
+                }
+            }
+            return DPOStepResult(metrics: metrics, optimizerStepped: false, globalStep: globalStep)
         }
-        return DPOStepResult(metrics: metrics, optimizerStepped: false, globalStep: globalStep)
+    }
+
+    /// Runs `body`; if it throws, a snapshot reference taken meanwhile is dropped again, so the
+    /// failed call changes nothing (the next call takes the same snapshot: the policy's weights
+    /// are unchanged by a failed call).
+    func undoingSnapshot<T>(_ body: () throws -> T) throws -> T {
+        let hadReference = reference != nil
+        do { return try body() } catch {
+            if !hadReference { reference = nil }
+            throw error
+        }
     }
 
     /// The distributed grain: forward and backward of one micro-batch, gradients (already divided
     /// by `gradient_accumulation_steps`) added to `policy.gradients`. Returns the micro-batch's metrics.
     @discardableResult
     public func accumulate(_ pairs: [PreferencePair]) throws -> DPOMetrics {
+        try undoingSnapshot { try accumulateBatch(pairs) }
+    }
+
+    func accumulateBatch(_ pairs: [PreferencePair]) throws -> DPOMetrics {
         let batch = try pack(pairs)
         let (refChosen, refRejected) = try referenceSums(pairs, batch)
         let out = try policy.forward(batch.packed, head: batch.head, keepActivations: true)
+        do { try out.requireFinite("policy") } catch {
+            policy.pending = nil
+            throw error
+        }
         let stats = PairStatistics(out, batch: batch, ldAlpha: config.ldAlpha)
         let input = lossInput(stats, batch, refChosen, refRejected)
         let result = dpoLoss(input, config: config)
@@ -132,12 +162,19 @@ public final class DPOTrainer {
     }
 
     /// Metrics of a batch without any update or change of state (TRL's `evaluate`, `eval_` names).
+    /// Non-finite log-probs or loss throw `DPOError.numeric`.
     public func evaluate(_ pairs: [PreferencePair]) throws -> DPOMetrics {
+        try undoingSnapshot { try evaluateBatch(pairs) }
+    }
+
+    func evaluateBatch(_ pairs: [PreferencePair]) throws -> DPOMetrics {
         let batch = try pack(pairs)
         let (refChosen, refRejected) = try referenceSums(pairs, batch)
         let out = try policy.forward(batch.packed, head: batch.head, keepActivations: false)
+        try out.requireFinite("policy")
         let stats = PairStatistics(out, batch: batch, ldAlpha: config.ldAlpha)
         let result = dpoLoss(lossInput(stats, batch, refChosen, refRejected), config: config)
+        if !result.loss.isFinite { throw DPOError.numeric("the loss of this batch is \(result.loss)") }
         var metrics = DPOMetrics(loss: result.loss, beta: config.beta, policy: stats,
                                  refChosen: refChosen, refRejected: refRejected)
         metrics.numTokens = Double(state.numTokens)
@@ -148,11 +185,16 @@ public final class DPOTrainer {
     /// the reference model, or with the policy's current weights when there is none. Attach them
     /// to the pairs (`refChosenLogps`, `refRejectedLogps`) to train without a reference forward.
     public func precomputeReferenceLogProbs(_ pairs: [PreferencePair]) throws -> [(chosen: Double, rejected: Double)] {
+        try undoingSnapshot { try referenceLogProbs(pairs) }
+    }
+
+    func referenceLogProbs(_ pairs: [PreferencePair]) throws -> [(chosen: Double, rejected: Double)] {
         let batch = try pack(pairs.map {
             PreferencePair(promptIds: $0.promptIds, chosenIds: $0.chosenIds, rejectedIds: $0.rejectedIds)
         })
         let model = try referenceModel(allowPolicy: true)
         let out = try model.forward(batch.packed, head: batch.head, keepActivations: false)
+        try out.requireFinite(model === policy ? "policy" : "reference model")
         let stats = PairStatistics(out, batch: batch, ldAlpha: config.ldAlpha)
         return (0..<batch.pairs).map { (stats.chosen[$0], stats.rejected[$0]) }
     }
@@ -207,6 +249,7 @@ public final class DPOTrainer {
         let ref = try referenceModel()
         // The policy has no backward pending here: the reference runs in its workspace.
         let out = try ref.forward(batch.packed, head: batch.head, keepActivations: false, workspaceOf: policy)
+        try out.requireFinite("reference model")
         let stats = PairStatistics(out, batch: batch, ldAlpha: config.ldAlpha)
         return (stats.chosen, stats.rejected)
     }

@@ -51,21 +51,33 @@ final class OptimizationState {
 
     var readyToApply: Bool { pendingMicroBatches >= config.gradientAccumulationSteps }
 
+    /// Takes back the last guarded backward, whose optimizer step was refused: the gradient buffer
+    /// as it was before it, one micro-batch and `tokens` trained tokens fewer.
+    func undoLastBackward(tokens: Int) {
+        guard pendingMicroBatches > 0, let g = model.gradients else { return }
+        pendingMicroBatches -= 1
+        numTokens -= tokens
+        if pendingMicroBatches == 0 { g.zero() } else if let backup { g.copy(from: backup) }
+    }
+
     /// Clips, steps AdamW with the scheduled rate and clears the accumulation. Returns the
-    /// pre-clip gradient norm and the learning rate used.
+    /// pre-clip gradient norm and the learning rate used. A step that would make the weights or
+    /// moments non-finite throws `DPOError.numeric` and changes nothing (gradients included).
     func applyOptimizer(knownNorm: Double? = nil) throws -> (gradNorm: Double, learningRate: Double) {
         guard pendingMicroBatches > 0, let g = model.gradients else {
             throw DPOError.wrongState("apply_optimizer: no gradients have been accumulated")
         }
         let norm = knownNorm ?? globalNorm(g.pointer, count: g.count)
         if !norm.isFinite { throw DPOError.numeric("the gradient norm is \(norm); nothing was changed") }
-        // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is < 1.
+        // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is < 1
+        // (applied inside the AdamW step, so a refused step leaves the buffer as it was).
+        var scale: Float = 1
         if config.maxGradNorm > 0 {
             let coef = config.maxGradNorm / (norm + 1e-6)
-            if coef < 1 { scaleBuffer(g.pointer, count: g.count, by: Float(coef)) }
+            if coef < 1 { scale = Float(coef) }
         }
         let lr = config.learningRate(afterSteps: globalStep)
-        adam.step(parameters: model.parameters.pointer, gradients: g.pointer, lr: lr, config: config)
+        try adam.step(parameters: model.parameters.pointer, gradients: g.pointer, gradientScale: scale, lr: lr, config: config)
         globalStep += 1
         pendingMicroBatches = 0
         g.zero()

@@ -108,9 +108,19 @@ public final class SFTTrainer {
 
     /// One micro-batch; every `gradient_accumulation_steps`-th call also steps the optimizer
     /// (then the metrics are the micro-batch means with grad_norm and learning_rate).
+    /// A batch whose log-probs, loss or gradient is not finite, or whose optimizer step would make
+    /// the weights non-finite, throws `DPOError.numeric` and changes nothing.
     public func step(_ examples: [SFTExample]) throws -> (metrics: SFTMetrics, optimizerStepped: Bool) {
+        let tokens = state.numTokens
         let m = try accumulate(examples)
-        if state.readyToApply { return (try applyOptimizer(knownNorm: state.lastBackwardNorm), true) }
+        if state.readyToApply {
+            do { return (try applyOptimizer(knownNorm: state.lastBackwardNorm), true) } catch {
+                // The optimizer refused the step: take this call's micro-batch back too.
+                state.undoLastBackward(tokens: state.numTokens - tokens)
+                pendingMetrics.removeLast()
+                throw error
+            }
+        }
         return (m, false)
     }
 
@@ -118,6 +128,10 @@ public final class SFTTrainer {
     public func accumulate(_ examples: [SFTExample]) throws -> SFTMetrics {
         let p = try pack(examples)
         let out = try model.forward(p.packed, head: p.head, keepActivations: true)
+        do { try out.requireFinite("model") } catch {
+            model.pending = nil
+            throw error
+        }
         var m = metrics(out)
         if !m.loss.isFinite {
             model.pending = nil
@@ -149,10 +163,12 @@ public final class SFTTrainer {
         return m
     }
 
-    /// Metrics without an update.
+    /// Metrics without an update (non-finite log-probs throw `DPOError.numeric`).
     public func evaluate(_ examples: [SFTExample]) throws -> SFTMetrics {
         let p = try pack(examples)
-        var m = metrics(try model.forward(p.packed, head: p.head, keepActivations: false))
+        let out = try model.forward(p.packed, head: p.head, keepActivations: false)
+        try out.requireFinite("model")
+        var m = metrics(out)
         m.numTokens = Double(state.numTokens)
         return m
     }
