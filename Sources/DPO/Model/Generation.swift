@@ -53,6 +53,8 @@ extension LlamaModel {
             }
         }
         if prompts.isEmpty || g.maxNewTokens == 0 { return prompts.map { _ in [] } }
+        try MemoryLimit.check(generationBytes(promptLengths: prompts.map(\.count), maxNewTokens: g.maxNewTokens),
+                              "generating \(g.maxNewTokens) tokens for \(prompts.count) prompts")
         let eos = Set(g.eosTokenIds ?? config.eosTokenIds.map { Int32($0) })
         let a = attentionShape
         let caches = prompts.map { KVCache(layers: config.numHiddenLayers, kvWidth: a.kvWidth, capacity: $0.count + g.maxNewTokens) }
@@ -216,4 +218,20 @@ func sample(_ logits: [Float], _ b: Int, config g: GenerationConfig, rng: inout 
         if u < 0 { return Int32(v) }
     }
     return Int32(p.lastIndex { $0 > 0 } ?? V - 1)
+}
+
+extension LlamaModel {
+    /// What `generate` allocates, in Double so that no size can overflow before the check: the
+    /// KV caches, one score row block and the logits, and the prefill's one-layer activations.
+    func generationBytes(promptLengths: [Int], maxNewTokens: Int) -> Double {
+        let c = config
+        let kv = Double(c.numKeyValueHeads) * Double(c.resolvedHeadDim)
+        let cached = promptLengths.reduce(0.0) { $0 + Double($1) + Double(maxNewTokens) }
+        let caches = cached * kv * 2 * Double(c.numHiddenLayers)
+        let longest = Double(promptLengths.max() ?? 0) + Double(maxNewTokens)
+        let logits = Double(promptLengths.count) * Double(c.vocabSize)
+        let h = Double(c.hiddenSize), q = Double(c.numAttentionHeads) * Double(c.resolvedHeadDim)
+        let prefill = longest * (4 * h + 2 * q + 2 * kv + 2 * Double(c.intermediateSize) + Double(c.resolvedHeadDim))
+        return (caches + longest * longest + logits + prefill) * 4
+    }
 }

@@ -15,9 +15,9 @@ final class AdamW {
     /// Each tensor's range of the flat buffer and whether weight decay applies to it.
     let decayRanges: [(name: String, range: Range<Int>, decay: Bool)]
 
-    init(layout: ParameterLayout) {
-        m = FloatBuffer(count: layout.count)
-        v = FloatBuffer(count: layout.count)
+    init(layout: ParameterLayout) throws {
+        m = try FloatBuffer(checkedCount: layout.count, for: "AdamW's first moments")
+        v = try FloatBuffer(checkedCount: layout.count, for: "AdamW's second moments")
         decayRanges = layout.tensors.map { spec in
             let name = spec.name.lowercased()
             let noDecay = name.contains("bias") || name.contains("layernorm") || name.contains("rmsnorm")

@@ -53,7 +53,7 @@ public final class DPOTrainer {
         self.config = config
         self.reference = reference
         referenceKind = config.precomputeRefLogProbs ? .precomputed : (reference == nil ? .snapshot : .model)
-        state = OptimizationState(model: policy, config: config.optimizer)
+        state = try OptimizationState(model: policy, config: config.optimizer)
     }
 
     /// Optimizer steps taken.

@@ -19,10 +19,10 @@ final class OptimizationState {
     /// between through the distributed grain).
     private(set) var lastBackwardNorm = Double.nan
 
-    init(model: LlamaModel, config: OptimizerConfig) {
+    init(model: LlamaModel, config: OptimizerConfig) throws {
         self.model = model
         self.config = config
-        adam = AdamW(layout: model.layout)
+        adam = try AdamW(layout: model.layout)
         rng = Xoshiro256(seed: config.seed)
     }
 
@@ -33,7 +33,7 @@ final class OptimizationState {
             try model.zeroGradients()
         } else {
             let g = model.gradients!
-            if backup == nil { backup = FloatBuffer(count: g.count) }
+            if backup == nil { backup = try FloatBuffer(checkedCount: g.count, for: "the accumulation backup of the gradients") }
             backup!.copy(from: g)
         }
         try model.backward(dlogp: dlogp)

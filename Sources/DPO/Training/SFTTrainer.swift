@@ -57,7 +57,7 @@ public final class SFTTrainer {
         try config.validate()
         self.model = model
         self.config = config
-        state = OptimizationState(model: model, config: config.optimizer)
+        state = try OptimizationState(model: model, config: config.optimizer)
     }
 
     public var globalStep: Int { state.globalStep }
