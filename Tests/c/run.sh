@@ -5,7 +5,8 @@
 #   3. no Swift runtime or Foundation among the NEEDED libraries, and the library loads with the
 #      Swift toolchain absent from the environment;
 #   4. the smoke test (Tests/c/smoke.c), plainly and under valgrind memcheck;
-#   5. examples/train.c, the README's C example.
+#   5. examples/train.c, the README's C example;
+#   6. two trainers stepping in two threads at once (Tests/c/threads.c), plainly and under valgrind.
 # Usage: Tests/c/run.sh [library-dir]   (default .build/release, as `make build` leaves it)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -76,5 +77,22 @@ else
     }
     grep -E 'ERROR SUMMARY|definitely lost|indirectly lost|possibly lost|still reachable|All heap blocks' "$OUT/vg.log" | sed 's/^==[0-9]*== */  /'
     echo "valgrind: no invalid reads or writes, no definitely lost blocks"
+fi
+
+# --- 6. Two trainers in two threads (Tests/c/threads.c) ------------------------------------------
+# Concurrent runs must equal sequential ones, and the library must not touch the environment
+# (OPENBLAS_THREAD_TIMEOUT unset: the case where it used to setenv it at the first matrix product).
+echo "== two trainers in two threads"
+"$CC" "${CFLAGS[@]}" -O1 -g -pthread Tests/c/threads.c "${LINK[@]}" -o "$OUT/threads"
+env -u OPENBLAS_THREAD_TIMEOUT "${clean_env[@]}" "$OUT/threads"
+if [ "${DPO_SKIP_VALGRIND:-0}" != 1 ] && command -v valgrind >/dev/null; then
+    echo "== two trainers in two threads under valgrind memcheck"
+    env -u OPENBLAS_THREAD_TIMEOUT "${clean_env[@]}" valgrind --error-exitcode=1 --leak-check=full \
+        --errors-for-leak-kinds=definite --show-leak-kinds=definite "$OUT/threads" > "$OUT/vg-threads.log" 2>&1 || {
+        cat "$OUT/vg-threads.log" >&2
+        echo "test-c: FAILED under valgrind (threads)" >&2
+        exit 1
+    }
+    grep -E 'ERROR SUMMARY|definitely lost' "$OUT/vg-threads.log" | sed 's/^==[0-9]*== */  /'
 fi
 echo "test-c: all passed"
