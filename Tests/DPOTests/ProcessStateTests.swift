@@ -72,10 +72,10 @@ final class ProcessStateTests: XCTestCase {
 
     /// Attention's products are split into blocks OpenBLAS computes on the calling thread; the
     /// result is the one product's (up to rounding), for every transpose and every way of
-    /// splitting: rows, columns and k, with partial blocks at the ends.
+    /// splitting: rows, columns and k, with partial blocks at the ends (and k = 0: C = beta C).
     func testSgemmOnCallingThreadEqualsOneProduct() {
         var rng = Xoshiro256(seed: 11)
-        let sizes = [(70, 300, 64), (130, 70, 200), (16, 900, 40), (5, 7, 9)]
+        let sizes = [(70, 300, 64), (130, 70, 200), (16, 900, 40), (5, 7, 9), (70, 5000, 0)]
         let transposes = [(false, false), (false, true), (true, false), (true, true)]
         for (m, n, k) in sizes {
             for (transA, transB) in transposes {

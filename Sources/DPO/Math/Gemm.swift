@@ -119,7 +119,7 @@ func sgemmOnCallingThread(
     tally: UnsafeMutablePointer<GemmTally>
 ) {
     let limit = openBLASCallingThreadLimit
-    if m * n * max(k, 1) <= limit {
+    if k == 0 || Double(m) * Double(n) * Double(k) <= Double(limit) {
         return sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
                      beta: beta, c: c, ldc: ldc, tally: tally)
     }
