@@ -100,10 +100,11 @@ const char *dpo_last_error(void);
 /* ------------------------------------------------------------------------------------------ */
 
 /* The number of threads the library uses for matrix products (OpenBLAS) and its own parallel
-   loops. Default: the number of online cores. Global to the process.
+   loops. Default: the number of online cores (matrix products use OpenBLAS's own default, e.g.
+   OPENBLAS_NUM_THREADS, until dpo_set_num_threads() is called). Global to the process.
    Only dpo_set_num_threads() changes process-wide state (OpenBLAS's thread count, the environment
-   for a moment); every other call leaves OpenBLAS's settings, the environment and all global
-   state alone, so trainers may run in several threads at once. */
+   for a moment); every other call leaves OpenBLAS's settings and the environment alone and shares
+   no unsynchronised state, so distinct handles can be used in several threads at once. */
 int32_t dpo_get_num_threads(void);
 
 /* Sets the thread count (1..1024) for every later call, also OpenBLAS's (openblas_set_num_threads).
