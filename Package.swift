@@ -1,4 +1,5 @@
 // swift-tools-version:6.0
+// swift-dpo is licensed under the Apache License, Version 2.0: see LICENSE at the repository root.
 import PackageDescription
 
 let package = Package(

@@ -100,17 +100,23 @@ const char *dpo_last_error(void);
 /* ------------------------------------------------------------------------------------------ */
 
 /* The number of threads the library uses for matrix products (OpenBLAS) and its own parallel
-   loops. Default: the number of online cores. Global to the process.
-   OpenBLAS's idle worker threads busy-wait about 0.1 s after each call by default, which takes
-   the cores from the library's own loops. Unless OPENBLAS_THREAD_TIMEOUT is set in the
-   environment, the library therefore restarts OpenBLAS's thread pool once, before its first
-   matrix product, with the shortest idle wait (OPENBLAS_THREAD_TIMEOUT=4); the process's
-   environment is left unchanged. Do not let another thread of the host call OpenBLAS while the
-   library makes its first matrix product. */
+   loops. Default: the number of online cores (matrix products use OpenBLAS's own default, e.g.
+   OPENBLAS_NUM_THREADS, until dpo_set_num_threads() is called). Global to the process.
+   Only dpo_set_num_threads() changes process-wide state (OpenBLAS's thread count, the environment
+   for a moment); every other call leaves OpenBLAS's settings and the environment alone and shares
+   no unsynchronised state, so distinct handles can be used in several threads at once. */
 int32_t dpo_get_num_threads(void);
 
-/* Sets the thread count (1..1024) for every later call. Call it between calls, not while another
-   thread is inside the library.
+/* Sets the thread count (1..1024) for every later call, also OpenBLAS's (openblas_set_num_threads).
+   Call it between calls, not while another thread is inside the library.
+   The first call also shortens OpenBLAS's idle spin: its worker threads busy-wait about 0.1 s
+   after each call by default, which takes the cores from the library's own loops (the tiny
+   benchmark step runs about 10% faster without it). Unless OPENBLAS_THREAD_TIMEOUT is set in the
+   environment, that first call sets it to 4 (the shortest wait), has OpenBLAS read it, removes it
+   again (the environment's contents end as they were, its array may be reallocated) and restarts
+   OpenBLAS's thread pool. So make it at start-up, before other threads read the environment or
+   call OpenBLAS, e.g. dpo_set_num_threads(dpo_get_num_threads()). The Python package makes it
+   when imported, the dpo command when it starts; without it OpenBLAS keeps its default wait.
    Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT if n < 1 or n > 1024. */
 dpo_status dpo_set_num_threads(int32_t n);
 

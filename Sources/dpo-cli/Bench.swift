@@ -104,7 +104,9 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
-        if let threads { Threads.setCount(threads) }
+        Threads.setCount(threads ?? Threads.count)
+        GemmCounter.isEnabled = true  // the counters are opt-in; only benchmarks read them
+        defer { GemmCounter.isEnabled = false }
         let config = shape.config
         var rng = Xoshiro256(seed: 7)
         func randomTokens(_ n: Int) -> [Int32] { (0..<n).map { _ in Int32(rng.next() % UInt64(config.vocabSize)) } }
@@ -119,7 +121,7 @@ struct Bench: ParsableCommand {
             g.maxNewTokens = completionLength
             g.eosTokenIds = []
             for i in 0..<(warmup + steps) {
-                GemmCounter.flops = 0; GemmCounter.seconds = 0
+                GemmCounter.reset()
                 let t0 = now()
                 _ = try policy.generate(prompts, config: g)
                 if i >= warmup { timesFB.append(now() - t0); gemmSeconds.append(GemmCounter.seconds) }
@@ -141,7 +143,7 @@ struct Bench: ParsableCommand {
             let dl = [Float](repeating: -1 / Float(rows.count), count: rows.count)
             for i in 0..<(warmup + steps) {
                 let t0 = now()
-                GemmCounter.flops = 0; GemmCounter.seconds = 0
+                GemmCounter.reset()
                 _ = try policy.forward(packed, head: head, keepActivations: true)
                 let t1 = now()
                 let forwardFlops = GemmCounter.flops
@@ -170,7 +172,7 @@ struct Bench: ParsableCommand {
                 }
             }
             for i in 0..<(warmup + steps) {
-                GemmCounter.flops = 0; GemmCounter.seconds = 0
+                GemmCounter.reset()
                 let t0 = now()
                 _ = try trainer.step(batch)
                 let t1 = now()

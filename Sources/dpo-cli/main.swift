@@ -10,6 +10,9 @@ struct DPOCommand: ParsableCommand {
         subcommands: [Demo.self, SFT.self, Train.self, Eval.self, Generate.self, Bench.self])
 }
 
+// Start-up: OpenBLAS's thread count and idle spin, set once here (see Threads.setCount).
+Threads.setCount(Threads.count)
+
 /// Every error is one line on stderr and a non-zero exit (--help and --version print normally).
 do {
     var command = try DPOCommand.parseAsRoot()

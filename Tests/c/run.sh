@@ -6,7 +6,8 @@
 #      Swift toolchain absent from the environment;
 #   4. the smoke test (Tests/c/smoke.c), plainly and under valgrind memcheck;
 #   5. examples/train.c, the README's C example;
-#   6. Tests/c/paths.c: paths that are not UTF-8 are used as the bytes given.
+#   6. two trainers stepping in two threads at once (Tests/c/threads.c), plainly and under valgrind;
+#   7. Tests/c/paths.c: paths that are not UTF-8 are used as the bytes given.
 # Usage: Tests/c/run.sh [library-dir] [portable-library-dir]
 #   library-dir: default .build/release, as `make build` leaves it.
 #   portable-library-dir: the library the valgrind stage runs (default: library-dir). valgrind 3.19
@@ -22,8 +23,9 @@ CFLAGS=(-std=c99 -Wall -Wextra -pedantic -Werror -Iinclude)
 LINK=(-L"$LIBDIR" -ldpo -lm -Wl,-rpath,"$LIBDIR")
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
-# Run programs with the toolchain out of reach: no LD_LIBRARY_PATH, a minimal PATH.
-clean_env=(env -u LD_LIBRARY_PATH PATH=/usr/local/bin:/usr/bin:/bin)
+# Run programs with the toolchain out of reach: no LD_LIBRARY_PATH, a minimal PATH; and without
+# OPENBLAS_THREAD_TIMEOUT, the case where the library used to setenv it (Tests/c/threads.c checks).
+clean_env=(env -u LD_LIBRARY_PATH -u OPENBLAS_THREAD_TIMEOUT PATH=/usr/local/bin:/usr/bin:/bin)
 
 [ -f "$LIB" ] || { echo "test-c: $LIB not found: run 'make build' first" >&2; exit 1; }
 
@@ -66,11 +68,28 @@ echo "== examples/train.c"
 (cd "$OUT" && "${clean_env[@]}" ./train)
 [ -f "$OUT/dpo-model/model.safetensors" ] || { echo "test-c: FAILED: examples/train.c saved no model" >&2; exit 1; }
 
-# --- Paths as bytes (hardening): non-UTF-8 paths are used as given, never rewritten. ---
-echo "== paths: non-UTF-8 bytes used as given"
+echo "== paths: non-UTF-8 bytes used as given (Tests/c/paths.c)"
 "$CC" "${CFLAGS[@]}" Tests/c/paths.c "${LINK[@]}" -o "$OUT/paths"
 mkdir "$OUT/paths-run"
 "${clean_env[@]}" "$OUT/paths" "$OUT/paths-run"
+
+# Concurrent runs must equal sequential ones, and the library must not touch the environment
+# (OPENBLAS_THREAD_TIMEOUT unset: the case where it used to setenv it at the first matrix product).
+echo "== two trainers in two threads (Tests/c/threads.c)"
+"$CC" "${CFLAGS[@]}" -O1 -g -pthread Tests/c/threads.c "${LINK[@]}" -o "$OUT/threads"
+"${clean_env[@]}" "$OUT/threads"
+
+# run_valgrind NAME PROGRAM ARGS...: memcheck, no invalid access, no definitely lost block.
+run_valgrind() {
+    local name=$1; shift
+    "${clean_env[@]}" valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
+        --show-leak-kinds=definite "$@" > "$OUT/vg-$name.log" 2>&1 || {
+        cat "$OUT/vg-$name.log" >&2
+        echo "test-c: FAILED under valgrind ($name)" >&2
+        exit 1
+    }
+    grep -E 'ERROR SUMMARY|definitely lost|indirectly lost|possibly lost|still reachable|All heap blocks' "$OUT/vg-$name.log" | sed 's/^==[0-9]*== */  /'
+}
 
 if [ "${DPO_SKIP_VALGRIND:-0}" = 1 ]; then
     echo "== valgrind skipped (DPO_SKIP_VALGRIND=1)"
@@ -78,20 +97,18 @@ elif ! command -v valgrind >/dev/null; then
     echo "test-c: FAILED: valgrind is not installed (make deps installs it; DPO_SKIP_VALGRIND=1 skips)" >&2
     exit 1
 else
-    echo "== smoke test under valgrind memcheck ($VG_LIBDIR/libdpo.so)"
     # A native build on an AVX-512 machine would die of SIGILL under valgrind: refuse it clearly.
     if objdump -d --no-show-raw-insn "$VG_LIBDIR/libdpo.so" | grep -q '%zmm'; then
         echo "test-c: FAILED: $VG_LIBDIR/libdpo.so holds AVX-512 instructions, which valgrind cannot run: give a portable build (make build NATIVE=0)" >&2
         exit 1
     fi
-    "$CC" "${CFLAGS[@]}" -O1 -g Tests/c/smoke.c -L"$VG_LIBDIR" -ldpo -lm -Wl,-rpath,"$VG_LIBDIR" -o "$OUT/smoke-vg"
-    "${clean_env[@]}" valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
-        --show-leak-kinds=definite "$OUT/smoke-vg" "$OUT/vg" > "$OUT/vg.log" 2>&1 || {
-        cat "$OUT/vg.log" >&2
-        echo "test-c: FAILED under valgrind" >&2
-        exit 1
-    }
-    grep -E 'ERROR SUMMARY|definitely lost|indirectly lost|possibly lost|still reachable|All heap blocks' "$OUT/vg.log" | sed 's/^==[0-9]*== */  /'
+    VG_LINK=(-L"$VG_LIBDIR" -ldpo -lm -Wl,-rpath,"$VG_LIBDIR")
+    echo "== smoke test under valgrind memcheck ($VG_LIBDIR/libdpo.so)"
+    "$CC" "${CFLAGS[@]}" -O1 -g Tests/c/smoke.c "${VG_LINK[@]}" -o "$OUT/smoke-vg"
+    run_valgrind smoke "$OUT/smoke-vg" "$OUT/vg"
+    echo "== two trainers in two threads under valgrind memcheck"
+    "$CC" "${CFLAGS[@]}" -O1 -g -pthread Tests/c/threads.c "${VG_LINK[@]}" -o "$OUT/threads-vg"
+    run_valgrind threads "$OUT/threads-vg"
     echo "valgrind: no invalid reads or writes, no definitely lost blocks"
 fi
 echo "test-c: all passed"

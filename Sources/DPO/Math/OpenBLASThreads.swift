@@ -10,17 +10,21 @@ import Glibc
 // benchmark shape perf showed about 15% of all samples in OpenBLAS's sched_yield loop, and the
 // step took about 11% longer than with the short wait below.
 // OPENBLAS_THREAD_TIMEOUT (log2 of the spin cycles, 4..30) shortens that wait, but OpenBLAS reads
-// it only when it starts its threads, at load time. So, unless the user has set it, swift-dpo sets
-// it to `idleSpinLog2` and restarts the server once, before its first matrix product, through the
-// library's exported `openblas_read_env`, `blas_thread_shutdown_` and `blas_thread_init`. They are
-// looked up at run time in the very library that provides `openblas_get_num_threads` (found with
-// dladdr, so it works when libdpo.so is loaded RTLD_LOCAL, as by Python's ctypes); a BLAS without
-// them (an OpenMP build, another vendor) is left as it is.
+// it only from the environment, when it starts its threads (at load time) or in its exported
+// `openblas_read_env`. So, unless the user has set it, the first `Threads.setCount` (an explicit
+// call: dpo_set_num_threads in the C library; the Python package and the `dpo` command make it at
+// start-up) sets the variable, has OpenBLAS read it, removes it again and restarts OpenBLAS's
+// thread server (`blas_thread_shutdown_`, `blas_thread_init`). Setting an environment variable
+// races with any other thread reading the environment, so this never happens inside a computation:
+// a library call that only computes changes no process-wide state.
+// The functions are looked up at run time in the very library that provides
+// `openblas_get_num_threads` (found with dladdr, so it works when libdpo.so is loaded RTLD_LOCAL,
+// as by Python's ctypes); a BLAS without them (an OpenMP build, another vendor) is left as it is.
 
 /// log2 of the cycles an idle OpenBLAS worker spins before it sleeps (OpenBLAS's minimum).
 let idleSpinLog2 = 4
 
-/// Evaluated once, before the first sgemm (see `sgemm`); true when the timeout was applied.
+/// Evaluated once, by the first `Threads.setCount`; true when the timeout was applied.
 let openBLASIdleSpinShortened: Bool = {
     guard getenv("OPENBLAS_THREAD_TIMEOUT") == nil else { return false }
     typealias Fn = @convention(c) () -> Void

@@ -16,9 +16,14 @@ public enum Threads {
 
     public static var count: Int { current }
 
-    /// Sets the thread count for swift-dpo's loops and OpenBLAS (values below 1 become 1).
-    /// Not thread-safe with respect to running computations: call it between steps.
+    /// Sets the thread count for swift-dpo's loops and OpenBLAS (values below 1 become 1). The
+    /// first call also shortens OpenBLAS's idle spin (see OpenBLASThreads.swift), which briefly
+    /// sets an environment variable. These are the only process-wide changes swift-dpo makes, and
+    /// only here: computations never touch OpenBLAS's settings or the environment.
+    /// Not thread-safe with respect to running computations: call it between steps (and, the first
+    /// time, before other threads read the environment, e.g. at start-up).
     public static func setCount(_ n: Int) {
+        _ = openBLASIdleSpinShortened
         current = max(1, min(n, 1024))
         openblas_set_num_threads(Int32(current))
     }
@@ -50,15 +55,13 @@ func taskWorkers(_ count: Int) -> Int { min(Threads.count, count) }
 /// `0..<workers` (index per-worker scratch with it). Each worker takes the next task from a shared
 /// counter, so tasks of unequal cost balance themselves (list the costly ones first).
 ///
-/// The tasks' own matrix products run single-threaded meanwhile: OpenBLAS is set to one thread for
-/// the duration (its thread count is restored after), so the parallelism is across tasks, not
-/// inside many small multi-threaded sgemm calls.
+/// The tasks may call sgemm concurrently; use `sgemmOnCallingThread` there, which keeps each
+/// product on its worker's thread. OpenBLAS's thread count is left alone: switching it to 1 around
+/// the tasks, as this once did, is a process-wide change that races with other threads'
+/// computations (e.g. a second trainer's) and with the host's own OpenBLAS calls.
 func parallelTasks(_ count: Int, _ body: (_ worker: Int, _ task: Int) -> Void) {
     if count <= 0 { return }
     let workers = taskWorkers(count)
-    let blasThreads = openblas_get_num_threads()
-    if blasThreads != 1 { openblas_set_num_threads(1) }
-    defer { if blasThreads != 1 { openblas_set_num_threads(blasThreads) } }
     if workers == 1 {
         for task in 0..<count { body(0, task) }
         return

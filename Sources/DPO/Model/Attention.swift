@@ -156,18 +156,21 @@ private func probabilitiesFromLSE(_ s: UnsafeMutablePointer<Float>, view x: Head
 // The three products of a row block and head. "Rows" are the block's rows, the head's columns, of
 // a [tokens, qWidth] buffer (q, o, dO, dq); "keys" are the kv group's columns of the parent's rows
 // and the segment's first `own` rows of a [tokens, kvWidth] buffer (k, v, dk, dv); a score-shaped
-// matrix is [n, width], the parent's np columns first.
+// matrix is [n, width], the parent's np columns first. They run on attention's parallel workers,
+// so they go through sgemmOnCallingThread (each worker's products on its own thread).
 
 /// s = alpha * rows [keys_parent ; keys_own]^T: the scores (q against k) and dP (dO against v).
 private func rowsTimesKeysT(_ s: UnsafeMutablePointer<Float>, rows: UnsafePointer<Float>,
                             keys: UnsafePointer<Float>, alpha: Float, view x: HeadView, shape a: AttentionShape,
                             tally: UnsafeMutablePointer<GemmTally>) {
     if x.np > 0 {
-        sgemm(transB: true, m: x.n, n: x.np, k: a.headDim, alpha: alpha, a: rows + x.qOffset, lda: a.qWidth,
-              b: keys + x.kvParent, ldb: a.kvWidth, c: s, ldc: x.width, tally: tally)
+        sgemmOnCallingThread(transB: true, m: x.n, n: x.np, k: a.headDim, alpha: alpha,
+                             a: rows + x.qOffset, lda: a.qWidth, b: keys + x.kvParent, ldb: a.kvWidth,
+                             c: s, ldc: x.width, tally: tally)
     }
-    sgemm(transB: true, m: x.n, n: x.own, k: a.headDim, alpha: alpha, a: rows + x.qOffset, lda: a.qWidth,
-          b: keys + x.kvOwn, ldb: a.kvWidth, c: s + x.np, ldc: x.width, tally: tally)
+    sgemmOnCallingThread(transB: true, m: x.n, n: x.own, k: a.headDim, alpha: alpha,
+                         a: rows + x.qOffset, lda: a.qWidth, b: keys + x.kvOwn, ldb: a.kvWidth,
+                         c: s + x.np, ldc: x.width, tally: tally)
 }
 
 /// rows = alpha * s [keys_parent ; keys_own] (overwritten): O = P V and dQ = scale dS K.
@@ -175,11 +178,13 @@ private func scoresTimesKeys(_ rows: UnsafeMutablePointer<Float>, s: UnsafePoint
                              keys: UnsafePointer<Float>, alpha: Float, view x: HeadView, shape a: AttentionShape,
                              tally: UnsafeMutablePointer<GemmTally>) {
     if x.np > 0 {
-        sgemm(m: x.n, n: a.headDim, k: x.np, alpha: alpha, a: s, lda: x.width, b: keys + x.kvParent,
-              ldb: a.kvWidth, c: rows + x.qOffset, ldc: a.qWidth, tally: tally)
+        sgemmOnCallingThread(m: x.n, n: a.headDim, k: x.np, alpha: alpha, a: s, lda: x.width,
+                             b: keys + x.kvParent, ldb: a.kvWidth, c: rows + x.qOffset, ldc: a.qWidth,
+                             tally: tally)
     }
-    sgemm(m: x.n, n: a.headDim, k: x.own, alpha: alpha, a: s + x.np, lda: x.width, b: keys + x.kvOwn,
-          ldb: a.kvWidth, beta: x.np > 0 ? 1 : 0, c: rows + x.qOffset, ldc: a.qWidth, tally: tally)
+    sgemmOnCallingThread(m: x.n, n: a.headDim, k: x.own, alpha: alpha, a: s + x.np, lda: x.width,
+                         b: keys + x.kvOwn, ldb: a.kvWidth, beta: x.np > 0 ? 1 : 0,
+                         c: rows + x.qOffset, ldc: a.qWidth, tally: tally)
 }
 
 /// [keys_parent ; keys_own] += alpha * s^T rows: dK += scale dS^T Q and dV += P^T dO (parent rows
@@ -188,11 +193,13 @@ private func addScoresTTimesRows(_ keys: UnsafeMutablePointer<Float>, s: UnsafeP
                                  rows: UnsafePointer<Float>, alpha: Float, view x: HeadView,
                                  shape a: AttentionShape, tally: UnsafeMutablePointer<GemmTally>) {
     if x.np > 0 {
-        sgemm(transA: true, m: x.np, n: a.headDim, k: x.n, alpha: alpha, a: s, lda: x.width,
-              b: rows + x.qOffset, ldb: a.qWidth, beta: 1, c: keys + x.kvParent, ldc: a.kvWidth, tally: tally)
+        sgemmOnCallingThread(transA: true, m: x.np, n: a.headDim, k: x.n, alpha: alpha, a: s, lda: x.width,
+                             b: rows + x.qOffset, ldb: a.qWidth, beta: 1,
+                             c: keys + x.kvParent, ldc: a.kvWidth, tally: tally)
     }
-    sgemm(transA: true, m: x.own, n: a.headDim, k: x.n, alpha: alpha, a: s + x.np, lda: x.width,
-          b: rows + x.qOffset, ldb: a.qWidth, beta: 1, c: keys + x.kvOwn, ldc: a.kvWidth, tally: tally)
+    sgemmOnCallingThread(transA: true, m: x.own, n: a.headDim, k: x.n, alpha: alpha, a: s + x.np, lda: x.width,
+                         b: rows + x.qOffset, ldb: a.qWidth, beta: 1,
+                         c: keys + x.kvOwn, ldc: a.kvWidth, tally: tally)
 }
 
 /// out[tokens, qWidth] = attention(q, k, v); lse[tokens, heads] saved for the backward.

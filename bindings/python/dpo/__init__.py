@@ -13,6 +13,11 @@ from .errors import (BufferTooSmallError, DPOError, DPOIOError, FormatError, Int
 from .model import Model
 from .trainer import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
+# Library start-up: the first dpo_set_num_threads sets OpenBLAS's thread count to the library's
+# and shortens OpenBLAS's idle spin (setting OPENBLAS_THREAD_TIMEOUT in the environment for a
+# moment, see include/dpo.h). Done here, at import, so no later call changes process-wide state.
+_lib.check(_lib.lib.dpo_set_num_threads(_lib.lib.dpo_get_num_threads()))
+
 __version__ = _lib.version()
 ABI_VERSION = _lib.ABI_VERSION
 library_path = _lib.path

@@ -1,6 +1,8 @@
 """dpo.Model: a Llama-family model (Hugging Face names) held by libdpo."""
 import ctypes
+import gc
 import json
+import weakref
 from ctypes import c_double, c_int32, c_int64, c_void_p
 
 from . import _batch, _lib
@@ -9,18 +11,43 @@ from .errors import InvalidArgumentError
 
 class Handle:
     """Owns one library handle; frees it once (close, context exit or garbage collection). After
-    close the stale handle is still passed to the library, which refuses it with a clear error."""
+    close the stale handle is still passed to the library, which refuses it with a clear error.
+
+    Views of library memory it hands out (trainer.gradients()) are registered with _export(): each
+    keeps this object alive, and close() refuses while any of them is still alive (as mmap.close()
+    does with exported buffers), so no view can outlive the memory it shows."""
 
     _free = None  # the library's free function for this handle type
 
     def __init__(self, handle):
         self._handle = c_void_p(handle)
         self._closed = False
+        self._exports = []  # weak references to the ctypes arrays behind handed-out views
+
+    def _export(self, array):
+        """A memoryview of `array` (a ctypes array over this handle's memory) that keeps this
+        handle alive and blocks close() while it, or anything made from it, exists."""
+        array._owner = self
+        self._exports = [r for r in self._exports if r() is not None] + [weakref.ref(array)]
+        return memoryview(array).cast("B").cast(array._type_._type_)
+
+    def _live_exports(self):
+        return sum(1 for r in self._exports if r() is not None)
 
     def close(self):
-        if not self._closed:
-            self._closed = True
-            _lib.check(type(self)._free(self._handle))
+        """Frees the handle. Raises BufferError (and changes nothing) while views it handed out are
+        alive: release them first (del, view.release(), or `with trainer.gradients() as g:`)."""
+        if self._closed:
+            return
+        if self._live_exports():
+            gc.collect()  # views only kept by garbage reference cycles
+        live = self._live_exports()
+        if live:
+            raise BufferError("cannot close %s: %d gradient view%s of its memory still exist%s (memoryviews, "
+                              "slices or numpy arrays of gradients()); release them first"
+                              % (type(self).__name__, live, "" if live == 1 else "s", "s" if live == 1 else ""))
+        _lib.check(type(self)._free(self._handle))  # on failure (in use by another thread) still open
+        self._closed = True
 
     def __enter__(self):
         return self
@@ -29,8 +56,10 @@ class Handle:
         self.close()
 
     def __del__(self):
+        # Unreachable, so no live view refers to it (each keeps its owner alive); the check guards
+        # against garbage cycles whose finalizers might still run.
         try:
-            if not self._closed and _lib is not None and _lib.lib is not None:
+            if not self._closed and not self._live_exports() and _lib is not None and _lib.lib is not None:
                 self._closed = True
                 type(self)._free(self._handle)
         except Exception:

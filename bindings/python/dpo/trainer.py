@@ -123,13 +123,13 @@ class _Trainer(Handle):
 
     def gradients(self):
         """Distributed grain: the flat float32 gradient buffer as a writable memoryview (zero-copy;
-        ``numpy.frombuffer(trainer.gradients(), dtype=numpy.float32)`` wraps it). Valid while the
-        trainer lives; all-reduce it between accumulate() and apply_optimizer()."""
+        ``numpy.frombuffer(trainer.gradients(), dtype=numpy.float32)`` wraps it). All-reduce it
+        between accumulate() and apply_optimizer(). The view keeps the trainer alive, and close()
+        raises BufferError while it (or a slice or numpy array made from it) exists: drop it,
+        release() it, or use ``with trainer.gradients() as g:``."""
         data, count = POINTER(c_float)(), c_int64()
         self._call("gradients", ctypes.byref(data), ctypes.byref(count))
-        array = (c_float * count.value).from_address(ctypes.addressof(data.contents))
-        array._trainer = self  # keep the trainer (and so the buffer) alive with the view
-        return memoryview(array).cast("B").cast("f")
+        return self._export((c_float * count.value).from_address(ctypes.addressof(data.contents)))
 
     def apply_optimizer(self):
         """Distributed grain: clip, AdamW step, zero the gradients. Returns the step's metrics."""
