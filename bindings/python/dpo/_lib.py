@@ -158,17 +158,13 @@ def check(status):
 
 def encode_path(p):
     """A str, bytes or os.PathLike path as the bytes the library takes, as open() takes paths:
-    bytes pass through unchanged, str is encoded with the file system encoding. The library reads
-    a NUL-terminated UTF-8 string, so two paths would silently name another file, and raise
-    ValueError instead: one containing a NUL byte ("a\\x00/../x" would be "a"; Python's own file
-    functions raise the same), and one that is not UTF-8 (the library would replace the bytes)."""
+    bytes pass through unchanged, str is encoded with the file system encoding (so a name that
+    os.listdir() decoded with surrogate escapes gets its original bytes back). libdpo uses the
+    bytes as given, UTF-8 or not. A NUL byte raises ValueError, as Python's own file functions do:
+    the library reads C strings, so "a\\x00/../x" would silently name "a"."""
     encoded = os.fsencode(p)  # TypeError for anything but str, bytes and os.PathLike
     if b"\x00" in encoded:
         raise ValueError("embedded null byte in path %r" % (p,))
-    try:
-        encoded.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ValueError("path %r is not UTF-8, which libdpo needs" % (p,)) from None
     return encoded
 
 
