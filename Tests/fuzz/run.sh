@@ -20,7 +20,8 @@ if [ ! -x "$BIN" ] || [ -n "$(find Sources/DPO Tests/fuzz/LoaderFuzz.swift -newe
     # shellcheck disable=SC2086
     "$SWIFTC" -O -parse-as-library -module-name DPO -sanitize=fuzzer,address -swift-version 5 \
         -I Sources/COpenBLAS $(pkg-config --cflags-only-I openblas | sed 's/-I/-Xcc -I/g') \
-        $(pkg-config --libs openblas) $SOURCES Tests/fuzz/LoaderFuzz.swift -o "$BIN"
+        $(pkg-config --libs openblas) $SOURCES Tests/fuzz/LoaderFuzz.swift -o "$BIN" >"$OUT/build.log" 2>&1 || {
+        cat "$OUT/build.log" >&2; echo "fuzz: FAILED to build the target" >&2; exit 1; }
 fi
 echo "== fuzzing the model-folder loader for $SECONDS_TO_RUN s"
 # One thread for OpenBLAS and the engine (the target sets it): the fuzzer is the parallelism.
