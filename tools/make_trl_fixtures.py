@@ -40,7 +40,7 @@ the per-pair sums are re-derived with the same torch ops as TRL (they reproduce 
 
 Checks
 ------
-After the TRL runs, an independent implementation of /work/shared/design/dpo-math.md (plain HF
+After the TRL runs, an independent implementation of docs/dpo-math.md (plain HF
 forward of each sequence alone, no padding, loss math in float64, AdamW written out by hand) is
 compared with every logged metric, the stored gradients and the step weights; the outcome is
 printed and summarised in cases.json["contract_check"].
