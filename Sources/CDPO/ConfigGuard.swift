@@ -4,11 +4,8 @@ import DPO
 /// Checks of model configs that must run before the engine sees them: each dimension bounded so
 /// that products of up to three of them fit in 64 bits (the engine multiplies them in Int).
 enum ConfigGuard {
-    static let dimensionLimits: [(String, Int64)] = [
-        ("vocab_size", Int64(Int32.max)), ("hidden_size", 1 << 20), ("intermediate_size", 1 << 24),
-        ("num_hidden_layers", 1 << 20), ("num_attention_heads", 1 << 20), ("num_key_value_heads", 1 << 20),
-        ("head_dim", 1 << 20), ("max_position_embeddings", Int64(Int32.max)),
-    ]
+    /// The engine's limits (`LlamaConfig.validate` applies them too).
+    static let dimensionLimits: [(String, Int64)] = LlamaConfig.dimensionLimits.map { ($0.name, Int64($0.limit)) }
 
     static func checkDimension(_ name: String, _ value: Int64) throws {
         guard let limit = dimensionLimits.first(where: { $0.0 == name })?.1 else { return }

@@ -103,14 +103,13 @@ extension LlamaConfig {
     }
 }
 
-/// Before the engine loads `directory/config.json`: the dimension bounds (as format errors), then
-/// the memory the weights need (`copies` of them). A missing or unparsable config is left for the
-/// engine to report with its own message.
-func guardModelDirectory(_ directory: String, copies: Double) throws {
+/// Before the engine loads `directory/config.json`: the dimension bounds (as format errors). A
+/// missing or unparsable config is left for the engine to report with its own message, and so is
+/// memory: the engine checks the weights file against the config first (a small folder whose
+/// config describes a large model is a format error, as from every door), then the memory.
+func guardModelDirectory(_ directory: String) throws {
     let path = directory.hasSuffix("/") ? directory + "config.json" : directory + "/config.json"
     guard fileExists(path), let bytes = try? readFile(path), let value = try? JSON.parse(bytes),
           let object = value.object else { return }
     try ConfigGuard.checkJSON(object, path, fileError: true)
-    guard let config = try? LlamaConfig(json: value) else { return }
-    try MemoryBudget.checkModel(config, copies: copies, "the model in '\(directory)'")
 }

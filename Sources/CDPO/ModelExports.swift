@@ -44,7 +44,7 @@ public func dpo_model_load(_ directory: UnsafePointer<CChar>?, _ outModel: Unsaf
     exportCall("dpo_model_load") { _ in
         let out = try required(outModel, "out_model")
         let dir = try readPath(directory, "directory")
-        try guardModelDirectory(dir, copies: 1)
+        try guardModelDirectory(dir)
         try registerModel(try LlamaModel.load(directory: dir), out)
     }
 }

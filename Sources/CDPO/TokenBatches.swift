@@ -38,6 +38,8 @@ func checkBatchTokens(_ lists: [(dpo_token_lists, String)], _ argument: String) 
     if total > maxBatchTokens {
         throw APIError.invalid("\(argument) holds \(total) tokens, more than the limit of \(maxBatchTokens)")
     }
+    // Before the lists are copied: the engine checks the packing of what it is given, this the copy.
+    try MemoryLimit.checkBatch(tokens: Int(total), argument)
 }
 
 /// A preference batch as engine pairs (with the precomputed reference log-probs if given).

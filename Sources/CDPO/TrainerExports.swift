@@ -173,8 +173,8 @@ public func dpo_trainer_save_checkpoint(_ trainer: OpaquePointer?, _ directory: 
 /// Before the engine reads a checkpoint: the bounds and memory checks of its model directories.
 func guardCheckpoint(_ directory: String) throws {
     let base = directory.hasSuffix("/") ? directory : directory + "/"
-    try guardModelDirectory(base + "model", copies: 1)
-    try guardModelDirectory(base + "reference", copies: 1)
+    try guardModelDirectory(base + "model")
+    try guardModelDirectory(base + "reference")
 }
 
 @_cdecl("dpo_trainer_load_checkpoint")

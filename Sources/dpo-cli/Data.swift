@@ -12,6 +12,9 @@ func readJSONL(_ path: String) throws -> [(line: Int, object: JSONObject)] {
     guard FileManager.default.fileExists(atPath: path) else { throw CLIError("\(path): no such file") }
     let bytes: [UInt8]
     do { bytes = try readFile(path, limit: FileSizeLimit.dataset) } catch { throw CLIError("\(path): \(error)") }
+    // Parsed, a line takes up to about 32 bytes per byte of JSON (a JSON value per token id, the
+    // rows built from them): refuse a file that cannot fit before parsing it.
+    try MemoryLimit.check(Double(bytes.count) * 32, "reading the \(bytes.count) bytes of \(path)")
     var out: [(Int, JSONObject)] = []
     var lineNumber = 0
     for line in bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
@@ -61,8 +64,8 @@ struct DataFile<Row> {
     /// the run before its first step with the file line that holds it.
     func check(_ check: (Row) throws -> Void) throws {
         for (row, line) in zip(rows, lines) {
-            do { try check(row) } catch let e as DPOError {
-                var message = Substring(e.message)
+            do { try check(row) } catch DPOError.invalidArgument(let text) {
+                var message = Substring(text)
                 for prefix in ["pair 0: ", "example 0: "] where message.hasPrefix(prefix) { message = message.dropFirst(prefix.count) }
                 throw CLIError("\(path):\(line): \(message)")
             }

@@ -69,12 +69,19 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "Threads (default: all cores).") var threads: Int?
 
     func validate() throws {
-        if perDeviceTrainBatchSize < 1 { throw ValidationError("--per-device-train-batch-size must be >= 1, got \(perDeviceTrainBatchSize)") }
+        // Bounds that keep the step arithmetic below exact and overflow-free (the engine takes at
+        // most 2^40 steps).
+        if perDeviceTrainBatchSize < 1 || perDeviceTrainBatchSize > 1 << 30 {
+            throw ValidationError("--per-device-train-batch-size must be in [1, 2^30], got \(perDeviceTrainBatchSize)")
+        }
+        if gradientAccumulationSteps < 1 || gradientAccumulationSteps > 1 << 30 {
+            throw ValidationError("--gradient-accumulation-steps must be in [1, 2^30], got \(gradientAccumulationSteps)")
+        }
         if loggingSteps < 1 { throw ValidationError("--logging-steps must be >= 1, got \(loggingSteps)") }
         if let e = evalSteps, e < 1 { throw ValidationError("--eval-steps must be >= 1, got \(e)") }
         if let s = saveSteps, s < 1 { throw ValidationError("--save-steps must be >= 1, got \(s)") }
         if maxSteps == 0 || maxSteps < -1 { throw ValidationError("--max-steps must be >= 1 or -1, got \(maxSteps)") }
-        if !(numTrainEpochs > 0) { throw ValidationError("--num-train-epochs must be > 0, got \(numTrainEpochs)") }
+        if !(numTrainEpochs > 0 && numTrainEpochs <= 1e6) { throw ValidationError("--num-train-epochs must be in (0, 1e6], got \(numTrainEpochs)") }
         if seed < 0 { throw ValidationError("--seed must be >= 0, got \(seed)") }
         if let t = threads, t < 1 { throw ValidationError("--threads must be >= 1, got \(t)") }
     }
@@ -83,7 +90,8 @@ struct TrainingOptions: ParsableArguments {
     func resolvedMaxSteps(examples: Int) -> Int {
         if maxSteps > 0 { return maxSteps }
         let perEpoch = Double((examples + perDeviceTrainBatchSize - 1) / perDeviceTrainBatchSize)
-        return max(1, Int((perEpoch * numTrainEpochs / Double(gradientAccumulationSteps)).rounded(.up)))
+        // Capped at the engine's 2^40 steps (whose own check then names max_steps).
+        return max(1, Int(min((perEpoch * numTrainEpochs / Double(gradientAccumulationSteps)).rounded(.up), 0x1p41)))
     }
 
     func apply(to o: inout OptimizerConfig, examples: Int) throws {

@@ -7,7 +7,8 @@
 #   4. the smoke test (Tests/c/smoke.c), plainly and under valgrind memcheck;
 #   5. examples/train.c, the README's C example;
 #   6. two trainers stepping in two threads at once (Tests/c/threads.c), plainly and under valgrind;
-#   7. Tests/c/paths.c: paths that are not UTF-8 are used as the bytes given.
+#   7. Tests/c/paths.c: paths that are not UTF-8 are used as the bytes given;
+#   8. Tests/c/limits.c: batches beyond the address-space limit are out of memory, not an abort.
 # Usage: Tests/c/run.sh [library-dir] [portable-library-dir]
 #   library-dir: default .build/release, as `make build` leaves it.
 #   portable-library-dir: the library the valgrind stage runs (default: library-dir). valgrind 3.19
@@ -78,6 +79,11 @@ mkdir "$OUT/paths-run"
 echo "== two trainers in two threads (Tests/c/threads.c)"
 "$CC" "${CFLAGS[@]}" -O1 -g -pthread Tests/c/threads.c "${LINK[@]}" -o "$OUT/threads"
 "${clean_env[@]}" "$OUT/threads"
+
+# Batches larger than the address-space limit allows: out of memory, not an abort.
+echo "== batches beyond the address-space limit (Tests/c/limits.c)"
+"$CC" "${CFLAGS[@]}" -O1 -g Tests/c/limits.c "${LINK[@]}" -o "$OUT/limits"
+"${clean_env[@]}" "$OUT/limits"
 
 # run_valgrind NAME PROGRAM ARGS...: memcheck, no invalid access, no definitely lost block.
 run_valgrind() {

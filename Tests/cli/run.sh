@@ -125,8 +125,11 @@ expect_error "a bad row is found before the first step, by its line" "late-bad.j
     "$DPO" train --model "$SFT_MODEL" --data "$tmp/late-bad.jsonl" --max-steps 15 --per-device-train-batch-size 1 --output "$tmp/late"
 [ ! -e "$tmp/late/metrics.jsonl" ] && ok "no step ran before the bad row was reported" || fail "steps ran before the bad row was reported"
 printf '{"model_type": "llama", "vocab_size": 259, "hidden_size": 8, "intermediate_size": 8, "num_hidden_layers": 2147483648, "num_attention_heads": 2, "num_key_value_heads": 1}\n' >"$tmp/huge-layers.json"
-expect_error "2^31 layers: out of memory, no abort" "out of memory" -- \
+expect_error "2^31 layers: refused by the size limits, no abort" "num_hidden_layers = 2147483648" -- \
     bash -c 'ulimit -v 8000000; exec "$@"' _ "$DPO" train --config "$tmp/huge-layers.json" --data "$tmp/pairs.jsonl" --output "$tmp/huge"
+printf '{"model_type": "llama", "vocab_size": 259, "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 1048576, "num_attention_heads": 8, "num_key_value_heads": 8}\n' >"$tmp/huge-model.json"
+expect_error "2^20 wide layers: out of memory, no abort" "out of memory" -- \
+    bash -c 'ulimit -v 8000000; exec "$@"' _ "$DPO" train --config "$tmp/huge-model.json" --data "$tmp/pairs.jsonl" --output "$tmp/huge"
 mkdir -p "$tmp/small-7b"
 printf '{"vocab_size":64,"num_attention_heads":4,"num_key_value_heads":2}' >"$tmp/small-7b/config.json"
 cp "$tmp/train/model/model.safetensors" "$tmp/small-7b/"
@@ -135,6 +138,17 @@ expect_error "a small folder whose config defaults to 7B is refused before alloc
 python3 -c 'import json; print(json.dumps({"prompt": "a" * 50_000_000, "chosen": " b", "rejected": " c"}))' >"$tmp/long.jsonl"
 expect_error "a 50 MB prompt with --max-length 0: out of memory, no abort" "out of memory" -- \
     bash -c 'ulimit -v 8000000; exec "$@"' _ "$DPO" train --model "$SFT_MODEL" --data "$tmp/long.jsonl" --max-length 0 --max-steps 1 --output "$tmp/long"
+expect_error "a huge --per-device-train-batch-size is refused, no overflow trap" "per-device-train-batch-size" -- \
+    "$DPO" train --model "$SFT_MODEL" --data "$tmp/pairs.jsonl" --per-device-train-batch-size 9223372036854775807
+expect_error "--num-train-epochs 1e300 is refused, no overflow trap" "num-train-epochs" -- \
+    "$DPO" train --model "$SFT_MODEL" --data "$tmp/pairs.jsonl" --num-train-epochs 1e300
+python3 -c '
+import sys
+line = b"{\"prompt_ids\":[1],\"chosen_ids\":[3],\"rejected_ids\":[4]}\n"
+sys.stdout.buffer.write(line * (100_000_000 // len(line)))' >"$tmp/big.jsonl"
+expect_error "a 100 MB data file under ulimit -v 1.5 GB: out of memory, no abort" "out of memory" -- \
+    bash -c 'ulimit -v 1500000; exec "$@"' _ "$DPO" train --model "$SFT_MODEL" --data "$tmp/big.jsonl" --max-steps 1 --output "$tmp/big"
+rm -f "$tmp/big.jsonl" "$tmp/long.jsonl"
 # 9. Only regular files are read; checkpointing replaces only its own checkpoints.
 # --data that is not a regular file is refused at once (a device used to be read until memory ran
 # out, a FIFO blocked forever); `timeout` turns a regression into a failure instead of a hang.

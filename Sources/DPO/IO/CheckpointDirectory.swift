@@ -23,7 +23,7 @@ private let manifestFormat = "swift-dpo-checkpoint-manifest"
 /// checkpoint that may be replaced.
 func writeCheckpointDirectory(_ path: String, isCheckpoint: (String) -> Bool,
                               _ body: (String) throws -> Void) throws {
-    let target = trimmedPath(path)
+    let target = resolvedPath(trimmedPath(path))
     let (parent, name) = splitPath(target)
     guard !name.isEmpty, name != ".", name != ".." else {
         throw DPOError.invalidArgument("cannot write a checkpoint to '\(path)': give a directory name")
@@ -67,12 +67,12 @@ func writeCheckpointDirectory(_ path: String, isCheckpoint: (String) -> Bool,
 /// Runs `body` (which reads the checkpoint at `path`) holding the parent directory's lock
 /// shared, after recovering the path from an interrupted save if needed.
 func readCheckpointDirectory<T>(_ path: String, _ body: () throws -> T) throws -> T {
-    let target = trimmedPath(path)
+    let target = resolvedPath(trimmedPath(path))
     let (parent, name) = splitPath(target)
     guard isDirectory(parent) else { throw DPOError.io("no checkpoint at '\(path)': '\(parent)' is not a directory") }
     let lock = try DirectoryLock(parent, exclusive: false)
     defer { lock.release() }
-    let leftovers = listDirectory(parent).contains { $0.hasPrefix(".\(name).tmp-") || $0.hasPrefix(".\(name).old-") }
+    let leftovers = listDirectory(parent).contains { isUniqueName($0, prefix: ".\(name).tmp-") || isUniqueName($0, prefix: ".\(name).old-") }
     if leftovers {
         try lock.upgrade(parent)
         try recoverCheckpointPath(target)
@@ -85,8 +85,8 @@ func readCheckpointDirectory<T>(_ path: String, _ body: () throws -> T) throws -
 func recoverCheckpointPath(_ target: String) throws {
     let (parent, name) = splitPath(target)
     let entries = listDirectory(parent).sorted()
-    let old = entries.filter { $0.hasPrefix(".\(name).old-") }
-    let new = entries.filter { $0.hasPrefix(".\(name).tmp-") }
+    let old = entries.filter { isUniqueName($0, prefix: ".\(name).old-") }
+    let new = entries.filter { isUniqueName($0, prefix: ".\(name).tmp-") }
     if !entryExists(target) {
         // The save that moved the old checkpoint aside never returned success: prefer the old one.
         let complete = { (entry: String) in entryExists(joinPath(joinPath(parent, entry), manifestName)) }

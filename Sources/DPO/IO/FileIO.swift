@@ -62,6 +62,18 @@ func uniqueSuffix() -> String {
     return "\(getpid())-\(n)-\(String(UInt32.random(in: .min ... .max), radix: 16))"
 }
 
+/// Whether `entry` is `prefix` followed by a `uniqueSuffix()` (pid-counter-hex): a name only
+/// swift-dpo's saves create, so cleaning up after a killed save never touches a user's own
+/// `.model.tmp-notes`.
+func isUniqueName(_ entry: String, prefix: String) -> Bool {
+    guard entry.hasPrefix(prefix) else { return false }
+    let parts = entry.utf8.dropFirst(prefix.utf8.count).split(separator: UInt8(ascii: "-"), omittingEmptySubsequences: false)
+    func digits(_ p: Substring.UTF8View.SubSequence, hex: Bool) -> Bool {
+        !p.isEmpty && p.allSatisfy { (48...57).contains($0) || (hex && (97...102).contains($0)) }
+    }
+    return parts.count == 3 && digits(parts[0], hex: false) && digits(parts[1], hex: false) && digits(parts[2], hex: true)
+}
+
 // MARK: - Opening and reading
 
 /// A description of a file type for messages.
@@ -212,6 +224,15 @@ func trimmedPath(_ path: String) -> String {
     var scalars = path.unicodeScalars
     while scalars.count > 1 && scalars.last == "/" { scalars.removeLast() }
     return String(scalars)
+}
+
+/// `path` with symbolic links resolved when it exists (realpath), so that saves through a link and
+/// saves to the linked folder lock, stage and clean up in one and the same folder. A path that
+/// does not exist (a new save) is returned as given.
+func resolvedPath(_ path: String) -> String {
+    guard let name = try? cPath(path), let resolved = realpath(name, nil) else { return path }
+    defer { free(resolved) }
+    return SystemPath.string(cString: resolved)
 }
 
 /// Splits a path into its directory ("." if none) and last component. Works on Unicode scalars,

@@ -40,7 +40,7 @@ func writeNewDirectory(_ path: String, _ body: (String) throws -> Void) throws {
 /// The caller holds the parent's lock exclusively, so no live save owns them.
 func removeTemporarySiblings(of path: String) {
     let (parent, name) = splitPath(path)
-    for entry in listDirectory(parent) where entry.hasPrefix(".\(name).tmp-") {
+    for entry in listDirectory(parent) where isUniqueName(entry, prefix: ".\(name).tmp-") {
         removeTree(joinPath(parent, entry))
     }
 }
@@ -55,6 +55,14 @@ func replaceFiles(in directory: String, _ body: (String) throws -> Void) throws 
     try makeDirectory(staging)
     do {
         try body(staging)
+        // A name taken by a directory (or another non-file) cannot be replaced by a rename:
+        // refuse before the commit point rather than commit a save that cannot complete.
+        for name in listDirectory(staging) where !name.hasPrefix(".") {
+            let target = joinPath(directory, name)
+            if isDirectory(target) {
+                throw DPOError.io("cannot save into '\(directory)': '\(name)' there is a directory, not a file")
+            }
+        }
         try syncDirectory(staging)
         try writeFileAtomically(joinPath(staging, commitMarker), bytes: Array("swift-dpo save\n".utf8))
     } catch {
@@ -77,13 +85,13 @@ private func finishStagedSave(_ staging: String, into directory: String) throws 
 
 /// Whether `directory` holds staging folders of interrupted saves.
 func hasStagedSaves(in directory: String) -> Bool {
-    listDirectory(directory).contains { $0.hasPrefix(stagingPrefix) }
+    listDirectory(directory).contains { isUniqueName($0, prefix: stagingPrefix) }
 }
 
 /// Completes the committed saves in `directory` and removes uncommitted ones. The caller holds
 /// the lock of `directory`'s parent exclusively, so no live save owns them.
 func recoverStagedSaves(in directory: String) throws {
-    for name in listDirectory(directory) where name.hasPrefix(stagingPrefix) {
+    for name in listDirectory(directory) where isUniqueName(name, prefix: stagingPrefix) {
         let staging = joinPath(directory, name)
         if entryExists(joinPath(staging, commitMarker)) {
             try finishStagedSave(staging, into: directory)
@@ -98,7 +106,7 @@ func recoverStagedSaves(in directory: String) throws {
 /// (which needs write permission on the directory). A missing directory gets no lock; the
 /// load then reports it.
 func lockModelDirectoryForLoading(_ directory: String) throws -> DirectoryLock? {
-    let path = trimmedPath(directory)
+    let path = resolvedPath(trimmedPath(directory))
     guard isDirectory(path) else { return nil }
     let lock = try DirectoryLock(splitPath(path).directory, exclusive: false)
     if hasStagedSaves(in: path) {

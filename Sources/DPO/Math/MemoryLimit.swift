@@ -32,6 +32,19 @@ public enum MemoryLimit {
         }
     }
 
+    /// What a batch costs per token before its activations (which `Workspace` checks itself): the
+    /// token lists copied from the caller, the packed stream (ids, positions), head rows, labels
+    /// and per-row outputs, with room for array growth.
+    public static let batchBytesPerToken = 128.0
+
+    /// Throws `DPOError.outOfMemory` when a batch of `tokens` tokens cannot even be packed. Batches
+    /// under 2^19 tokens (64 MiB) pass without reading the limits (the command line checks every
+    /// data row this way).
+    public static func checkBatch(tokens: Int, _ what: String) throws {
+        if tokens < 1 << 19 { return }
+        try check(Double(tokens) * batchBytesPerToken, "packing the \(tokens) tokens of \(what)")
+    }
+
     /// Bytes as "1.5 GiB" or "12.0 MiB".
     static func text(_ bytes: Double) -> String {
         guard bytes.isFinite else { return "\(bytes) bytes" }

@@ -222,7 +222,8 @@ func sample(_ logits: [Float], _ b: Int, config g: GenerationConfig, rng: inout 
 
 extension LlamaModel {
     /// What `generate` allocates, in Double so that no size can overflow before the check: the
-    /// KV caches, one score row block and the logits, and the prefill's one-layer activations.
+    /// KV caches, the prefill's scores (longest prompt x longest context), the logits, and the
+    /// prefill's one-layer activations.
     func generationBytes(promptLengths: [Int], maxNewTokens: Int) -> Double {
         let c = config
         let kv = Double(c.numKeyValueHeads) * Double(c.resolvedHeadDim)
@@ -232,6 +233,7 @@ extension LlamaModel {
         let logits = Double(promptLengths.count) * Double(c.vocabSize)
         let h = Double(c.hiddenSize), q = Double(c.numAttentionHeads) * Double(c.resolvedHeadDim)
         let prefill = longest * (4 * h + 2 * q + 2 * kv + 2 * Double(c.intermediateSize) + Double(c.resolvedHeadDim))
-        return (caches + longest * longest + logits + prefill) * 4
+        let scores = Double(promptLengths.max() ?? 0) * longest
+        return (caches + scores + logits + prefill) * 4
     }
 }

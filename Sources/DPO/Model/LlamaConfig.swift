@@ -62,6 +62,14 @@ public struct LlamaConfig: Equatable, Sendable {
     /// Whether o_proj carries a bias (Llama's `attention_bias`; never for Qwen2).
     public var outputProjectionBias: Bool { modelType != "qwen2" && attentionBias }
 
+    /// The largest value of each size field: products of up to three fit in 64 bits, and
+    /// vocabulary ids and positions in int32.
+    public static let dimensionLimits: [(name: String, limit: Int)] = [
+        ("vocab_size", Int(Int32.max)), ("hidden_size", 1 << 20), ("intermediate_size", 1 << 24),
+        ("num_hidden_layers", 1 << 20), ("num_attention_heads", 1 << 20), ("num_key_value_heads", 1 << 20),
+        ("head_dim", 1 << 20), ("max_position_embeddings", Int(Int32.max)),
+    ]
+
     /// Checks the config describes a model swift-dpo can build; the error names the field.
     public func validate() throws {
         func positive(_ v: Int, _ name: String) throws {
@@ -70,13 +78,16 @@ public struct LlamaConfig: Equatable, Sendable {
         guard modelType == "llama" || modelType == "qwen2" else {
             throw DPOError.invalidArgument("config: model_type '\(modelType)' is not supported (supported: llama, qwen2)")
         }
-        // Each size is bounded first so no product below can overflow.
+        // Each size is bounded first so no product below can overflow and nothing sized by one
+        // size alone (the rotary tables by head_dim) can be large.
         let sizes = [("vocab_size", vocabSize), ("hidden_size", hiddenSize), ("intermediate_size", intermediateSize),
                      ("num_hidden_layers", numHiddenLayers), ("num_attention_heads", numAttentionHeads),
                      ("num_key_value_heads", numKeyValueHeads), ("head_dim", headDim ?? 1),
                      ("max_position_embeddings", maxPositionEmbeddings)]
-        for (name, v) in sizes where v > 1 << 31 {
-            throw DPOError.invalidArgument("config: \(name) \(v) is larger than 2^31")
+        for (name, v) in sizes {
+            if let limit = LlamaConfig.dimensionLimits.first(where: { $0.name == name })?.limit, v > limit {
+                throw DPOError.invalidArgument("config: \(name) = \(v) is larger than the supported maximum \(limit)")
+            }
         }
         try positive(vocabSize, "vocab_size")
         try positive(hiddenSize, "hidden_size")

@@ -9,6 +9,9 @@ public final class LlamaModel {
     public let parameters: FloatBuffer
     /// Gradients in the same layout, allocated on first use (a frozen reference model has none).
     public private(set) var gradients: FloatBuffer?
+    /// The trainer whose accumulated micro-batches the gradient buffer holds, if any (see
+    /// OptimizationState): another trainer of this model must not overwrite them.
+    weak var gradientHolder: AnyObject?
     /// Keys of the loaded `config.json` that swift-dpo does not model, written back on save.
     var extraConfig = JSONObject()
 

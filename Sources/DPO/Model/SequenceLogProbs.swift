@@ -5,6 +5,7 @@ extension LlamaModel {
     /// (NaN or infinite weights, overflowing logits) throw `DPOError.numeric`.
     public func sequenceLogProbs(_ items: [(prompt: [Int32], completion: [Int32])]) throws -> [Double] {
         if items.isEmpty { return [] }
+        try MemoryLimit.checkBatch(tokens: items.reduce(0) { $0 + $1.prompt.count + $1.completion.count }, "this batch")
         var sequences: [[Int32]] = [], rows: [Int32] = [], labels: [Int32] = [], owner: [Int] = []
         var start = 0
         for (i, item) in items.enumerated() {

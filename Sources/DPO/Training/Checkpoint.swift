@@ -42,8 +42,11 @@ extension OptimizationState {
         }
         try checkFinite(loaded.parameters.buffer, "the model weights", dir)
         let opt = try SafetensorsFile.open(joinPath(dir, "optimizer.safetensors"))
+        // Counters in [0, 2^50]: far beyond any run, and far from overflow when training goes on.
         func int(_ key: String) throws -> Int {
-            guard let v = state[key]?.int, v >= 0 else { throw DPOError.format("checkpoint '\(dir)': trainer_state.json: '\(key)' missing or invalid") }
+            guard let v = state[key]?.int, v >= 0, v <= 1 << 50 else {
+                throw DPOError.format("checkpoint '\(dir)': trainer_state.json: '\(key)' missing or outside [0, 2^50]")
+            }
             return v
         }
         let global = try int("global_step"), adamSteps = try int("adam_steps"), tokens = try int("num_tokens")

@@ -7,8 +7,13 @@ final class OptimizationState {
     let adam: AdamW
     /// Optimizer steps taken (transformers' `global_step`).
     var globalStep = 0
-    /// Micro-batches whose gradients are in the gradient buffer, waiting for the optimizer.
-    var pendingMicroBatches = 0
+    /// Micro-batches whose gradients are in the gradient buffer, waiting for the optimizer. While
+    /// there are some, this state holds the model's gradient buffer (`gradientHolder`).
+    var pendingMicroBatches = 0 {
+        didSet {
+            if pendingMicroBatches > 0 { model.gradientHolder = self } else if model.gradientHolder === self { model.gradientHolder = nil }
+        }
+    }
     /// Cumulative non-pad tokens trained on (TRL's `num_tokens`).
     var numTokens = 0
     var rng: Xoshiro256
@@ -29,6 +34,10 @@ final class OptimizationState {
     /// Runs `backward` into the gradient buffer (scaled by the caller) and checks the result; if any
     /// gradient is not finite, the buffer is put back as it was and a numeric error is thrown.
     func guardedBackward(_ dlogp: [Float]) throws {
+        // Two trainers of one model share its gradient buffer: refuse to overwrite the other's.
+        if let holder = model.gradientHolder, holder !== self {
+            throw DPOError.wrongState("the model's gradient buffer holds another trainer's accumulated micro-batches: step that trainer's optimizer (or free it) first; nothing was changed")
+        }
         if pendingMicroBatches == 0 {
             try model.zeroGradients()
         } else {

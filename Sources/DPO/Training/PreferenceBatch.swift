@@ -81,6 +81,8 @@ struct PackedPreferenceBatch {
     init(pairs input: [PreferencePair], vocabSize: Int, maxLength: Int?, truncation: TruncationMode,
          packing: PreferencePacking = .sharedPrompt) throws {
         if input.isEmpty { throw DPOError.invalidArgument("batch: no pairs") }
+        try MemoryLimit.checkBatch(tokens: input.reduce(0) { $0 + 2 * $1.promptIds.count + $1.chosenIds.count + $1.rejectedIds.count },
+                                   "this batch")
         var tokens: [Int32] = [], positions: [Int32] = [], segments: [PackedTokens.Segment] = []
         var rows: [Int32] = [], labels: [Int32] = [], owners: [HeadRowOwner] = []
         var cm: [Int] = [], rm: [Int] = [], cs: [Int] = [], rs: [Int] = []

@@ -70,6 +70,7 @@ public final class SFTTrainer {
 
     func pack(_ examples: [SFTExample]) throws -> Packed {
         if examples.isEmpty { throw DPOError.invalidArgument("batch: no examples") }
+        try MemoryLimit.checkBatch(tokens: examples.reduce(0) { $0 + $1.promptIds.count + $1.completionIds.count }, "this batch")
         var sequences: [[Int32]] = [], rows: [Int32] = [], labels: [Int32] = []
         var start = 0, numTokens = 0
         let vocab = model.config.vocabSize
