@@ -106,7 +106,7 @@ final class TrainingRun<T: RunnableTrainer> {
     @discardableResult
     func run() throws -> Bool {
         let fm = FileManager.default
-        try fm.createDirectory(atPath: options.output, withIntermediateDirectories: true)
+        try makeDirectories(options.output)  // a DPOError naming the path, e.g. when it is a file
         let metricsPath = options.output + "/metrics.jsonl"
         var micro = 0
         if let resume = options.resume {
@@ -123,8 +123,11 @@ final class TrainingRun<T: RunnableTrainer> {
             }
         }
         // metrics.jsonl holds exactly the records of this run (rewritten on resume).
-        fm.createFile(atPath: metricsPath, contents: nil)
-        metricsFile = FileHandle(forWritingAtPath: metricsPath)
+        guard fm.createFile(atPath: metricsPath, contents: nil),
+              let file = FileHandle(forWritingAtPath: metricsPath) else {
+            throw CLIError("\(metricsPath): cannot be written")
+        }
+        metricsFile = file
         let kept = records; records = []
         for r in kept { record(r) }
         defer { try? metricsFile?.close() }

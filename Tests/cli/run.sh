@@ -149,6 +149,8 @@ sys.stdout.buffer.write(line * (100_000_000 // len(line)))' >"$tmp/big.jsonl"
 expect_error "a 100 MB data file under ulimit -v 1.5 GB: out of memory, no abort" "out of memory" -- \
     bash -c 'ulimit -v 1500000; exec "$@"' _ "$DPO" train --model "$SFT_MODEL" --data "$tmp/big.jsonl" --max-steps 1 --output "$tmp/big"
 rm -f "$tmp/big.jsonl" "$tmp/long.jsonl"
+expect_error "--output that is a file: one line naming it" "pairs.jsonl" -- \
+    "$DPO" train --model "$SFT_MODEL" --data "$tmp/pairs.jsonl" --max-steps 1 --output "$tmp/pairs.jsonl"
 # 9. Only regular files are read; checkpointing replaces only its own checkpoints.
 # --data that is not a regular file is refused at once (a device used to be read until memory ran
 # out, a FIFO blocked forever); `timeout` turns a regression into a failure instead of a hang.

@@ -2,6 +2,7 @@
 import ctypes
 import gc
 import json
+import math
 import weakref
 from ctypes import c_double, c_int32, c_int64, c_void_p
 
@@ -88,7 +89,7 @@ class Model(Handle):
         if not isinstance(seed, int) or not 0 <= seed < 2**64:
             raise InvalidArgumentError("seed must be an integer in [0, 2^64), got %r" % (seed,))
         out = c_void_p()
-        text = json.dumps(config, default=_jsonable).encode()
+        text = _json_fields(config)
         _lib.check(_lib.lib.dpo_model_create_json(text, seed, ctypes.byref(out)))
         return cls(out.value)
 
@@ -178,6 +179,17 @@ class Model(Handle):
                                                                 c.get("hidden_size"), c.get("vocab_size"))
         except Exception:
             return "Model(closed)"
+
+
+def _json_fields(fields):
+    """A dict of config fields as the JSON bytes the library reads. JSON has no NaN or infinity, so
+    a non-finite number is a ValueError naming its field (not a JSON error from the library)."""
+    for key, value in fields.items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ValueError("%s = %r is not a finite number" % (key, value))
+    return json.dumps(fields, default=_jsonable).encode()
 
 
 def _jsonable(x):

@@ -5,7 +5,7 @@ from ctypes import POINTER, c_double, c_float, c_int64, c_void_p
 
 from . import _batch, _lib
 from .errors import InvalidArgumentError
-from .model import Handle, Model, _jsonable
+from .model import Handle, Model, _json_fields
 
 # TRL's metric names, in TRL's logging order, for the fields of dpo_metrics / dpo_sft_metrics.
 _DPO_METRICS = [("loss", "loss"), ("rewards/chosen", "rewards_chosen"), ("rewards/rejected", "rewards_rejected"),
@@ -42,7 +42,7 @@ class _Config:
             if key not in cls._defaults:
                 raise TypeError("%s.__init__() got an unexpected keyword argument '%s' (fields: %s)"
                                 % (cls.__name__, key, ", ".join(cls._defaults)))
-        text = json.dumps(fields, default=_jsonable).encode()
+        text = _json_fields(fields)
         object.__setattr__(self, "_fields", json.loads(_lib.text_out(cls._resolve, text)))
 
     def __getattr__(self, name):
@@ -56,7 +56,7 @@ class _Config:
             raise AttributeError("%s has no field '%s'" % (type(self).__name__, name))
         changed = dict(self._fields)
         changed[name] = value
-        text = json.dumps(changed, default=_jsonable).encode()
+        text = _json_fields(changed)
         object.__setattr__(self, "_fields", json.loads(_lib.text_out(type(self)._resolve, text)))
 
     def to_dict(self):
