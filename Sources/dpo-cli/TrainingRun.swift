@@ -11,10 +11,13 @@ protocol RunnableTrainer: AnyObject {
     func evaluateBatch(_ batch: [Example]) throws -> [(name: String, value: Double)]
     func saveCheckpoint(directory: String) throws
     func loadCheckpoint(directory: String) throws
+    /// The training config by TRL's names (to tell what --resume replaced).
+    var configFields: JSONObject { get }
 }
 
 extension DPOTrainer: RunnableTrainer {
     var model: LlamaModel { policy }
+    var configFields: JSONObject { config.jsonObject }
     func trainStep(_ batch: [PreferencePair]) throws -> (metrics: [(name: String, value: Double)], stepped: Bool) {
         let r = try step(batch)
         return (r.metrics.named(), r.optimizerStepped)
@@ -25,6 +28,12 @@ extension DPOTrainer: RunnableTrainer {
 }
 
 extension SFTTrainer: RunnableTrainer {
+    var configFields: JSONObject {
+        var c = JSONObject()
+        config.optimizer.write(into: &c)
+        c["max_length"] = config.maxLength.map { .number(Double($0)) } ?? .null
+        return c
+    }
     func trainStep(_ batch: [SFTExample]) throws -> (metrics: [(name: String, value: Double)], stepped: Bool) {
         let r = try step(batch)
         return (r.metrics.named(), r.optimizerStepped)
@@ -110,7 +119,14 @@ final class TrainingRun<T: RunnableTrainer> {
         let metricsPath = options.output + "/metrics.jsonl"
         var micro = 0
         if let resume = options.resume {
+            let given = trainer.configFields
             try trainer.loadCheckpoint(directory: resume)
+            let restored = trainer.configFields
+            let differing = restored.keys.filter { restored[$0] != given[$0] }
+            if !differing.isEmpty {
+                let list = differing.map { "\($0) \(JSON.serialize(restored[$0]!, pretty: false)) (given \(given[$0].map { JSON.serialize($0, pretty: false) } ?? "none"))" }
+                FileHandle.standardError.write("dpo: note: --resume continues with the checkpoint's training config, which differs from the options given: \(list.joined(separator: ", "))\n".data(using: .utf8)!)
+            }
             micro = trainer.globalStep * options.gradientAccumulationSteps + trainer.pendingMicroBatches
             if let old = try? readFile(metricsPath, limit: FileSizeLimit.dataset) {
                 for line in old.split(separator: UInt8(ascii: "\n")) {

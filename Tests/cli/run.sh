@@ -166,5 +166,12 @@ if "$DPO" train "${common[@]}" --save-steps 2 --output "$tmp/part" >"$tmp/log" 2
    && [ -z "$(ls -A "$tmp/part" | grep '^\.')" ]; then ok "a rerun replaces its own checkpoint"
 else fail "a rerun replaces its own checkpoint" "$tmp/log"; fi
 
+# --resume with options that differ from the checkpoint's config: trains with the checkpoint's,
+# and says so.
+if "$DPO" train "${common[@]}" --beta 0.5 --resume "$tmp/part/checkpoint-2" --output "$tmp/resumed2" >"$tmp/log" 2>"$tmp/err" \
+   && grep -q "note: --resume continues with the checkpoint's training config" "$tmp/err" && grep -q "beta 0.1 (given 0.5)" "$tmp/err"; then
+    ok "--resume says which given options the checkpoint's config replaces"
+else fail "--resume note" "$tmp/err"; fi
+
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]

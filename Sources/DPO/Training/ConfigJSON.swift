@@ -5,7 +5,7 @@ extension OptimizerConfig {
                              "max_grad_norm", "lr_scheduler_type", "warmup_steps", "warmup_ratio", "max_steps",
                              "gradient_accumulation_steps", "seed"]
 
-    func write(into o: inout JSONObject) {
+    public func write(into o: inout JSONObject) {
         o["learning_rate"] = .number(learningRate)
         o["weight_decay"] = .number(weightDecay)
         o["adam_beta1"] = .number(adamBeta1)
