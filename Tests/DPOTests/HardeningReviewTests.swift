@@ -109,3 +109,56 @@ final class HardeningReviewTests: XCTestCase {
         XCTAssertTrue(bits == x.parameters.array || bits == y.parameters.array, "a mixed model")
     }
 }
+
+/// Regressions of a second hostile review: the shared gradient buffer through checkpoint loads and
+/// apply_optimizer, and optimizer tensors whose declared size is read before it is checked.
+final class HardeningSecondReviewTests: XCTestCase {
+    private func temporaryDirectory() throws -> String {
+        let path = NSTemporaryDirectory() + "dpo-hardening-review2-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
+        return path
+    }
+
+    /// An SFT trainer's checkpoint load, or its apply_optimizer, used to zero or use the gradients
+    /// a DPO trainer of the same model had accumulated. Both are now refused while the DPO trainer
+    /// holds them, and the gradients stay as they were.
+    func testCheckpointLoadAndApplyOptimizerRespectTheGradientHolder() throws {
+        let root = try temporaryDirectory()
+        let model = try TestModels.model(TestModels.gqaTied)
+        var dc = DPOConfig(); dc.optimizer.gradientAccumulationSteps = 4
+        let d = try DPOTrainer(policy: model, reference: nil, config: dc)
+        var sc = SFTConfig(); sc.optimizer.gradientAccumulationSteps = 4
+        let s = try SFTTrainer(model: model, config: sc)
+        try s.saveCheckpoint(directory: root + "/sft")
+        _ = try d.accumulate(CheckpointSaveAtomicityTests.pairs(seed: 2))
+        let held = model.gradients!.array
+        XCTAssertThrowsError(try s.loadCheckpoint(directory: root + "/sft")) { e in
+            XCTAssertTrue("\(e)".contains("another trainer's accumulated micro-batches"), "\(e)")
+        }
+        XCTAssertThrowsError(try s.applyOptimizer()) { e in XCTAssertTrue("\(e)".contains("wrong state"), "\(e)") }
+        XCTAssertEqual(model.gradients!.array, held)
+        XCTAssertEqual(d.pendingMicroBatches, 1)
+    }
+
+    /// An optimizer tensor declaring 300M entries in a 4 KB sparse file used to be read whole (1.2 GB,
+    /// or an abort under ulimit -v) before its size was compared with the model's.
+    func testOptimizerTensorSizeIsCheckedBeforeReading() throws {
+        let root = try temporaryDirectory()
+        let model = try TestModels.model(TestModels.gqaTied)
+        let t = try SFTTrainer(model: model, config: SFTConfig())
+        let dir = root + "/ck"
+        try t.saveCheckpoint(directory: dir)
+        let header = #"{"exp_avg":{"dtype":"F32","shape":[300000000],"data_offsets":[0,1200000000]},"exp_avg_sq":{"dtype":"F32","shape":[1],"data_offsets":[1200000000,1200000004]}}"#
+        var bytes: [UInt8] = []
+        withUnsafeBytes(of: UInt64(header.utf8.count).littleEndian) { bytes += $0 }
+        bytes += Array(header.utf8)
+        let path = dir + "/optimizer.safetensors"
+        try writeFileAtomically(path, bytes: bytes)
+        XCTAssertEqual(truncate(path, off_t(bytes.count + 1_200_000_004)), 0)  // sparse: no disk used
+        try writeManifest(dir)
+        XCTAssertThrowsError(try t.loadCheckpoint(directory: dir)) { e in
+            XCTAssertTrue("\(e)".contains("'exp_avg' has 300000000 entries"), "\(e)")
+        }
+    }
+}

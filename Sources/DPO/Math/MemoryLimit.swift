@@ -20,8 +20,14 @@ public enum MemoryLimit {
             limit = min(limit, Double(rl.rlim_cur) - addressSpaceInUse())
         }
         if let (max, used) = cgroupLimit() { limit = min(limit, max - used) }
+        // Headroom for what is allocated beside the checked buffers: OpenBLAS's per-thread
+        // buffers (it hangs, not fails, when it cannot map them), small arrays, thread stacks.
+        limit -= Double(reserveMiB + reserveMiBPerThread * Threads.count) * Double(1 << 20)
         return Swift.max(limit, 0)
     }
+
+    /// MiB kept free of the checks (see `availableBytes`).
+    static let reserveMiB = 128, reserveMiBPerThread = 64
 
     /// Throws `DPOError.outOfMemory` naming `what` when `bytes` (computed in Double, so no size can
     /// overflow) exceed `availableBytes()`.

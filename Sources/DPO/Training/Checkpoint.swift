@@ -56,6 +56,18 @@ extension OptimizationState {
             return w
         }
         guard words.count == 4 else { throw DPOError.format("checkpoint '\(dir)': rng_state must have 4 words") }
+        // The sizes from the header first: a tensor is read only once it has the model's size.
+        for (name, needed) in [("exp_avg", true), ("exp_avg_sq", true), ("gradients", pending > 0)] where needed {
+            guard let info = opt.info(name) else { throw DPOError.format("checkpoint '\(dir)': optimizer.safetensors has no '\(name)'") }
+            guard info.count == model.layout.count else {
+                throw DPOError.format("checkpoint '\(dir)': optimizer tensor '\(name)' has \(info.count) entries, the model has \(model.layout.count)")
+            }
+        }
+        // The model's gradient buffer is shared by its trainers: refuse to take it from another.
+        if let holder = model.gradientHolder, holder !== self {
+            throw DPOError.wrongState("checkpoint '\(dir)': the model's gradient buffer holds another trainer's accumulated micro-batches; step that trainer's optimizer (or free it) first")
+        }
+        if model.gradients == nil { try model.zeroGradients() }
         // Read everything before changing anything, so a bad checkpoint leaves the trainer as it was.
         let m = try opt.floats("exp_avg"), v = try opt.floats("exp_avg_sq")
         guard m.count == adam.m.count, v.count == adam.v.count else {
@@ -80,7 +92,7 @@ extension OptimizationState {
         model.parameters.copy(from: loaded.parameters)
         _ = m.withUnsafeBufferPointer { adam.m.buffer.update(fromContentsOf: $0) }
         _ = v.withUnsafeBufferPointer { adam.v.buffer.update(fromContentsOf: $0) }
-        try model.zeroGradients()
+        model.gradients!.zero()  // allocated above, before anything changed
         if let grads { _ = grads.withUnsafeBufferPointer { model.gradients!.buffer.update(fromContentsOf: $0) } }
         model.releaseWorkspace()
     }

@@ -76,6 +76,9 @@ final class OptimizationState {
         guard pendingMicroBatches > 0, let g = model.gradients else {
             throw DPOError.wrongState("apply_optimizer: no gradients have been accumulated")
         }
+        guard model.gradientHolder === self else {
+            throw DPOError.wrongState("apply_optimizer: the model's gradient buffer holds another trainer's micro-batches, not this trainer's")
+        }
         let norm = knownNorm ?? globalNorm(g.pointer, count: g.count)
         if !norm.isFinite { throw DPOError.numeric("the gradient norm is \(norm); nothing was changed") }
         // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is < 1
