@@ -6,23 +6,6 @@ import XCTest
 /// sizes that allocate before any check, saves whose target names are folders, cleanup that
 /// removed folders of the user's, saves through a symbolic link.
 final class HardeningReviewTests: XCTestCase {
-    private func temporaryDirectory() throws -> String {
-        let path = NSTemporaryDirectory() + "dpo-hardening-review-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
-        return path
-    }
-
-    private func expectError(_ words: [String], file: StaticString = #filePath, line: UInt = #line,
-                             _ body: () throws -> Void) {
-        do {
-            try body()
-            XCTFail("expected an error containing \(words)", file: file, line: line)
-        } catch let e as DPOError {
-            for w in words where !e.description.contains(w) { XCTFail("'\(e)' lacks '\(w)'", file: file, line: line) }
-        } catch { XCTFail("unexpected \(error)", file: file, line: line) }
-    }
-
     /// Trainer B's step on A's model used to zero the gradients A had accumulated (even when B's
     /// step then failed). Now B is refused while A holds micro-batches, and A's are intact.
     func testASecondTrainerCannotOverwriteAccumulatedGradients() throws {
@@ -34,7 +17,7 @@ final class HardeningReviewTests: XCTestCase {
         _ = try a.accumulate(pairs)
         let held = model.gradients!.array
         XCTAssertTrue(held.contains { $0 != 0 })
-        expectError(["wrong state", "another trainer's accumulated micro-batches"]) { _ = try b.step(pairs) }
+        expectDPOError(["wrong state", "another trainer's accumulated micro-batches"]) { _ = try b.step(pairs) }
         XCTAssertEqual(model.gradients!.array, held, "A's accumulated gradients were changed")
         XCTAssertEqual(a.pendingMicroBatches, 1)
         _ = try a.step(pairs)  // A completes its accumulation; then B may train
@@ -47,20 +30,20 @@ final class HardeningReviewTests: XCTestCase {
     func testSizeFieldsAreBoundedByTheEngine() {
         var c = LlamaConfig(vocabSize: 4, hiddenSize: 1, intermediateSize: 2, numHiddenLayers: 1,
                             numAttentionHeads: 1, numKeyValueHeads: 1, headDim: 1 << 30)
-        expectError(["head_dim = 1073741824", "supported maximum 1048576"]) { try c.validate() }
+        expectDPOError(["head_dim = 1073741824", "supported maximum 1048576"]) { try c.validate() }
         c.headDim = 2; c.hiddenSize = 1 << 21
-        expectError(["hidden_size = 2097152"]) { try c.validate() }
+        expectDPOError(["hidden_size = 2097152"]) { try c.validate() }
     }
 
     /// A model save into a folder where `model.safetensors` (or `config.json`) is a folder used to
     /// return OK with nothing replaced; it is refused before its commit point, changing nothing.
     func testSaveOverAFolderNamedLikeAFileIsRefused() throws {
-        let root = try temporaryDirectory()
+        let root = try makeScratchDirectory()
         let dir = root + "/g"
         try FileManager.default.createDirectory(atPath: dir + "/model.safetensors/sub", withIntermediateDirectories: true)
         try writeFileAtomically(dir + "/config.json", bytes: Array("{}".utf8))
         let model = try TestModels.model(TestModels.gqaTied)
-        expectError(["'model.safetensors' there is a directory"]) { try model.save(directory: dir) }
+        expectDPOError(["'model.safetensors' there is a directory"]) { try model.save(directory: dir) }
         XCTAssertEqual(try readFile(dir + "/config.json"), Array("{}".utf8))
         XCTAssertTrue(isDirectory(dir + "/model.safetensors/sub"))
         XCTAssertFalse(try FileManager.default.contentsOfDirectory(atPath: dir).contains { $0.hasPrefix(".swift-dpo-save-") })
@@ -69,7 +52,7 @@ final class HardeningReviewTests: XCTestCase {
     /// Cleanup after killed saves removes only names swift-dpo's saves create: a user's
     /// `.ck.old-mybackup` or `.model.tmp-notes` used to be deleted by a load or save.
     func testCleanupKeepsFoldersThatOnlyLookLikeLeftovers() throws {
-        let root = try temporaryDirectory()
+        let root = try makeScratchDirectory()
         for name in [".ck.old-mybackup", ".ck.tmp-notes", ".model.tmp-notes", ".ck.old-1-2"] {
             try FileManager.default.createDirectory(atPath: root + "/" + name, withIntermediateDirectories: true)
             try writeFileAtomically(root + "/" + name + "/keep.txt", bytes: [1])
@@ -88,7 +71,7 @@ final class HardeningReviewTests: XCTestCase {
     /// Saves through a symbolic link and saves to the linked folder lock and stage in one folder:
     /// interleaved from two threads they never fail on each other's staging folders.
     func testSavesThroughALinkAndToItsTargetDoNotInterfere() throws {
-        let root = try temporaryDirectory()
+        let root = try makeScratchDirectory()
         try FileManager.default.createDirectory(atPath: root + "/A", withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: root + "/B", withIntermediateDirectories: true)
         let x = try TestModels.model(TestModels.gqaTied, seed: 1), y = try TestModels.model(TestModels.gqaTied, seed: 2)
@@ -113,18 +96,11 @@ final class HardeningReviewTests: XCTestCase {
 /// Regressions of a second hostile review: the shared gradient buffer through checkpoint loads and
 /// apply_optimizer, and optimizer tensors whose declared size is read before it is checked.
 final class HardeningSecondReviewTests: XCTestCase {
-    private func temporaryDirectory() throws -> String {
-        let path = NSTemporaryDirectory() + "dpo-hardening-review2-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
-        return path
-    }
-
     /// An SFT trainer's checkpoint load, or its apply_optimizer, used to zero or use the gradients
     /// a DPO trainer of the same model had accumulated. Both are now refused while the DPO trainer
     /// holds them, and the gradients stay as they were.
     func testCheckpointLoadAndApplyOptimizerRespectTheGradientHolder() throws {
-        let root = try temporaryDirectory()
+        let root = try makeScratchDirectory()
         let model = try TestModels.model(TestModels.gqaTied)
         var dc = DPOConfig(); dc.optimizer.gradientAccumulationSteps = 4
         let d = try DPOTrainer(policy: model, reference: nil, config: dc)
@@ -144,7 +120,7 @@ final class HardeningSecondReviewTests: XCTestCase {
     /// An optimizer tensor declaring 300M entries in a 4 KB sparse file used to be read whole (1.2 GB,
     /// or an abort under ulimit -v) before its size was compared with the model's.
     func testOptimizerTensorSizeIsCheckedBeforeReading() throws {
-        let root = try temporaryDirectory()
+        let root = try makeScratchDirectory()
         let model = try TestModels.model(TestModels.gqaTied)
         let t = try SFTTrainer(model: model, config: SFTConfig())
         let dir = root + "/ck"

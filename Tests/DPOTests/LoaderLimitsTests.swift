@@ -7,27 +7,11 @@ import XCTest
 /// tensor names, workspaces above the process's memory limit; the workspace's memory estimate is
 /// exactly what it allocates.
 final class LoaderLimitsTests: XCTestCase {
-    private func temporaryDirectory() throws -> String {
-        let path = NSTemporaryDirectory() + "dpo-loader-limits-" + UUID().uuidString
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-        addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
-        return path
-    }
-
-    private func expectError(_ words: [String], file: StaticString = #filePath, line: UInt = #line,
-                             _ body: () throws -> Void) {
-        do {
-            try body()
-            XCTFail("expected an error containing \(words)", file: file, line: line)
-        } catch let e as DPOError {
-            for w in words where !e.description.contains(w) { XCTFail("'\(e)' lacks '\(w)'", file: file, line: line) }
-        } catch { XCTFail("unexpected \(error)", file: file, line: line) }
-    }
-
     /// The issue's 29 KB folder: a config.json that leaves every size at transformers' 7B defaults
-    /// beside a tiny weights file. Before the fix the loader allocated the 7B model (22 GiB) first.
+    /// beside a tiny weights file. Before the fix the loader sized the 7B model first (allocating it,
+    /// or refusing it for memory) instead of checking the weights file against the config.
     func testSmallFolderWithLargeConfigIsRefusedBeforeAllocating() throws {
-        let dir = try temporaryDirectory()
+        let dir = try makeScratchDirectory()
         try writeFileAtomically(dir + "/config.json",
                                 bytes: Array(#"{"vocab_size":64,"num_attention_heads":4,"num_key_value_heads":2}"#.utf8))
         let w = [Float](repeating: 0.5, count: 64 * 8)
@@ -35,13 +19,13 @@ final class LoaderLimitsTests: XCTestCase {
             try SafetensorsWriter.write(dir + "/model.safetensors",
                                         tensors: [("model.embed_tokens.weight", [64, 8], $0)], metadata: [:])
         }
-        expectError(["model.embed_tokens.weight", "has shape [64, 8], the config implies [64, 4096]"]) { _ = try LlamaModel.load(directory: dir) }
+        expectDPOError(["model.embed_tokens.weight", "has shape [64, 8], the config implies [64, 4096]"]) { _ = try LlamaModel.load(directory: dir) }
     }
 
     /// A config whose shapes match the file's tensors but whose layer count asks for more tensors
     /// than the file has: refused by count, without building a tensor list of that size.
     func testHugeLayerCountIsRefusedByTensorCount() throws {
-        let dir = try temporaryDirectory()
+        let dir = try makeScratchDirectory()
         try writeFileAtomically(dir + "/config.json", bytes: Array(#"""
             {"vocab_size": 8, "hidden_size": 2, "intermediate_size": 2, "num_hidden_layers": 1000000,
              "num_attention_heads": 1, "num_key_value_heads": 1, "tie_word_embeddings": true}
@@ -51,19 +35,19 @@ final class LoaderLimitsTests: XCTestCase {
             try SafetensorsWriter.write(dir + "/model.safetensors",
                                         tensors: [("model.embed_tokens.weight", [8, 2], $0)], metadata: [:])
         }
-        expectError(["implies 9000002 tensors"]) { _ = try LlamaModel.load(directory: dir) }
+        expectDPOError(["implies 9000002 tensors"]) { _ = try LlamaModel.load(directory: dir) }
     }
 
     /// Two header entries with one name: "last wins" would hide one tensor; the file is refused.
     func testDuplicateTensorNameInHeaderIsRefused() throws {
-        let dir = try temporaryDirectory()
+        let dir = try makeScratchDirectory()
         let path = dir + "/dup.safetensors"
         let header = #"{"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "w": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}"#
         var bytes: [UInt8] = []
         withUnsafeBytes(of: UInt64(header.utf8.count).littleEndian) { bytes += $0 }
         bytes += Array(header.utf8) + [UInt8](repeating: 0, count: 8)
         try writeFileAtomically(path, bytes: bytes)
-        expectError([path, "duplicate key 'w'"]) { _ = try SafetensorsFile.open(path) }
+        expectDPOError([path, "duplicate key 'w'"]) { _ = try SafetensorsFile.open(path) }
         // config.json keeps Python's json semantics (last wins).
         XCTAssertEqual(try JSON.parse(#"{"a": 1, "a": 2}"#).object?["a"], .number(2))
     }
@@ -95,7 +79,7 @@ final class LoaderLimitsTests: XCTestCase {
         let model = try TestModels.model(TestModels.gqaTied)
         let sizes = WorkspaceSizes(config: model.config, tokens: 1 << 40, headRows: 1, scratchCount: 1, keep: true)
         XCTAssertGreaterThan(sizes.totalFloats * 4, MemoryLimit.availableBytes())
-        expectError(["out of memory", "activations of 1099511627776 tokens"]) {
+        expectDPOError(["out of memory", "activations of 1099511627776 tokens"]) {
             _ = try Workspace(config: model.config, sizes: sizes)
         }
         let (packed, head) = TestModels.batch(vocab: model.config.vocabSize)
@@ -107,7 +91,7 @@ final class LoaderLimitsTests: XCTestCase {
     func testModelLargerThanMemoryIsOutOfMemory() {
         let c = LlamaConfig(vocabSize: 1 << 16, hiddenSize: 1 << 11, intermediateSize: 1 << 12, numHiddenLayers: 1 << 16,
                             numAttentionHeads: 16, numKeyValueHeads: 16)
-        expectError(["out of memory", "the parameters of this model"]) { _ = try LlamaModel(config: c) }
+        expectDPOError(["out of memory", "the parameters of this model"]) { _ = try LlamaModel(config: c) }
     }
 
     /// dpo.h, the Swift module and the Python package state one version.

@@ -1,4 +1,5 @@
 import Foundation
+import XCTest
 @testable import DPO
 
 enum TestModels {
@@ -83,5 +84,27 @@ enum TestModels {
         let path = NSTemporaryDirectory() + "swift-dpo-tests-\(getpid())-\(name)"
         try? FileManager.default.removeItem(atPath: path)
         return path
+    }
+}
+
+extension XCTestCase {
+    /// A fresh empty directory, removed when the test ends.
+    func makeScratchDirectory() throws -> String {
+        let path = NSTemporaryDirectory() + "swift-dpo-scratch-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
+        return path
+    }
+
+    /// Asserts that `body` throws a `DPOError` whose description (kind and message) contains
+    /// every one of `words`.
+    func expectDPOError(_ words: [String], file: StaticString = #filePath, line: UInt = #line,
+                        _ body: () throws -> Void) {
+        do {
+            try body()
+            XCTFail("expected an error containing \(words)", file: file, line: line)
+        } catch let e as DPOError {
+            for w in words where !e.description.contains(w) { XCTFail("'\(e)' lacks '\(w)'", file: file, line: line) }
+        } catch { XCTFail("unexpected \(error)", file: file, line: line) }
     }
 }
