@@ -9,7 +9,7 @@ struct CLIError: Error, CustomStringConvertible {
 
 /// Reads a JSONL file into objects, with the line number in every error.
 func readJSONL(_ path: String) throws -> [(line: Int, object: JSONObject)] {
-    guard FileManager.default.fileExists(atPath: path) else { throw CLIError("\(path): no such file") }
+    guard fileExists(path) else { throw CLIError("\(path): no such file") }
     let bytes: [UInt8]
     do { bytes = try readFile(path, limit: FileSizeLimit.dataset) } catch { throw CLIError("\(path): \(error)") }
     // Parsed, a line takes up to about 32 bytes per byte of JSON (a JSON value per token id, the
@@ -111,7 +111,7 @@ func loadOrCreateModel(model: String?, config: String?, seed: UInt64) throws -> 
     case (let dir?, nil):
         return try LlamaModel.load(directory: dir)
     case (nil, let file?):
-        guard FileManager.default.fileExists(atPath: file) else { throw CLIError("\(file): no such file") }
+        guard fileExists(file) else { throw CLIError("\(file): no such file") }
         let config: LlamaConfig
         do { config = try LlamaConfig(json: try JSON.parse(try readFile(file))) } catch let e as DPOError {
             throw CLIError("\(file): not a valid config.json: \(e.message)")

@@ -144,6 +144,6 @@ struct Demo: ParsableCommand {
             ("policy_positive_rate", o.policyPositive), ("reference_well_formed_rate", o.referenceWellFormed),
             ("policy_well_formed_rate", o.policyWellFormed), ("kl_policy_reference", o.kl), ("seconds", seconds)]
         let text = "{" + fields.map { "\"\($0.0)\": \(jsonNumber($0.1))" }.joined(separator: ", ") + "}\n"
-        try text.write(toFile: output + "/summary.json", atomically: true, encoding: .utf8)
+        try writeFileAtomically(output + "/summary.json", bytes: Array(text.utf8))
     }
 }

@@ -69,7 +69,10 @@ struct RunOptions {
 final class TrainingRun<T: RunnableTrainer> {
     let trainer: T, train: [T.Example], eval: [T.Example]?, options: RunOptions
     private(set) var records: [[String: Double]] = []
-    private var metricsFile: FileHandle?
+    /// metrics.jsonl's path and its text so far: rewritten whole (atomically) at each record, so
+    /// the file is never half a line, and written through the engine's path handling (the bytes
+    /// of a path as given, UTF-8 or not).
+    private var metricsPath = "", metricsText: [UInt8] = []
 
     init(trainer: T, train: [T.Example], eval: [T.Example]?, options: RunOptions) {
         self.trainer = trainer; self.train = train; self.eval = eval; self.options = options
@@ -99,11 +102,12 @@ final class TrainingRun<T: RunnableTrainer> {
         return sums.mapValues { $0 / weight }
     }
 
-    func record(_ r: [String: Double]) {
+    func record(_ r: [String: Double]) throws {
         records.append(r)
         let keys = ["step"] + r.keys.filter { $0 != "step" }.sorted()
         let line = "{" + keys.map { "\"\($0)\": \(jsonNumber(r[$0]!))" }.joined(separator: ", ") + "}\n"
-        metricsFile?.write(line.data(using: .utf8)!)
+        metricsText += Array(line.utf8)
+        try writeFileAtomically(metricsPath, bytes: metricsText)
     }
 
     func describe(_ r: [String: Double], prefix: String = "") -> String {
@@ -114,9 +118,8 @@ final class TrainingRun<T: RunnableTrainer> {
     /// Runs to `maxSteps` optimizer steps. Returns false when interrupted (a checkpoint was written).
     @discardableResult
     func run() throws -> Bool {
-        let fm = FileManager.default
         try makeDirectories(options.output)  // a DPOError naming the path, e.g. when it is a file
-        let metricsPath = options.output + "/metrics.jsonl"
+        metricsPath = options.output + "/metrics.jsonl"
         var micro = 0
         if let resume = options.resume {
             let given = trainer.configFields
@@ -139,14 +142,9 @@ final class TrainingRun<T: RunnableTrainer> {
             }
         }
         // metrics.jsonl holds exactly the records of this run (rewritten on resume).
-        guard fm.createFile(atPath: metricsPath, contents: nil),
-              let file = FileHandle(forWritingAtPath: metricsPath) else {
-            throw CLIError("\(metricsPath): cannot be written")
-        }
-        metricsFile = file
+        metricsText = []
         let kept = records; records = []
-        for r in kept { record(r) }
-        defer { try? metricsFile?.close() }
+        for r in kept { try record(r) }
 
         signal(SIGINT) { _ in interrupted = 1 }
         defer { signal(SIGINT, SIG_DFL) }
@@ -174,12 +172,12 @@ final class TrainingRun<T: RunnableTrainer> {
                 for (k, _) in metrics { r[k] = window.map { $0.first { $0.name == k }?.value ?? 0 }.reduce(0, +) / Double(window.count) }
                 r["learning_rate"] = last["learning_rate"]; r["num_tokens"] = last["num_tokens"]
                 window = []
-                record(r)
+                try record(r)
                 if !progress.isTerminal { progress.log("\(options.title) step \(step)/\(options.maxSteps)  \(describe(r))") }
             }
             if let every = options.evalSteps, step % every == 0 || step == options.maxSteps, var e = try evaluate() {
                 e["step"] = Double(step)
-                record(e)
+                try record(e)
                 progress.log("\(options.title) step \(step) eval  \(describe(e, prefix: "eval_"))")
             }
             if let every = options.saveSteps, step % every == 0 {
@@ -188,7 +186,7 @@ final class TrainingRun<T: RunnableTrainer> {
         }
         try trainer.model.save(directory: options.output + "/model")
         let svg = Plot.fromRecords(records, metrics: options.plotMetrics, title: options.title)
-        try svg.write(toFile: options.output + "/metrics.svg", atomically: true, encoding: .utf8)
+        try writeFileAtomically(options.output + "/metrics.svg", bytes: Array(svg.utf8))
         return true
     }
 }

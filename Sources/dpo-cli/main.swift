@@ -15,7 +15,10 @@ Threads.setCount(Threads.count)
 
 /// Every error is one line on stderr and a non-zero exit (--help and --version print normally).
 do {
-    var command = try DPOCommand.parseAsRoot()
+    // The arguments as the bytes given: a path that is not UTF-8 keeps its bytes (SystemPath), where
+    // CommandLine.arguments would have replaced them with U+FFFD.
+    let arguments = (1..<Int(CommandLine.argc)).compactMap { CommandLine.unsafeArgv[$0].map { SystemPath.string(cString: $0) } }
+    var command = try DPOCommand.parseAsRoot(arguments)
     try command.run()
 } catch let e as CLIError {
     FileHandle.standardError.write("dpo: \(e.description)\n".data(using: .utf8)!)

@@ -173,5 +173,14 @@ if "$DPO" train "${common[@]}" --beta 0.5 --resume "$tmp/part/checkpoint-2" --ou
     ok "--resume says which given options the checkpoint's config replaces"
 else fail "--resume note" "$tmp/err"; fi
 
+# Paths that are not UTF-8 keep their bytes on the command line too: two outputs whose names
+# differ only in such a byte are two run folders (they were both "out-\uFFFD").
+for b in $'\xff' $'\xfe'; do
+    "$DPO" sft --config "$tmp/config.json" --data "$tmp/sft.jsonl" --max-steps 1 --output "$tmp/out-$b" >"$tmp/log" 2>&1
+done
+if [ -s "$tmp/out-"$'\xff'/model/config.json ] && [ -s "$tmp/out-"$'\xfe'/model/config.json ] \
+   && [ -s "$tmp/out-"$'\xff'/metrics.jsonl ] && [ ! -e "$tmp/out-"$'\xef\xbf\xbd' ]; then ok "non-UTF-8 --output bytes are kept"
+else ls "$tmp" >"$tmp/ls"; fail "non-UTF-8 --output bytes are kept" "$tmp/ls"; fi
+
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]
