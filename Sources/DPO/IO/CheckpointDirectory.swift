@@ -23,14 +23,9 @@ private let manifestFormat = "swift-dpo-checkpoint-manifest"
 /// checkpoint that may be replaced.
 func writeCheckpointDirectory(_ path: String, isCheckpoint: (String) -> Bool,
                               _ body: (String) throws -> Void) throws {
-    let target = resolvedPath(trimmedPath(path))
-    let (parent, name) = splitPath(target)
-    guard !name.isEmpty, name != ".", name != ".." else {
-        throw DPOError.invalidArgument("cannot write a checkpoint to '\(path)': give a directory name")
-    }
-    try makeDirectories(parent)
-    let lock = try DirectoryLock(parent, exclusive: true)
+    let (target, lock) = try lockForSaving(path, what: "a checkpoint")
     defer { lock.release() }
+    let (parent, name) = splitPath(target)
     try recoverCheckpointPath(target)
     try checkReplaceable(target, isCheckpoint: isCheckpoint)
 

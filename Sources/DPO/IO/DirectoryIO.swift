@@ -78,3 +78,16 @@ final class DirectoryLock {
 
     deinit { release() }
 }
+
+/// The start every save shares: `path` with links resolved (`resolvedPath`), its last component
+/// checked to name a directory, its parent created, and the parent's lock taken exclusively.
+/// `what` names the save in the error ("a checkpoint", "a model").
+func lockForSaving(_ path: String, what: String) throws -> (target: String, lock: DirectoryLock) {
+    let target = resolvedPath(trimmedPath(path))
+    let (parent, name) = splitPath(target)
+    guard !name.isEmpty, name != ".", name != ".." else {
+        throw DPOError.invalidArgument("cannot save \(what) to '\(path)': give a directory name")
+    }
+    try makeDirectories(parent)
+    return (target, try DirectoryLock(parent, exclusive: true))
+}

@@ -64,13 +64,7 @@ extension LlamaModel {
     /// by a lock on it, so two saves to one path never mix their files. A tied model stores no
     /// `lm_head.weight`, as transformers does.
     public func save(directory: String) throws {
-        let path = resolvedPath(trimmedPath(directory))
-        let (parent, name) = splitPath(path)
-        guard !name.isEmpty, name != ".", name != ".." else {
-            throw DPOError.invalidArgument("cannot save a model to '\(directory)': give a directory name")
-        }
-        try makeDirectories(parent)
-        let lock = try DirectoryLock(parent, exclusive: true)
+        let (path, lock) = try lockForSaving(directory, what: "a model")
         defer { lock.release() }
         removeTemporarySiblings(of: path)
         if isDirectory(path) {
