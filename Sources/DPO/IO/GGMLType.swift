@@ -65,7 +65,7 @@ public enum GGMLType: UInt32, Sendable, CaseIterable {
     /// Whether `GGUFFile.readFloats` can dequantize this type to fp32.
     public var isReadableAsFloat: Bool {
         switch self {
-        case .F32, .F16, .BF16: return true
+        case .F32, .F16, .BF16, .Q8_0, .Q4_0, .Q4_1, .Q5_0, .Q5_1, .Q2_K, .Q3_K, .Q4_K, .Q5_K, .Q6_K: return true
         default: return false
         }
     }

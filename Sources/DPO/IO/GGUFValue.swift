@@ -94,3 +94,12 @@ public struct GGUFMetadata: Equatable, Sendable {
     /// (key, value) pairs in file order.
     public var entries: [(key: String, value: GGUFValue)] { keys.map { ($0, values[$0]!) } }
 }
+
+extension GGUFValueType {
+    /// Every type by its `name` ("UINT32" -> .uint32).
+    public static let allNames: [String: GGUFValueType] = {
+        var names: [String: GGUFValueType] = [:]
+        for raw in UInt32(0)...12 { if let t = GGUFValueType(rawValue: raw) { names[t.name] = t } }
+        return names
+    }()
+}

@@ -14,6 +14,9 @@ public final class LlamaModel {
     weak var gradientHolder: AnyObject?
     /// Keys of the loaded `config.json` that swift-dpo does not model, written back on save.
     var extraConfig = JSONObject()
+    /// The metadata of the GGUF file the model was loaded from (tokenizer and other
+    /// non-architecture keys are written back by `saveGGUF`); nil for other models.
+    public internal(set) var ggufMetadata: GGUFMetadata?
 
     let invFreq: [Float]
     var workspace: Workspace?
