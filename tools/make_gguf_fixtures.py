@@ -347,6 +347,164 @@ def make_corrupt(rng) -> None:
     (d / "README.md").write_text("\n".join(lines) + "\n")
 
 
+# ---------------------------------------------------------------------------------------------
+# (c) tiny models written as llama.cpp's converter writes them, scored by transformers
+
+def llama_permute(w: np.ndarray, n_head: int, n_head_kv: int | None = None) -> np.ndarray:
+    """convert_hf_to_gguf.py LlamaModel.permute (rows of each head interleaved)."""
+    if n_head_kv is not None and n_head != n_head_kv:
+        n_head = n_head_kv
+    return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape))
+
+
+GGUF_NAMES = {"input_layernorm.weight": "attn_norm.weight", "post_attention_layernorm.weight": "ffn_norm.weight",
+              "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+              "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+              "mlp.down_proj": "ffn_down"}
+
+
+def gguf_name(hf: str) -> str:
+    if hf == "model.embed_tokens.weight": return "token_embd.weight"
+    if hf == "model.norm.weight": return "output_norm.weight"
+    if hf == "lm_head.weight": return "output.weight"
+    parts = hf.split(".")
+    rest = ".".join(parts[3:])
+    for k, v in GGUF_NAMES.items():
+        if rest.startswith(k):
+            return f"blk.{parts[2]}." + v + rest[len(k):]
+    raise KeyError(hf)
+
+
+def write_model_gguf(path: Path, model, arch: str, q8: bool) -> None:
+    import torch
+    cfg = model.config
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_name(path.stem)
+    w.add_block_count(cfg.num_hidden_layers)
+    w.add_context_length(cfg.max_position_embeddings)
+    w.add_embedding_length(cfg.hidden_size)
+    w.add_feed_forward_length(cfg.intermediate_size)
+    w.add_head_count(cfg.num_attention_heads)
+    w.add_head_count_kv(cfg.num_key_value_heads)
+    w.add_rope_freq_base(float(cfg.rope_parameters["rope_theta"]))
+    w.add_layer_norm_rms_eps(cfg.rms_norm_eps)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0 if q8 else gguf.LlamaFileType.ALL_F32)
+    w.add_vocab_size(cfg.vocab_size)
+    if arch == "llama":
+        w.add_rope_dimension_count(cfg.hidden_size // cfg.num_attention_heads)
+    w.add_bos_token_id(1); w.add_eos_token_id(2)
+    for hf, t in model.state_dict().items():
+        if hf == "lm_head.weight" and cfg.tie_word_embeddings:
+            continue
+        data = t.detach().to(torch.float32).numpy()
+        if arch == "llama" and ".q_proj." in hf:
+            data = llama_permute(data, cfg.num_attention_heads, cfg.num_attention_heads)
+        if arch == "llama" and ".k_proj." in hf:
+            data = llama_permute(data, cfg.num_attention_heads, cfg.num_key_value_heads)
+        data = np.ascontiguousarray(data)
+        if q8 and data.ndim == 2:
+            w.add_tensor(gguf_name(hf), np.ascontiguousarray(gguf.quants.quantize(data, QT.Q8_0)), raw_dtype=QT.Q8_0)
+        else:
+            w.add_tensor(gguf_name(hf), data)
+    if q8:
+        w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+
+
+def token_logps(model, ids: list[int]) -> list[float]:
+    import torch
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0].to(torch.float64)
+    lp = torch.log_softmax(logits, dim=-1)
+    return [float(lp[t - 1, ids[t]]) for t in range(1, len(ids))]
+
+
+def greedy(model, prompt: list[int], n: int) -> list[int]:
+    import torch
+    with torch.no_grad():
+        out = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                             max_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0)
+    return [int(x) for x in out[0, len(prompt):]]
+
+
+def make_models() -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    torch.set_num_threads(1)
+    d = OUT / "models"
+    d.mkdir(parents=True)
+    specs = [
+        ("llama_gqa_untied", "llama", False, 11),
+        ("llama_gqa_q8", "llama", True, 11),
+        ("qwen2_tied_bias", "qwen2", False, 12),
+    ]
+    for name, arch, q8, seed in specs:
+        torch.manual_seed(seed)
+        common = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                      rms_norm_eps=1e-5, initializer_range=0.2, bos_token_id=1, eos_token_id=2)
+        if arch == "llama":
+            hf = LlamaForCausalLM(LlamaConfig(**common, tie_word_embeddings=False, rope_theta=10000.0))
+        else:
+            hf = Qwen2ForCausalLM(Qwen2Config(**common, tie_word_embeddings=True, rope_theta=100000.0))
+        with torch.no_grad():
+            for pn, p in hf.named_parameters():
+                if p.ndim == 1:
+                    p.copy_((1.0 if "norm" in pn else 0.0) + 0.1 * torch.randn_like(p))
+        hf = hf.float().eval()
+        path = d / f"{name}.gguf"
+        write_model_gguf(path, hf, arch, q8)
+        loaded = AutoModelForCausalLM.from_pretrained(str(d), gguf_file=path.name, dtype=torch.float32).eval()
+        assert loaded.config.tie_word_embeddings == (arch == "qwen2"), name
+        if not q8:  # transformers' un-permutation gives back the original weights exactly
+            for k, v in hf.state_dict().items():
+                assert torch.equal(loaded.state_dict()[k], v), (name, k)
+        g = torch.Generator().manual_seed(seed + 100)
+        seqs = [torch.randint(0, 64, (n,), generator=g).tolist() for n in (9, 5, 17)]
+        record = {"sequences": seqs, "logps": [token_logps(loaded, s) for s in seqs],
+                  "greedy_prompts": [s[:4] for s in seqs], "greedy": [greedy(loaded, s[:4], 8) for s in seqs]}
+        (d / f"{name}.json").write_text(json.dumps(record) + "\n")
+
+
+def make_smollm2() -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    if not SMOL.exists():
+        print(f"skipping smollm2.json: {SMOL} is absent")
+        return
+    torch.set_num_threads(2)
+    tok = AutoTokenizer.from_pretrained(str(SMOL.parent), gguf_file=SMOL.name)
+    model = AutoModelForCausalLM.from_pretrained(str(SMOL.parent), gguf_file=SMOL.name, dtype=torch.float32).eval()
+    pairs = [
+        ("What is the capital of France?", "The capital of France is Paris."),
+        ("What is the capital of France?", "I think it might be Berlin, but I am not sure."),
+        ("Write a haiku about the sea.", "Waves fold into foam,\nsalt wind carries gull voices,\nthe tide keeps its time."),
+        ("Write a haiku about the sea.", "The sea is big."),
+        ("How many legs does a spider have?", "A spider has eight legs."),
+        ("How many legs does a spider have?", "Spiders have six legs, like insects."),
+        ("Translate 'good morning' into Spanish.", "Buenos días."),
+        ("Give me one tip for better sleep.", "Keep a regular schedule: go to bed and wake up at the same time every day, even on weekends."),
+    ]
+    items = []
+    for q, a in pairs:
+        prompt = tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=True)
+        if isinstance(prompt, dict) or hasattr(prompt, "input_ids"):
+            prompt = prompt["input_ids"]
+        prompt = [int(x) for x in prompt]
+        completion = tok.encode(a, add_special_tokens=False) + tok.encode("<|im_end|>", add_special_tokens=False)
+        lps = token_logps(model, prompt + completion)
+        items.append({"prompt_ids": prompt, "completion_ids": completion,
+                      "logp": sum(lps[len(prompt) - 1:]), "text": [q, a]})
+    gens = []
+    for q in ["Hello! Who are you?", "List three colors.", "What is 12 times 7?", "Tell me a fun fact about cats."]:
+        prompt = tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=True)
+        if isinstance(prompt, dict) or hasattr(prompt, "input_ids"):
+            prompt = prompt["input_ids"]
+        prompt = [int(x) for x in prompt]
+        gens.append({"prompt_ids": prompt, "tokens": greedy(model, prompt, 16), "text": q})
+    (OUT / "smollm2.json").write_text(json.dumps({"pairs": items, "greedy": gens}, ensure_ascii=False, indent=1) + "\n")
+
+
 def main() -> None:
     if OUT.exists():
         shutil.rmtree(OUT)
