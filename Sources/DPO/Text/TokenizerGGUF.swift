@@ -62,9 +62,8 @@ extension TokenizerSpec {
             guard let list = v.strings else { throw DPOError.format("tokenizer.ggml.merges is not an array of strings") }
             merges.reserveCapacity(list.count)
             for (i, m) in list.enumerated() {
-                let parts = m.split(separator: " ", omittingEmptySubsequences: false)
-                guard parts.count == 2 else { throw DPOError.format("tokenizer.ggml.merges[\(i)] '\(m)' is not two tokens separated by a space") }
-                merges.append((String(parts[0]), String(parts[1])))
+                guard let pair = splitMerge(m) else { throw DPOError.format("tokenizer.ggml.merges[\(i)] '\(m)' is not two tokens separated by a space") }
+                merges.append(pair)
             }
         }
 

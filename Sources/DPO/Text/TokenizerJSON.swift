@@ -53,9 +53,8 @@ extension TokenizerSpec {
         var merges: [(String, String)] = []
         for (i, m) in (model["merges"]?.array ?? []).enumerated() {
             if let s = m.string {
-                let parts = s.split(separator: " ", omittingEmptySubsequences: false)
-                guard parts.count == 2 else { throw DPOError.format("merge \(i) '\(s)' is not two tokens separated by a space") }
-                merges.append((String(parts[0]), String(parts[1])))
+                guard let pair = splitMerge(s) else { throw DPOError.format("merge \(i) '\(s)' is not two tokens separated by a space") }
+                merges.append(pair)
             } else if let pair = m.array, pair.count == 2, let a = pair[0].string, let b = pair[1].string {
                 merges.append((a, b))
             } else {

@@ -28,3 +28,11 @@ struct TokenizerSpec {
     /// The `tokenizer.*` metadata this was read from, if it came from GGUF (written back as is).
     var ggufSource: GGUFMetadata? = nil
 }
+
+/// A merge written as "left right": exactly two tokens separated by one space (split on the
+/// space byte, not on Characters: a space followed by a joiner is one Character in Swift).
+func splitMerge(_ s: String) -> (String, String)? {
+    let parts = s.utf8.split(separator: 0x20, omittingEmptySubsequences: false)
+    guard parts.count == 2 else { return nil }
+    return (String(decoding: parts[0], as: UTF8.self), String(decoding: parts[1], as: UTF8.self))
+}
