@@ -7,7 +7,7 @@ struct DPOCommand: ParsableCommand {
         commandName: "dpo",
         abstract: "Direct Preference Optimization on the CPU.",
         version: "dpo \(swiftDPOVersion)",
-        subcommands: [Demo.self, SFT.self, Train.self, Eval.self, Generate.self, Bench.self])
+        subcommands: [Demo.self, SFT.self, Train.self, Eval.self, Generate.self, Bench.self, BenchTokenizer.self])
 }
 
 // Start-up: OpenBLAS's thread count and idle spin, set once here (see Threads.setCount).
