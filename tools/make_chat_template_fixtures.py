@@ -20,6 +20,8 @@ What is rendered and how
 * Micro-templates: one or a few per supported construct, rendered by ``_compile_jinja_template(t).render``
   (transformers' sandboxed environment: trim_blocks, lstrip_blocks, its tojson, raise_exception,
   strftime_now, namespace, loop controls).
+* Normalization cases: messages with None-valued keys and reasoning fields through
+  ``render_like_apply_chat_template`` and a template printing ``messages|tojson`` (what the template sees).
 * ``strftime_now`` sees a fixed clock (``FIXED_NOW``): the module's ``datetime`` is replaced by a subclass
   whose ``now()`` returns it.
 * Error cases record the Python exception type and message. ``must_contain`` lists words the Swift error
@@ -374,8 +376,29 @@ def micro_cases():
     return cases
 
 
+# Messages as apply_chat_template hands them to the template (None-valued keys dropped, reasoning aliased),
+# seen through a template that prints them.
+NORMALIZATION_TEMPLATE = "{{ messages|tojson }}|{{ add_generation_prompt }}|{{ tools }}|{{ documents }}|{{ bos_token }}"
+NORMALIZATION_MESSAGES = [
+    [{"role": "user", "content": "hi", "name": None}],
+    [{"role": "assistant", "content": "ok", "reasoning_content": "because", "tool_calls": None}],
+    [{"role": "assistant", "reasoning": "r1", "content": "x"}],
+    [{"role": "assistant", "thinking": "t0", "reasoning_content": None, "content": "y"}],
+    [{"role": "assistant", "content": "z", "thinking": "own", "reasoning": "r2"}],
+]
+
+
+def normalization_cases():
+    cases = []
+    for messages in NORMALIZATION_MESSAGES:
+        out = render_like_apply_chat_template(NORMALIZATION_TEMPLATE, messages, True, {"bos_token": "<s>"}, None, {})
+        cases.append({"template": NORMALIZATION_TEMPLATE, "messages": messages, "bos_token": "<s>", "output": out})
+    return cases
+
+
 def main():
     data = {
+        "normalization_cases": normalization_cases(),
         "generator": "tools/make_chat_template_fixtures.py",
         "versions": {"transformers": transformers.__version__, "jinja2": jinja2.__version__},
         "fixed_now": FIXED_NOW.isoformat(),

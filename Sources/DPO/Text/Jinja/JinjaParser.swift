@@ -629,9 +629,8 @@ struct JinjaParser {
     }
 
     private mutating func parseCall<R: JinjaNameRegistry>(_ r: R.Type, _ callee: JinjaExpr) throws -> JinjaExpr {
-        let token = current
         let (args, kwargs) = try parseCallArguments(r)
-        return try node(.call(callee, args, kwargs), token.position)
+        return try node(.call(callee, args, kwargs), callee.position)
     }
 
     private mutating func parseFilterCall<R: JinjaNameRegistry>(_ r: R.Type) throws -> JinjaFilterCall {
