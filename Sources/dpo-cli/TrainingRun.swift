@@ -57,6 +57,8 @@ struct RunOptions {
     var evalSteps: Int? = nil
     var saveSteps: Int? = nil
     var resume: String? = nil
+    /// How the final model is written.
+    var finalSave = FinalSave.safetensors
     /// Metrics drawn in metrics.svg.
     var plotMetrics: [String] = ["loss"]
     /// Log-line metrics (besides loss).
@@ -69,6 +71,8 @@ struct RunOptions {
 final class TrainingRun<T: RunnableTrainer> {
     let trainer: T, train: [T.Example], eval: [T.Example]?, options: RunOptions
     private(set) var records: [[String: Double]] = []
+    /// Where the final model went (after `run` returned true).
+    private(set) var savedModelPath = ""
     /// metrics.jsonl's path and its text so far: rewritten whole (atomically) at each record, so
     /// the file is never half a line, and written through the engine's path handling (the bytes
     /// of a path as given, UTF-8 or not).
@@ -184,7 +188,7 @@ final class TrainingRun<T: RunnableTrainer> {
                 try trainer.saveCheckpoint(directory: options.output + "/checkpoint-\(step)")
             }
         }
-        try trainer.model.save(directory: options.output + "/model")
+        savedModelPath = try options.finalSave.write(trainer.model, output: options.output)
         let svg = Plot.fromRecords(records, metrics: options.plotMetrics, title: options.title)
         try writeFileAtomically(options.output + "/metrics.svg", bytes: Array(svg.utf8))
         return true

@@ -245,7 +245,7 @@ func splitPath(_ path: String) -> (directory: String, name: String) {
 }
 
 /// Joins a directory and a file name with exactly one "/".
-func joinPath(_ directory: String, _ name: String) -> String {
+public func joinPath(_ directory: String, _ name: String) -> String {
     directory.unicodeScalars.last == "/" ? directory + name : directory + "/" + name
 }
 

@@ -9,14 +9,23 @@ extension LlamaModel {
             return try load(ggufFile: path)
         }
         if fileExists(joinPath(path, "config.json")) { return try load(directory: path) }
+        return try load(ggufFile: try ggufFile(inDirectory: path))
+    }
+
+    /// The one `.gguf` file of a model directory without config.json, or an error naming what is
+    /// there instead.
+    public static func ggufFile(inDirectory path: String) throws -> String {
         let ggufs = listDirectory(path).filter { $0.hasSuffix(".gguf") && !$0.hasPrefix(".") }.sorted()
         guard ggufs.count == 1 else {
             throw DPOError.io(ggufs.isEmpty
                 ? "no config.json and no .gguf file in '\(path)'"
                 : "no config.json in '\(path)' and \(ggufs.count) .gguf files (\(ggufs.joined(separator: ", "))): give the file's path")
         }
-        return try load(ggufFile: joinPath(path, ggufs[0]))
+        return joinPath(path, ggufs[0])
     }
+
+    /// `ggufFile(inDirectory:)`, or nil when there is not exactly one.
+    public static func ggufFileInDirectory(_ path: String) -> String? { try? ggufFile(inDirectory: path) }
 
     /// Loads a GGUF file of architecture llama or qwen2 (GGUF.swift, GGUFConfig.swift): the config
     /// from its metadata, every tensor dequantized to fp32 under its Hugging Face name, the q/k

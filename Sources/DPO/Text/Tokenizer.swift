@@ -43,9 +43,16 @@ public final class Tokenizer {
     /// The chat template (Jinja source), from tokenizer_config.json or `tokenizer.chat_template`.
     public let chatTemplate: String?
 
-    /// Loads a model directory holding `tokenizer.json`, or a `.gguf` file's tokenizer.
+    /// Loads a model directory holding `tokenizer.json`, a `.gguf` file's tokenizer, or the
+    /// tokenizer of the one `.gguf` in a directory without tokenizer.json and config.json.
     public static func load(path: String) throws -> Tokenizer {
-        if isDirectory(path) { return try Tokenizer(spec: TokenizerSpec(directory: path)) }
+        if isDirectory(path) {
+            if !fileExists(joinPath(path, "tokenizer.json")) && !fileExists(joinPath(path, "config.json")),
+               let gguf = LlamaModel.ggufFileInDirectory(path) {
+                return try load(path: gguf)
+            }
+            return try Tokenizer(spec: TokenizerSpec(directory: path))
+        }
         guard fileExists(path) else { throw DPOError.io("tokenizer '\(path)' does not exist") }
         guard GGUFFile.isGGUF(path: path) else {
             throw DPOError.invalidArgument("tokenizer '\(path)' is neither a model directory with tokenizer.json nor a GGUF file")

@@ -81,6 +81,16 @@ class SFTMetrics(Structure):
         [("optimizer_stepped", c_int32), ("reserved", c_int32), ("global_step", c_int64)]
 
 
+class TokenizerInfo(Structure):
+    _fields_ = [("struct_size", c_size_t), ("vocab_size", c_int64), ("bos_token_id", c_int64),
+                ("eos_token_id", c_int64), ("pad_token_id", c_int64), ("has_chat_template", c_int32),
+                ("reserved", c_int32)]
+
+
+class ChatMessage(Structure):
+    _fields_ = [("role", c_char_p), ("content", c_char_p)]
+
+
 def new(struct_type):
     """A zeroed struct with struct_size set."""
     s = struct_type()
@@ -103,6 +113,7 @@ _PROTOTYPES = {
     "dpo_model_create_json": (_status, [c_char_p, c_uint64, _ph]),
     "dpo_model_load": (_status, [c_char_p, _ph]),
     "dpo_model_save": (_status, [_h, c_char_p]),
+    "dpo_model_save_gguf": (_status, [_h, c_char_p, c_char_p, _h]),
     "dpo_model_free": (_status, [_h]),
     "dpo_model_last_error": (c_char_p, [_h]),
     "dpo_model_config_json": (_status, [_h, POINTER(c_char), c_size_t, POINTER(c_size_t)]),
@@ -111,6 +122,16 @@ _PROTOTYPES = {
     "dpo_generate_default_params": (_status, [POINTER(GenerateParams)]),
     "dpo_model_generate": (_status, [_h, POINTER(GenerateParams), c_int64, POINTER(TokenLists),
                                      POINTER(c_int32), c_int64, POINTER(c_int64), POINTER(c_int64)]),
+    "dpo_tokenizer_load": (_status, [c_char_p, _ph]),
+    "dpo_tokenizer_free": (_status, [_h]),
+    "dpo_tokenizer_last_error": (c_char_p, [_h]),
+    "dpo_tokenizer_get_info": (_status, [_h, POINTER(TokenizerInfo)]),
+    "dpo_tokenizer_encode": (_status, [_h, c_char_p, c_size_t, c_int32, POINTER(c_int32), c_int64, POINTER(c_int64)]),
+    "dpo_tokenizer_decode": (_status, [_h, POINTER(c_int32), c_int64, c_int32, POINTER(c_char), c_size_t,
+                                       POINTER(c_size_t)]),
+    "dpo_tokenizer_chat_template": (_status, [_h, POINTER(c_char), c_size_t, POINTER(c_size_t)]),
+    "dpo_tokenizer_apply_chat_template": (_status, [_h, POINTER(ChatMessage), c_int64, c_int32, POINTER(c_char),
+                                                    c_size_t, POINTER(c_size_t)]),
     "dpo_trainer_config_json": (_status, [c_char_p, POINTER(c_char), c_size_t, POINTER(c_size_t)]),
     "dpo_trainer_create_json": (_status, [_h, _h, c_char_p, _ph]),
     "dpo_trainer_free": (_status, [_h]),

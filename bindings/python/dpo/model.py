@@ -74,7 +74,9 @@ class Model(Handle):
 
     @classmethod
     def from_pretrained(cls, path):
-        """Loads a Hugging Face model directory (config.json + model.safetensors)."""
+        """Loads a Hugging Face model directory (config.json + model.safetensors) or a GGUF file
+        (llama / qwen2; F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K..Q6_K dequantized to fp32
+        exactly as ggml does). Local files only."""
         out = c_void_p()
         _lib.check(_lib.lib.dpo_model_load(_lib.encode_path(path), ctypes.byref(out)))
         return cls(out.value)
@@ -93,9 +95,32 @@ class Model(Handle):
         _lib.check(_lib.lib.dpo_model_create_json(text, seed, ctypes.byref(out)))
         return cls(out.value)
 
-    def save_pretrained(self, path):
-        """Writes config.json and model.safetensors (F32) into the directory (created if needed)."""
-        _lib.check(_lib.lib.dpo_model_save(self._handle, _lib.encode_path(path)))
+    def save_pretrained(self, path, format=None, dtype="f32", tokenizer=None):
+        """Writes the model. format "safetensors": config.json and model.safetensors (F32) into the
+        directory path (created if needed). format "gguf": one GGUF file at path (llama.cpp /
+        Ollama), dtype "f32", "f16", "bf16" or "q8_0", with the tokenizer's metadata (tokenizer: a
+        dpo.Tokenizer; default: the tokenizer of the GGUF the model was loaded from). format None:
+        "gguf" if path ends with ".gguf", else "safetensors"."""
+        encoded = _lib.encode_path(path)
+        if format is None:
+            format = "gguf" if encoded.lower().endswith(b".gguf") else "safetensors"
+        if format == "safetensors":
+            if dtype != "f32" or tokenizer is not None:
+                raise InvalidArgumentError("format 'safetensors' writes F32 weights only and no tokenizer; "
+                                           "dtype and tokenizer apply to format 'gguf'")
+            _lib.check(_lib.lib.dpo_model_save(self._handle, encoded))
+        elif format == "gguf":
+            if dtype not in ("f32", "f16", "bf16", "q8_0"):
+                raise InvalidArgumentError("dtype must be one of 'f32', 'f16', 'bf16', 'q8_0', got %r" % (dtype,))
+            handle = None
+            if tokenizer is not None:
+                from .tokenizer import Tokenizer
+                if not isinstance(tokenizer, Tokenizer):
+                    raise InvalidArgumentError("tokenizer must be a dpo.Tokenizer, got %s" % type(tokenizer).__name__)
+                handle = tokenizer._handle
+            _lib.check(_lib.lib.dpo_model_save_gguf(self._handle, encoded, dtype.encode(), handle))
+        else:
+            raise InvalidArgumentError("format must be 'safetensors' or 'gguf', got %r" % (format,))
 
     @property
     def config(self):
