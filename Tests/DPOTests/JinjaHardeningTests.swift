@@ -33,6 +33,8 @@ final class JinjaHardeningTests: XCTestCase {
             _ = try render("{% set ns = namespace(s='ab') %}{% for i in range(100) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}")
         }
         expectDPOError(["MAX_RANGE"]) { _ = try render("{{ range(1000000)|length }}") }
+        expectDPOError(["MAX_RANGE"]) { _ = try render("{{ range(-9223372036854775807, 9223372036854775807, 4611686018427387904)|length }} {{ range(0, 9223372036854775807)|length }}") }
+        XCTAssertEqual(try render("{{ range(9223372036854775806, 9223372036854775807, 9223372036854775807)|list }} {{ ''*1000000000000000 }}|{{ []*1000000000000000 }}"), "[9223372036854775806] |[]")
         expectDPOError(["integer overflow"]) { _ = try render("{{ 2 ** 64 }}") }
         expectDPOError(["integer overflow"]) { _ = try render("{{ 9223372036854775807 + 1 }}") }
     }

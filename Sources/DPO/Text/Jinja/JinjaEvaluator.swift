@@ -7,7 +7,7 @@ public struct JinjaLimits {
     /// Longest output, in UTF-8 bytes.
     public var maxOutputBytes = 32 << 20
     /// Most loop iterations (all loops together) and items made by `range`, filters and methods.
-    public var maxIterations = 1_000_000
+    public var maxIterations = 250_000
     /// Longest string or list an operation may build (`'a' * n`, `+`, `join`, `replace`, ...).
     public var maxValueLength = 32 << 20
 

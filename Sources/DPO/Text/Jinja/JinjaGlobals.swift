@@ -42,6 +42,7 @@ public struct JinjaDateTime: Equatable {
             default: expanded += "%"; expanded.unicodeScalars.append(d)
             }
         }
+        guard expanded.utf8.count <= 4096 else { throw JinjaRuntimeError("strftime_now: the format is longer than 4096 bytes") }
         var parts = tm()
         parts.tm_year = Int32(year - 1900)
         parts.tm_mon = Int32(month - 1)
@@ -87,13 +88,19 @@ enum JinjaGlobals {
             }
             let (start, stop, step) = ints.count == 1 ? (0, ints[0], 1) : (ints[0], ints[1], ints.count == 3 ? ints[2] : 1)
             guard step != 0 else { throw JinjaRuntimeError("range() arg 3 must not be zero") }
-            // Length computed without overflow, then the sandbox's bound (jinja2 MAX_RANGE).
-            let span = step > 0 ? Double(stop) - Double(start) : Double(start) - Double(stop)
-            let count = span <= 0 ? 0 : (span / Double(abs(step))).rounded(.up)
-            guard count <= Double(JinjaLimits.maxRange) else {
-                throw JinjaRuntimeError("Range too big. The sandbox blocks ranges larger than MAX_RANGE (\(JinjaLimits.maxRange)).")
+            // Items made one by one (no overflow), within the sandbox's bound (jinja2 MAX_RANGE).
+            var items: [JinjaValue] = []
+            var v = start
+            while step > 0 ? v < stop : v > stop {
+                guard items.count < JinjaLimits.maxRange else {
+                    throw JinjaRuntimeError("Range too big. The sandbox blocks ranges larger than MAX_RANGE (\(JinjaLimits.maxRange)).")
+                }
+                items.append(.int(v))
+                let (next, overflow) = v.addingReportingOverflow(step)
+                if overflow { break }
+                v = next
             }
-            return .list((0..<Int(count)).map { .int(start + $0 * step) })
+            return .list(items)
         })
         g["namespace"] = .callable(JinjaCallable(name: "namespace") { args in
             .namespace(JinjaNamespace(try dictArguments(args, "namespace")))

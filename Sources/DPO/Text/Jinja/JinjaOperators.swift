@@ -23,11 +23,11 @@ enum JinjaOperators {
         case ("*", .string(let s), _), ("*", _, .string(let s)):
             guard let n = (a.numeric == nil ? b : a).intValue else { break }
             try ev.checkLength(n <= 0 ? 0 : s.utf8.count.multipliedReportingOverflow(by: n).overflow ? Int.max : s.utf8.count * n, "the string")
-            return .string(n <= 0 ? "" : String(repeating: s, count: n))
+            return .string(n <= 0 || s.isEmpty ? "" : String(repeating: s, count: n))
         case ("*", .list(let s), _), ("*", _, .list(let s)):
             guard let n = (a.numeric == nil ? b : a).intValue else { break }
             try ev.checkLength(n <= 0 ? 0 : s.count.multipliedReportingOverflow(by: n).overflow ? Int.max : s.count * n, "the list")
-            return .list(n <= 0 ? [] : Array([[JinjaValue]](repeating: s, count: n).joined()))
+            return .list(n <= 0 || s.isEmpty ? [] : Array([[JinjaValue]](repeating: s, count: n).joined()))
         case ("%", .string, _):
             throw JinjaRuntimeError("unsupported printf-style string formatting ('%' on a string)")
         default:
