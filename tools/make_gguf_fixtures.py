@@ -50,8 +50,6 @@ from gguf import GGMLQuantizationType as QT, GGUFValueType as VT
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "Tests/DPOTests/Fixtures/gguf"
 SMOL = ROOT / ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
-if not SMOL.exists():
-    SMOL = Path("/work/main/.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf")
 
 # ---------------------------------------------------------------------------------------------
 # (a) one GGUF per dequantizable type

@@ -62,8 +62,6 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalize
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "Tests", "DPOTests", "Fixtures", "tokenizer")
 SMOLLM2_GGUF = os.path.join(ROOT, ".cache", "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
-if not os.path.exists(SMOLLM2_GGUF):
-    SMOLLM2_GGUF = "/work/main/.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"

@@ -90,15 +90,15 @@ struct TrainingOptions: ParsableArguments {
             throw ValidationError("--save-format must be safetensors or gguf, got '\(f)'")
         }
         if GGUFSaveType(name: saveDtype) == nil { throw ValidationError("--save-dtype must be f32, f16, bf16 or q8_0, got '\(saveDtype)'") }
-        if saveDtype != "f32" && saveFormat != "gguf" {
-            throw ValidationError("--save-dtype \(saveDtype) needs --save-format gguf (safetensors saves are f32)")
-        }
     }
 
     /// How the final model is written: GGUF by default for a model that came from a GGUF file.
-    func finalSave(modelPath: String?, codec: TextCodec) -> FinalSave {
+    func finalSave(modelPath: String?, codec: TextCodec) throws -> FinalSave {
         let gguf = saveFormat.map { $0 == "gguf" } ?? (modelPath.map(isGGUFModelPath) ?? false)
-        guard gguf else { return .safetensors }
+        guard gguf else {
+            if saveDtype != "f32" { throw CLIError("--save-dtype \(saveDtype) needs --save-format gguf (safetensors saves are f32)") }
+            return .safetensors
+        }
         var tokenizer: Tokenizer? = nil
         if case .tokenizer(let t) = codec { tokenizer = t }
         return .gguf(GGUFSaveType(name: saveDtype) ?? .f32, tokenizer: tokenizer)

@@ -34,7 +34,7 @@ struct SFT: ParsableCommand {
         var opts = training.runOptions(title: "sft", maxSteps: c.optimizer.maxSteps, evalData: eval != nil)
         opts.plotMetrics = ["loss", "mean_token_accuracy"]
         opts.logMetrics = ["mean_token_accuracy"]
-        opts.finalSave = training.finalSave(modelPath: source.model, codec: codec)
+        opts.finalSave = try training.finalSave(modelPath: source.model, codec: codec)
         print("sft: \(train.count) examples, \(c.optimizer.maxSteps) steps, model with \(model.parameterCount) parameters -> \(training.output)")
         let run = TrainingRun(trainer: trainer, train: train, eval: eval, options: opts)
         if try !run.run() { throw ExitCode(130) }
@@ -84,7 +84,7 @@ struct Train: ParsableCommand {
         var opts = training.runOptions(title: "dpo", maxSteps: c.optimizer.maxSteps, evalData: eval != nil)
         opts.plotMetrics = ["loss", "rewards/margins", "rewards/accuracies"]
         opts.logMetrics = ["rewards/accuracies", "rewards/margins"]
-        opts.finalSave = training.finalSave(modelPath: source.model, codec: codec)
+        opts.finalSave = try training.finalSave(modelPath: source.model, codec: codec)
         print("train: \(train.count) pairs, \(c.optimizer.maxSteps) steps, beta \(c.beta), loss \(c.lossType.map(\.rawValue).joined(separator: "+")), reference \(trainer.referenceKind.rawValue) -> \(training.output)")
         let run = TrainingRun(trainer: trainer, train: train, eval: eval, options: opts)
         if try !run.run() { throw ExitCode(130) }

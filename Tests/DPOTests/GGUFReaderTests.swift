@@ -3,19 +3,8 @@ import XCTest
 
 /// The GGUF header reader on the real SmolLM2 file (values as gguf-py's GGUFReader reports them).
 final class GGUFReaderTests: XCTestCase {
-    static var smolLM2Path: String {
-        TestModels.fixturesDirectory() + "/../../../.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
-    }
-
-    /// The real model file, or a skip saying where it is expected (it is git-ignored).
-    static func smolLM2() throws -> String {
-        var path = smolLM2Path
-        if !fileExists(path) { path = "/work/main/.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf" }
-        guard fileExists(path) else {
-            throw XCTSkip("SmolLM2-135M-Instruct.Q4_1.gguf is not in .cache/models/ (git-ignored; put the file there to run this test)")
-        }
-        return path
-    }
+    /// The real model file (TestModels.smolLM2GGUF).
+    static func smolLM2() throws -> String { try TestModels.smolLM2GGUF() }
 
     func testSmolLM2HeaderMatchesGGUFPy() throws {
         let path = try GGUFReaderTests.smolLM2()

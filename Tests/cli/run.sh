@@ -182,5 +182,44 @@ if [ -s "$tmp/out-"$'\xff'/model/config.json ] && [ -s "$tmp/out-"$'\xfe'/model/
    && [ -s "$tmp/out-"$'\xff'/metrics.jsonl ] && [ ! -e "$tmp/out-"$'\xef\xbf\xbd' ]; then ok "non-UTF-8 --output bytes are kept"
 else ls "$tmp" >"$tmp/ls"; fail "non-UTF-8 --output bytes are kept" "$tmp/ls"; fi
 
+
+# Real models and text (issue 11): the SmolLM2-135M-Instruct GGUF that `make deps` fetches. Its own
+# tokenizer and chat template turn text into ids; a short DPO run saves a GGUF that loads back.
+GGUF=${DPO_TEST_GGUF:-$(cd "$(dirname "$0")/../.." && pwd)/.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf}
+if [ ! -f "$GGUF" ]; then fail "test model present (run make deps)"; else
+    if "$DPO" generate --model "$GGUF" --prompt "What is the capital of France?" --max-new-tokens 12 >"$tmp/gen" 2>&1 \
+       && grep -q 'prompt:    "<|im_start|>system' "$tmp/gen" && grep -q 'policy:    "The capital of France is Paris.<|im_end|>"' "$tmp/gen"; then
+        ok "generate: a GGUF model answers a chat-templated prompt"
+    else fail "generate with a GGUF model" "$tmp/gen"; fi
+    if "$DPO" generate --model "$GGUF" --no-chat-template --prompt "The capital of France is" --max-new-tokens 3 >"$tmp/gen" 2>&1 \
+       && grep -q 'prompt:    "The capital of France is"' "$tmp/gen"; then ok "generate --no-chat-template encodes the text as it is"
+    else fail "generate --no-chat-template" "$tmp/gen"; fi
+    cat >"$tmp/chat-pairs.jsonl" <<'J'
+{"prompt": "Name a fruit.", "chosen": "An apple.", "rejected": "A chair."}
+{"prompt": "What color is the sky?", "chosen": "Blue.", "rejected": "Green."}
+J
+    if "$DPO" train --model "$GGUF" --data "$tmp/chat-pairs.jsonl" --max-steps 2 --per-device-train-batch-size 2 \
+           --learning-rate 1e-5 --logging-steps 1 --save-dtype q8_0 --output "$tmp/smol" >"$tmp/log" 2>&1 \
+       && [ -s "$tmp/smol/model.gguf" ] && grep -q "model saved to $tmp/smol/model.gguf" "$tmp/log" \
+       && "$DPO" generate --model "$tmp/smol/model.gguf" --prompt "What is the capital of France?" --max-new-tokens 8 >"$tmp/gen" 2>&1 \
+       && grep -q 'policy:    "The capital' "$tmp/gen"; then
+        ok "train from a GGUF: text tokenized by its tokenizer, saved as a q8_0 GGUF that answers"
+    else fail "train from a GGUF and save a GGUF" "$tmp/log"; cat "$tmp/gen" 2>/dev/null | head -5; fi
+    if "$DPO" sft --model "$GGUF" --data "$tmp/sft.jsonl" --max-steps 1 --per-device-train-batch-size 1 --save-format safetensors \
+           --output "$tmp/smol-sft" >"$tmp/log" 2>&1 && [ -s "$tmp/smol-sft/model/model.safetensors" ]; then
+        ok "sft from a GGUF saved as safetensors (--save-format)"
+    else fail "sft from a GGUF with --save-format safetensors" "$tmp/log"; fi
+    expect_error "--save-dtype without gguf is refused" "needs --save-format gguf" -- "$DPO" train --model "$GGUF" --data "$tmp/chat-pairs.jsonl" --save-format safetensors --save-dtype f16
+    expect_error "--save-dtype q4_0 is refused" "--save-dtype must be" -- "$DPO" train --model "$GGUF" --data "$tmp/chat-pairs.jsonl" --save-dtype q4_0
+    expect_error "a corrupt GGUF names the file" "truncated_data.gguf" -- "$DPO" generate --model "$(dirname "$0")/../DPOTests/Fixtures/gguf/corrupt/truncated_data.gguf" --prompt x
+    # A model without a tokenizer and a vocabulary that is not the byte tokenizer's: text is refused.
+    mkdir -p "$tmp/notok"
+    "$DPO" sft --model "$GGUF" --data "$tmp/sft.jsonl" --max-steps 1 --per-device-train-batch-size 1 --save-format safetensors --output "$tmp/notok" >/dev/null 2>&1
+    expect_error "text for a model without a tokenizer is refused" "has no tokenizer" -- "$DPO" generate --model "$tmp/notok/model" --prompt hi
+    if "$DPO" generate --model "$tmp/notok/model" --tokenizer "$GGUF" --prompt "Hi" --max-new-tokens 2 >"$tmp/gen" 2>&1; then
+        ok "--tokenizer gives a tokenizer-less model its text"
+    else fail "--tokenizer" "$tmp/gen"; fi
+fi
+
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]

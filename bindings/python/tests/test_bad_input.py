@@ -50,7 +50,7 @@ def test_null_handles_and_pointers(state):
     raw(_lib.lib.dpo_trainer_step(trainer._handle, None, byref(m)), "batch is NULL")
     raw(_lib.lib.dpo_model_num_parameters(model._handle, None), "out_count is NULL")
     raw(_lib.lib.dpo_model_save(None, b"x"), "model is NULL")
-    raw(_lib.lib.dpo_model_load(None, byref(c_void_p())), "directory is NULL")
+    raw(_lib.lib.dpo_model_load(None, byref(c_void_p())), "path is NULL")
     raw(_lib.lib.dpo_model_create_json(None, 0, byref(c_void_p())), "config_json is NULL")
     # foreign and mistyped handles
     raw(_lib.lib.dpo_trainer_step(c_void_p(ctypes.addressof(m)), byref(b.struct), byref(m)), "not a live dpo_trainer")
