@@ -20,6 +20,7 @@ final class GGUFModelTests: XCTestCase {
             XCTAssertEqual(out.logps.count, want.count)
             for (a, b) in zip(out.logps, want) { worst = max(worst, abs(a - b)) }
         }
+        print("\(name): largest per-token log-prob deviation from transformers \(worst)")
         XCTAssertLessThanOrEqual(worst, tolerance, "\(name): largest log-prob deviation \(worst)")
         var g = GenerationConfig()
         g.maxNewTokens = 8
@@ -93,6 +94,7 @@ final class GGUFModelTests: XCTestCase {
             let want = p["logp"]!.double!
             worst = max(worst, abs(g - want) / max(1, abs(want)))
         }
+        print("SmolLM2: largest relative deviation of summed completion log-probs from transformers \(worst)")
         XCTAssertLessThanOrEqual(worst, 1e-4, "largest relative log-prob deviation \(worst): \(got)")
         let gens = expected["greedy"]!.array!.map { $0.object! }
         var g = GenerationConfig()

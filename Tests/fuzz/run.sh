@@ -23,7 +23,7 @@ if [ ! -x "$BIN" ] || [ -n "$(find Sources/DPO Tests/fuzz/LoaderFuzz.swift -newe
         $(pkg-config --libs openblas) $SOURCES Tests/fuzz/LoaderFuzz.swift -o "$BIN" >"$OUT/build.log" 2>&1 || {
         cat "$OUT/build.log" >&2; echo "fuzz: FAILED to build the target" >&2; exit 1; }
 fi
-echo "== fuzzing the model-folder loader for $SECONDS_TO_RUN s"
+echo "== fuzzing the model-folder and GGUF loaders for $SECONDS_TO_RUN s"
 # One thread for OpenBLAS and the engine (the target sets it): the fuzzer is the parallelism.
 status=0
 OPENBLAS_NUM_THREADS=1 ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 \
