@@ -9,8 +9,8 @@ over the lines (less Python overhead per line than `encode`) pinned to one threa
 (RAYON_NUM_THREADS=1, TOKENIZERS_PARALLELISM=false, set before the import).
 
     cat README.md docs/*.md Sources/DPO/*/*.swift > /tmp/bench.txt
-    /work/venv/oracle/bin/python tools/make_tokenizer_fixtures.py   # writes .cache/tokenizers/smollm2
-    /work/venv/oracle/bin/python tools/bench_tokenizer.py --tokenizer .cache/tokenizers/smollm2 --text /tmp/bench.txt
+    .venv-oracle/bin/python tools/make_tokenizer_fixtures.py   # writes .cache/tokenizers/smollm2
+    .venv-oracle/bin/python tools/bench_tokenizer.py --tokenizer .cache/tokenizers/smollm2 --text /tmp/bench.txt
     .build/release/dpo bench-tokenizer --tokenizer .cache/models/SmolLM2-135M-Instruct.Q4_1.gguf --text /tmp/bench.txt
 """
 import argparse

@@ -6,7 +6,7 @@
        DPO_GGUF_CHECK_DIR=/tmp/gguf-check swift test -c release -Xswiftc -enable-testing \\
            --filter GGUFWriterTests/testWriteFilesForThePythonCheck
 2. Run this script on that folder with the oracle venv (gguf, torch, transformers, accelerate):
-       /work/venv/oracle/bin/python tools/check_gguf_save.py /tmp/gguf-check
+       .venv-oracle/bin/python tools/check_gguf_save.py /tmp/gguf-check
 
 It checks that gguf-py's GGUFReader reads every file; that the F16, BF16 and Q8_0 tensors are
 byte-identical to gguf-py's own conversion (`numpy.astype(float16)`, `gguf.quants.quantize`) of

@@ -3,7 +3,7 @@
 
 Run from the repository root with the oracle virtualenv (transformers + jinja2 + gguf):
 
-    /work/venv/oracle/bin/python tools/make_chat_template_fixtures.py [path/to/SmolLM2-135M-Instruct.Q4_1.gguf]
+    .venv-oracle/bin/python tools/make_chat_template_fixtures.py [path/to/SmolLM2-135M-Instruct.Q4_1.gguf]
 
 It writes ``Tests/DPOTests/Fixtures/chat_templates/cases.json`` (and, when the GGUF is given or found at
 ``.cache/models/``, refreshes ``templates/smollm2.jinja`` from its ``tokenizer.chat_template`` key).

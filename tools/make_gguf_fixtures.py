@@ -31,7 +31,7 @@ Writes ``Tests/DPOTests/Fixtures/gguf/`` (all small, committed):
   (prompts through the GGUF's chat template) and 16 greedy tokens for 4 chat prompts.
 
 How to run (from the repository root, with the oracle venv: torch, transformers, gguf, numpy)
-    /work/venv/oracle/bin/python tools/make_gguf_fixtures.py
+    .venv-oracle/bin/python tools/make_gguf_fixtures.py
 Deterministic (fixed seeds, one torch thread). It rewrites Tests/DPOTests/Fixtures/gguf/ only.
 """
 

@@ -48,7 +48,7 @@ The oracles:
   llama3, qwen2   tokenizers on their tokenizer.json.
 
 Run from the repository root:
-    /work/venv/oracle/bin/python tools/make_tokenizer_fixtures.py
+    .venv-oracle/bin/python tools/make_tokenizer_fixtures.py
 """
 import json
 import os
