@@ -47,13 +47,13 @@ extern "C" {
 /* ------------------------------------------------------------------------------------------ */
 
 #define DPO_VERSION_MAJOR 0
-#define DPO_VERSION_MINOR 1
+#define DPO_VERSION_MINOR 2
 #define DPO_VERSION_PATCH 0
-#define DPO_VERSION_STRING "0.1.0"
+#define DPO_VERSION_STRING "0.2.0"
 /* Bumped whenever a struct layout or a function signature of this header changes. */
 #define DPO_ABI_VERSION 1
 
-/* The library's version, e.g. "0.1.0". Static storage; never NULL. */
+/* The library's version, e.g. "0.2.0". Static storage; never NULL. */
 const char *dpo_version(void);
 
 /* The library's ABI version. A host (or binding) should check it equals DPO_ABI_VERSION. */

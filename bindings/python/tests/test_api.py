@@ -12,7 +12,7 @@ TRL_METRICS = ["loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies
 
 
 def test_version_and_threads():
-    assert dpo.__version__ == "0.1.0"
+    assert dpo.__version__ == "0.2.0"
     assert dpo.ABI_VERSION == 1
     n = dpo.get_num_threads()
     assert n >= 1
