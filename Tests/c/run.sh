@@ -94,7 +94,16 @@ TEST_MODEL=${DPO_TEST_GGUF:-.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf}
 echo "== tokenizers, chat templates, GGUF files (Tests/c/text.c)"
 "$CC" "${CFLAGS[@]}" -O1 -g Tests/c/text.c "${LINK[@]}" -o "$OUT/text"
 mkdir "$OUT/text-run" "$OUT/text-vg"
-"${clean_env[@]}" "$OUT/text" "$OUT/text-run" Tests/DPOTests/Fixtures "$TEST_MODEL"
+# The golden values flattened for C (see Tests/c/text.c).
+python3 - Tests/DPOTests/Fixtures/gguf/smollm2.json > "$OUT/smollm2-golden.txt" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+for p in d["pairs"]:
+    print("pair", repr(p["logp"]), len(p["prompt_ids"]), *p["prompt_ids"], len(p["completion_ids"]), *p["completion_ids"])
+for g in d["greedy"]:
+    print("greedy", len(g["prompt_ids"]), *g["prompt_ids"], len(g["tokens"]), *g["tokens"])
+PY
+"${clean_env[@]}" "$OUT/text" "$OUT/text-run" Tests/DPOTests/Fixtures "$TEST_MODEL" "$OUT/smollm2-golden.txt"
 
 # run_valgrind NAME PROGRAM ARGS...: memcheck, no invalid access, no definitely lost block.
 run_valgrind() {

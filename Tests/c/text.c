@@ -1,12 +1,14 @@
 /* Real models and text through the C ABI (issue 11): tokenizers, chat templates, GGUF load and
  * save, corrupt GGUF files.
  *
- *   text <scratch-directory> <fixtures-directory> [<smollm2.gguf>]
+ *   text <scratch-directory> <fixtures-directory> [<smollm2.gguf> <smollm2-golden.txt>]
  *
- * <fixtures-directory> is Tests/DPOTests/Fixtures. Without the third argument only the tiny
- * fixtures are used (the valgrind run); with it, the SmolLM2-135M-Instruct GGUF that `make deps`
+ * <fixtures-directory> is Tests/DPOTests/Fixtures. Without the last two arguments only the tiny
+ * fixtures are used (the valgrind run); with them, the SmolLM2-135M-Instruct GGUF that `make deps`
  * fetches is loaded too and compared with golden values that transformers computed from the same
- * file (Tests/DPOTests/Fixtures/gguf/smollm2.json, pair 0, made by tools/make_gguf_fixtures.py). */
+ * file (Tests/DPOTests/Fixtures/gguf/smollm2.json, made by tools/make_gguf_fixtures.py; run.sh
+ * flattens it into <smollm2-golden.txt>: per line "pair LOGP P p1..pP C c1..cC" or
+ * "greedy P p1..pP N t1..tN"). */
 #define _POSIX_C_SOURCE 200809L
 #include "dpo.h"
 
@@ -248,9 +250,57 @@ static void smollm2(const char *gguf) {
     OK(dpo_tokenizer_free(t));
 }
 
+/* Every golden pair's summed log-prob and every greedy continuation, through the C ABI. */
+static void smollm2_golden(const char *gguf, const char *golden) {
+    FILE *f = fopen(golden, "r");
+    char kind[16];
+    dpo_model *m = NULL;
+    int pairs = 0, greedy = 0;
+    CHECK(f != NULL, "cannot open %s", golden);
+    OK(dpo_model_load(gguf, &m));
+    while (fscanf(f, "%15s", kind) == 1) {
+        int32_t prompt[512], second[512];
+        int64_t np = 0, n2 = 0, k, po[2], so[2];
+        double logp = 0;
+        if (strcmp(kind, "pair") == 0) CHECK(fscanf(f, "%lf", &logp) == 1, "bad golden line");
+        CHECK(fscanf(f, "%lld", (long long *)&np) == 1 && np > 0 && np <= 512, "bad golden line");
+        for (k = 0; k < np; k++) CHECK(fscanf(f, "%d", &prompt[k]) == 1, "bad golden line");
+        CHECK(fscanf(f, "%lld", (long long *)&n2) == 1 && n2 > 0 && n2 <= 512, "bad golden line");
+        for (k = 0; k < n2; k++) CHECK(fscanf(f, "%d", &second[k]) == 1, "bad golden line");
+        po[0] = 0; po[1] = np; so[0] = 0; so[1] = n2;
+        if (strcmp(kind, "pair") == 0) {
+            dpo_completion_batch batch;
+            double got;
+            batch.struct_size = sizeof batch;
+            batch.count = 1;
+            batch.prompts.ids = prompt; batch.prompts.num_ids = np; batch.prompts.offsets = po;
+            batch.completions.ids = second; batch.completions.num_ids = n2; batch.completions.offsets = so;
+            OK(dpo_model_sequence_logps(m, &batch, &got, 1));
+            CHECK(fabs(got - logp) <= 1e-4 * fabs(logp) + 1e-4, "pair %d: log-prob %.9g vs transformers' %.9g", pairs, got, logp);
+            pairs++;
+        } else {
+            dpo_generate_params g;
+            dpo_token_lists prompts;
+            int32_t out[512];
+            int64_t offsets[2], needed = 0;
+            g.struct_size = sizeof g;
+            OK(dpo_generate_default_params(&g));
+            g.max_new_tokens = n2;
+            g.num_eos_token_ids = 0; /* exactly n2 tokens, as transformers' min/max_new_tokens */
+            prompts.ids = prompt; prompts.num_ids = np; prompts.offsets = po;
+            OK(dpo_model_generate(m, &g, 1, &prompts, out, 512, offsets, &needed));
+            CHECK(needed == n2 && memcmp(out, second, (size_t)n2 * sizeof out[0]) == 0, "greedy %d differs from transformers'", greedy);
+            greedy++;
+        }
+    }
+    fclose(f);
+    OK(dpo_model_free(m));
+    CHECK(pairs >= 8 && greedy >= 4, "only %d pairs and %d greedy cases in %s", pairs, greedy, golden);
+}
+
 int main(int argc, char **argv) {
-    if (argc < 3) {
-        fprintf(stderr, "usage: text <scratch-directory> <fixtures-directory> [<smollm2.gguf>]\n");
+    if (argc != 3 && argc != 5) {
+        fprintf(stderr, "usage: text <scratch-directory> <fixtures-directory> [<smollm2.gguf> <smollm2-golden.txt>]\n");
         return 2;
     }
     snprintf(scratch, sizeof scratch, "%s", argv[1]);
@@ -258,7 +308,10 @@ int main(int argc, char **argv) {
     tiny_tokenizers();
     corrupt_files();
     gguf_save_round_trip();
-    if (argc > 3) smollm2(argv[3]);
-    printf("text: %d checks passed%s\n", checks, argc > 3 ? " (with SmolLM2-135M-Instruct)" : "");
+    if (argc == 5) {
+        smollm2(argv[3]);
+        smollm2_golden(argv[3], argv[4]);
+    }
+    printf("text: %d checks passed%s\n", checks, argc == 5 ? " (with SmolLM2-135M-Instruct: 8 log-probs, 4 greedy continuations)" : "");
     return 0;
 }
