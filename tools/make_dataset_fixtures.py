@@ -27,6 +27,10 @@ Writes into Tests/DPOTests/Fixtures/datasets/:
                           sft: input_ids and labels (as a mask string, "1" where the label is the
                                token, "0" where it is -100)
                         "truncated": how many kept rows max_length shortened.
+  "generation_spans": small templates rendered by transformers' render_jinja_template with
+                        return_assistant_tokens_mask=True: the text and its generation_indices
+                        converted to UTF-8 byte offsets (blocks in loops, in set blocks, nested,
+                        empty, around non-ASCII text).
   The token-id format (prompt_ids/chosen_ids/rejected_ids) is not something TRL 1.16's
   DPOTrainer prepares (it starts with extract_prompt, which needs text); for it the golden is TRL's
   DataCollatorForPreference and the trainer's keep_start filter (`len(prompt_ids) < max_length`).
@@ -273,6 +277,40 @@ def sft_golden(tok, rows, config):
             "truncated": sum(1 for p in prepared if max_length is not None and untruncated[p["_row"]] > max_length)}
 
 
+# MARK: - Generation spans
+
+SPAN_MESSAGES = [{"role": "user", "content": "Grüß dich 😀"}, {"role": "assistant", "content": "Hallo — ça va?"},
+                 {"role": "user", "content": "x"}, {"role": "assistant", "content": ""}]
+SPAN_TEMPLATES = {
+    "loop": GENERATION_TEMPLATE,
+    "whitespace_control": "{%- for m in messages %}\n  {%- if m.role == 'assistant' %}\n    {%- generation -%}\n"
+                          "      [{{ m.content }}]\n    {%- endgeneration %}\n  {%- else %}<{{ m.content }}>{% endif %}\n{%- endfor %}",
+    # Spans of blocks inside `set` do not lie where their text ends up; their lengths are compared
+    # in bytes, so what they render is ASCII (the text before them is not).
+    "set_block": "{% for m in messages %}{% set x %}({% generation %}{{ m.role }}{% endgeneration %}|{{ m.content }})"
+                 "{% endset %}{{ m.role }}:{{ x }};{% endfor %}",
+    "nested": "{% for m in messages %}{% generation %}<{% generation %}{{ m.role }}{% endgeneration %}|"
+              "{{ m.content }}>{% endgeneration %}{% endfor %}",
+    "empty_and_conditional": "{% for m in messages %}{{ m.role }}{% generation %}{% if m.role == 'assistant' %}"
+                             "{{ m.content }}{% endif %}{% endgeneration %}.{% endfor %}",
+}
+
+
+def generation_spans():
+    from transformers.utils.chat_template_utils import render_jinja_template
+    out = []
+    for name, template in SPAN_TEMPLATES.items():
+        rendered, indices = render_jinja_template(conversations=[SPAN_MESSAGES], chat_template=template,
+                                                  return_assistant_tokens_mask=True)
+        text = rendered[0]
+
+        def byte(i):
+            return len(text[:i].encode("utf-8"))
+        out.append({"name": name, "template": template, "text": text,
+                    "spans": [[byte(a), byte(b)] for a, b in indices[0]]})
+    return out
+
+
 # MARK: - Cases
 
 FORMATS = {
@@ -341,7 +379,8 @@ def main():
                       "chat_template": template, **golden})
         print(f"{name}: {len(golden['kept'])} of {len(rows[fmt])} rows kept, {golden['truncated']} truncated")
     with open(os.path.join(OUT, "golden.json"), "w") as fh:
-        json.dump({"trl": trl.__version__, "transformers": transformers.__version__, "cases": cases}, fh,
+        json.dump({"trl": trl.__version__, "transformers": transformers.__version__, "messages": SPAN_MESSAGES,
+                   "generation_spans": generation_spans(), "cases": cases}, fh,
                   ensure_ascii=False, separators=(",", ":"))
         fh.write("\n")
 

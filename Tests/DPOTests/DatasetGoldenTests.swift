@@ -116,4 +116,29 @@ final class DatasetGoldenTests: XCTestCase {
         XCTAssertEqual(formats, Set(DatasetFormat.allCases), "every format has golden rows")
         print("DatasetGoldenTests: \(cases.count) cases, \(comparedRows) rows, \(comparedTokens) token ids equal to TRL 1.16's")
     }
+
+    /// Where `{% generation %}` output lands, against transformers' `generation_indices` (as UTF-8
+    /// byte offsets): blocks in loops, under whitespace control, inside `set` blocks, nested, empty.
+    func testGenerationSpansMatchTransformers() throws {
+        let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: Self.directory + "/golden.json")))
+        let root = try XCTUnwrap(try JSON.parse(bytes).object)
+        let messages = try ChatTemplate.messages(json: try XCTUnwrap(root["messages"]))
+        let cases = try XCTUnwrap(root["generation_spans"]?.array)
+        XCTAssertEqual(cases.count, 5)
+        for c in cases {
+            let o = try XCTUnwrap(c.object)
+            let name = try XCTUnwrap(o["name"]?.string)
+            let template = try ChatTemplate(source: try XCTUnwrap(o["template"]?.string))
+            XCTAssertTrue(template.hasGenerationBlocks, name)
+            let out = try template.renderTracked(context: ["messages": messages, "add_generation_prompt": .bool(false)])
+            XCTAssertEqual(out.text, o["text"]?.string, name)
+            let spans = try XCTUnwrap(o["spans"]?.array).map { pair -> Range<Int> in
+                let p = pair.array ?? []
+                return (p.first?.int ?? -1)..<(p.last?.int ?? -1)
+            }
+            XCTAssertEqual(out.generationSpans, spans, name)
+        }
+        let smol = try ChatTemplate(source: try XCTUnwrap(Tokenizer.load(path: try TestModels.smolLM2GGUF()).chatTemplate))
+        XCTAssertFalse(smol.hasGenerationBlocks)
+    }
 }
