@@ -71,6 +71,13 @@ final class DatasetErrorTests: XCTestCase {
         expectDPOError(["all 1 rows", "dropped"]) {
             _ = try self.prepareSFT(#"[{"prompt": "a long prompt here", "completion": " b"}]"#, config)
         }
+        // Without max_length TRL filters nothing: a row with nothing to learn stays, and fails as an example.
+        config.maxLength = nil
+        let empty = #"[{"prompt": [{"role": "user", "content": "q"}], "completion": []}]"#
+        let (kept, counts) = try prepareSFT(empty, config)
+        XCTAssertEqual(counts.dropped, 0)
+        XCTAssertFalse(kept[0].hasLearnedTokens)
+        expectDPOError(["no token is learned"]) { _ = try kept[0].example() }
     }
 
     func testDropsAndTruncationAreCounted() throws {
@@ -132,6 +139,7 @@ final class DatasetErrorTests: XCTestCase {
         let gaps = TokenizedSFT(inputIds: [1, 2, 3, 4], labels: [ignored, 2, ignored, 4])
         expectDPOError(["row 3", "not one run"]) { _ = try gaps.example(location: RowLocation(index: 3)) }
         expectDPOError(["no token is learned"]) { _ = try TokenizedSFT(inputIds: [1], labels: [ignored]).example() }
+        expectDPOError(["1 labels for 2 input ids"]) { _ = try TokenizedSFT(inputIds: [1, 2], labels: [1]).example() }
     }
 
     /// The conversions feed the trainers: a prepared SFT example trains as the same example given

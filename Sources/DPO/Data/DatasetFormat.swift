@@ -42,14 +42,13 @@ public enum DatasetFormat: String, CaseIterable, Sendable {
     /// The preference format of a (first) row, as DPOTrainer decides: `extract_prompt` when the row
     /// has no "prompt", conversational when the completions are lists of messages.
     public static func preference(of row: DatasetRow) throws -> DatasetFormat {
-        let c = row.columns
         if !row.has("chosen") && !row.has("rejected") && !row.has("prompt")
             && (row.has("prompt_ids") || row.has("chosen_ids") || row.has("rejected_ids")) {
             return .tokenizedPreference
         }
         let chosen = try row.required("chosen")
         let conversational = chosen.isConversation
-        if c["prompt"].map({ !$0.isNull }) ?? false {
+        if row.has("prompt") {
             return conversational ? .conversationalPreference : .standardPreference
         }
         return conversational ? .conversationalImplicitPromptPreference : .standardImplicitPromptPreference

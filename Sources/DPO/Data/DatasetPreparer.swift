@@ -9,8 +9,8 @@ public struct DatasetCounts: Equatable, Sendable {
     public var rows = 0
     /// Rows kept (`rows - dropped`).
     public var kept = 0
-    /// Rows TRL drops: DPO with `keep_start` when the prompt alone fills `max_length`; SFT when
-    /// truncation leaves no learned token.
+    /// Rows TRL drops: DPO with `keep_start` when the prompt alone fills `max_length`; SFT, with
+    /// `max_length` set, when no learned token is left.
     public var dropped = 0
     /// Kept rows that `max_length` shortens (DPO: prompt + chosen or prompt + rejected; SFT: the row).
     public var truncated = 0
@@ -60,12 +60,14 @@ public struct SFTDatasetPreparer {
     public init(tokenizer: DatasetTokenizer) { self.tokenizer = tokenizer }
 
     /// The row's ids and labels, or nil when TRL drops the row (counted in `counts.dropped`).
+    /// Without `max_length` TRL keeps a row with no learned token; its `example()` is then an error.
     public mutating func prepare(_ row: DatasetRow) throws -> TokenizedSFT? {
         let format = try self.format ?? DatasetFormat.sft(of: row, textField: tokenizer.config.datasetTextField)
         self.format = format
         let t = try tokenizer.sft(row, format: format)
         counts.rows += 1
-        if !t.hasLearnedTokens {
+        // TRL filters only after truncating, so only with max_length set.
+        if tokenizer.config.maxLength != nil && !t.hasLearnedTokens {
             counts.dropped += 1
             return nil
         }

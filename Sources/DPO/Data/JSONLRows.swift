@@ -36,6 +36,9 @@ public final class JSONLRows: DatasetRowSource {
             if line == 1 && body.starts(with: [0xEF, 0xBB, 0xBF]) { body = body.dropFirst(3) }
             if body.allSatisfy(JSONLRows.isSpace) { continue }
             let location = RowLocation(index: rowIndex, file: path, line: line)
+            // Parsed, a byte of JSON takes up to about 32 bytes (a JSON value per token id); the
+            // check reads system limits, so only long lines pay for it.
+            if body.count > 1 << 20 { try MemoryLimit.check(Double(body.count) * 32, "parsing line \(line) of \(path)") }
             let value: JSONValue
             do { value = try JSON.parse(Array(body)) } catch let e as DPOError {
                 throw DPOError.format("\(path):\(line): bad JSON: \(e.message)")

@@ -60,6 +60,9 @@ public struct TokenizedSFT: Equatable, Sendable {
     /// `assistantOnlyLoss`) cannot be an `SFTExample`, which has one completion: an error.
     public func example(location: RowLocation? = nil) throws -> SFTExample {
         let at = location.map { "\($0): " } ?? ""
+        guard labels.count == inputIds.count else {
+            throw DPOError.invalidArgument("\(at)\(labels.count) labels for \(inputIds.count) input ids")
+        }
         guard let first = labels.firstIndex(where: { $0 != Self.ignoredLabel }),
               let last = labels.lastIndex(where: { $0 != Self.ignoredLabel }) else {
             throw DPOError.invalidArgument("\(at)no token is learned")
