@@ -38,6 +38,23 @@ public struct ChatTemplate {
         }
     }
 
+    /// Whether the template has a `{% generation %}` block (TRL's `has_generation_markers`): only
+    /// then can it mark the assistant's tokens for `assistant_only_loss`.
+    public var hasGenerationBlocks: Bool {
+        func search(_ nodes: [JinjaNode]) -> Bool {
+            nodes.contains { node in
+                switch node {
+                case .generation: return true
+                case .ifBlock(let branches, let elseBody): return branches.contains { search($0.1) } || search(elseBody)
+                case .forLoop(let loop): return search(loop.body) || search(loop.elseBody)
+                case .setBlock(_, _, let body, _): return search(body)
+                case .text, .output, .set, .loopControl: return false
+                }
+            }
+        }
+        return search(program)
+    }
+
     /// Renders a conversation as `apply_chat_template(messages, tokenize=False, add_generation_prompt=...)`
     /// does: `messages` (role and content), `add_generation_prompt`, `tools` and `documents` as None,
     /// and the special tokens that are given. `extra` adds or replaces variables (e.g. `tools`,
@@ -61,9 +78,18 @@ public struct ChatTemplate {
     /// calls `raise_exception(message)` fails with `DPOError.invalidArgument` carrying the message; other
     /// evaluation errors name their line:column; exceeding `limits` is an error, never a cut output.
     public func render(context: [String: JinjaValue]) throws -> String {
+        try renderTracked(context: context).text
+    }
+
+    /// `render(context:)` that also says where the output of each `{% generation %}` block went:
+    /// UTF-8 byte ranges of `text`, in the order the blocks finished (transformers'
+    /// `generation_indices` behind `return_assistant_tokens_mask`, counted in bytes instead of
+    /// characters).
+    public func renderTracked(context: [String: JinjaValue]) throws -> (text: String, generationSpans: [Range<Int>]) {
         let evaluator = JinjaEvaluator(context: context, globals: JinjaGlobals.make(clock: clock, limits: limits), limits: limits)
         do {
-            return try evaluator.render(program)
+            let text = try evaluator.render(program)
+            return (text, evaluator.generationSpans)
         } catch let e as JinjaRaisedError {
             throw DPOError.invalidArgument("chat template raised an exception\(e.position.map { " at \($0)" } ?? ""): \(e.message)")
         } catch let e as JinjaRuntimeError {

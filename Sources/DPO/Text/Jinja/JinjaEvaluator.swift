@@ -43,6 +43,15 @@ final class JinjaEvaluator {
     /// Scopes, innermost last; scopes[0] is the render context (top-level `set` writes there).
     private var scopes: [[String: JinjaValue]]
     private let globals: [String: JinjaValue]
+    /// Where the output of each `{% generation %}` block lies in the rendered text, as UTF-8 byte
+    /// ranges, in the order the blocks finished: transformers' `generation_indices` (its
+    /// AssistantTracker), in bytes where transformers counts characters.
+    private(set) var generationSpans: [Range<Int>] = []
+    /// For each block whose output is held back while it renders (a generation block, a `set`
+    /// block), the length of the top-level output when it started. transformers measures a span's
+    /// start as the length of the output its template generator has yielded so far, which excludes
+    /// whatever such enclosing blocks are still holding.
+    private var heldBack: [Int] = []
 
     private enum Flow { case normal, breakLoop, continueLoop }
 
@@ -111,6 +120,8 @@ final class JinjaEvaluator {
         case .set(let target, let e, let position):
             try assign(target, try eval(e), at: position)
         case .setBlock(let target, let filters, let body, let position):
+            heldBack.append(yieldedLength)
+            defer { heldBack.removeLast() }
             let saved = output
             output = ""
             let flow = try execute(body)
@@ -122,10 +133,20 @@ final class JinjaEvaluator {
         case .loopControl(let isBreak, _):
             return isBreak ? .breakLoop : .continueLoop
         case .generation(let body):
-            return try execute(body)
+            let start = output.utf8.count
+            heldBack.append(yieldedLength)
+            let flow = try execute(body)  // a throw ends the rendering: nothing to restore
+            let spanStart = yieldedLength  // before the block's own output, which it still holds
+            heldBack.removeLast()
+            generationSpans.append(spanStart..<(spanStart + output.utf8.count - start))
+            return flow
         }
         return .normal
     }
+
+    /// The length (UTF-8 bytes) of the top-level output, without what enclosing generation and
+    /// `set` blocks still hold back.
+    private var yieldedLength: Int { heldBack.first ?? output.utf8.count }
 
     private func executeFor(_ loop: JinjaForLoop) throws -> Flow {
         var items = try withPosition(loop.iterable.position) { try self.iterate(try self.eval(loop.iterable)) }

@@ -1,0 +1,104 @@
+/// Turns dataset rows into token ids exactly as TRL 1.16's trainers prepare their datasets
+/// (`DPOTrainer._prepare_dataset`, `SFTTrainer._prepare_dataset` and the helpers of
+/// trl/data_utils.py), with a model's own tokenizer and chat template:
+///
+/// - text is tokenized as `tokenizer(text)` (with the special tokens the tokenizer's
+///   post-processor adds); conversations are rendered by the chat template and tokenized without
+///   special tokens (transformers' `apply_chat_template(tokenize=True)`);
+/// - a prompt is rendered with the generation prompt, prompt + completion without it, and the
+///   completion starts where the two token sequences first differ (`common_prefix_length`);
+/// - text completions get the EOS token's text appended unless they already end with it.
+///
+/// One row at a time (`preference(_:format:)`, `sft(_:format:)`), so rows can be streamed;
+/// `PreferenceDatasetPreparer` / `SFTDatasetPreparer` add what TRL does across the dataset.
+public struct DatasetTokenizer {
+    public let tokenizer: Tokenizer
+    public let config: DataConfig
+    /// The chat template in use (`config.chatTemplate`, else the tokenizer's), nil if neither.
+    public let template: ChatTemplate?
+    /// Whether `template` has `{% generation %}` blocks (needed by `assistantOnlyLoss`).
+    public let templateHasGenerationBlocks: Bool
+    /// The special token strings transformers passes to every template (`special_tokens_map`).
+    let specialTokens: [String: JinjaValue]
+
+    public init(tokenizer: Tokenizer, config: DataConfig = DataConfig()) throws {
+        try config.validate()
+        self.tokenizer = tokenizer
+        self.config = config
+        template = try (config.chatTemplate ?? tokenizer.chatTemplate).map { try ChatTemplate(source: $0) }
+        templateHasGenerationBlocks = template?.hasGenerationBlocks ?? false
+        var special: [String: JinjaValue] = [:]
+        let named: [(String, String?)] = [("bos_token", tokenizer.bosToken), ("eos_token", tokenizer.eosToken),
+                                          ("unk_token", tokenizer.unkTokenID.flatMap(tokenizer.token(for:))),
+                                          ("pad_token", tokenizer.padTokenID.flatMap(tokenizer.token(for:)))]
+        for case let (key, value?) in named { special[key] = .string(value) }
+        specialTokens = special
+    }
+
+    // MARK: Shared steps
+
+    /// `tokenizer(text)["input_ids"]`.
+    func encodeText(_ text: String) -> [Int32] {
+        tokenizer.encode(text, addSpecialTokens: true)
+    }
+
+    /// The EOS token's text, which TRL appends to text completions.
+    func eosText(_ row: DatasetRow) throws -> String {
+        guard let eos = tokenizer.eosToken else {
+            throw DPOError.invalidArgument("\(row.location): the tokenizer has no EOS token, which TRL appends to text completions")
+        }
+        return eos
+    }
+
+    /// `text` with `suffix` appended unless it already ends with it (Python's `str.endswith`:
+    /// code points, here the equivalent UTF-8 bytes).
+    static func appending(_ suffix: String, to text: String) -> String {
+        let t = text.utf8, s = suffix.utf8
+        if t.count >= s.count && t.suffix(s.count).elementsEqual(s) { return text }
+        return text + suffix
+    }
+
+    /// The chat template rendered over `messages` (transformers' `apply_chat_template`), with the
+    /// row's `tools` and `chat_template_kwargs` as TRL passes them.
+    func render(_ messages: [JSONValue], addGenerationPrompt: Bool, row: DatasetRow) throws -> (text: String, generationSpans: [Range<Int>]) {
+        guard let template else {
+            throw DPOError.invalidArgument("\(row.location): the row is conversational but the tokenizer has no chat template (set DataConfig.chatTemplate)")
+        }
+        var context = specialTokens
+        context["messages"] = try ChatTemplate.messages(json: .array(messages))
+        context["add_generation_prompt"] = .bool(addGenerationPrompt)
+        context["tools"] = try tools(row)
+        context["documents"] = JinjaValue.none
+        if row.has("chat_template_kwargs") {
+            let v = try row.required("chat_template_kwargs")
+            guard let kwargs = v.object else { throw row.error("chat_template_kwargs", "must be an object, not \(v.kindName)") }
+            for key in kwargs.keys { context[key] = kwargs[key].map(JinjaValue.init) }
+        }
+        do { return try template.renderTracked(context: context) } catch let e as DPOError {
+            throw DPOError.invalidArgument("\(row.location): \(e.message)")
+        }
+    }
+
+    /// The row's `tools` column: a list, or JSON text of one (TRL parses strings), or none.
+    private func tools(_ row: DatasetRow) throws -> JinjaValue {
+        guard row.has("tools") else { return .none }
+        var value = try row.required("tools")
+        if let text = value.string {
+            do { value = try JSON.parse(text) } catch let e as DPOError { throw row.error("tools", "is not valid JSON: \(e.message)") }
+        }
+        guard value.array != nil else { throw row.error("tools", "must be a list of tool definitions, not \(value.kindName)") }
+        return JinjaValue(value)
+    }
+
+    /// `apply_chat_template(messages, tokenize=True)["input_ids"]`.
+    func encodeConversation(_ messages: [JSONValue], addGenerationPrompt: Bool, row: DatasetRow) throws -> [Int32] {
+        tokenizer.encode(try render(messages, addGenerationPrompt: addGenerationPrompt, row: row).text, addSpecialTokens: false)
+    }
+
+    /// TRL's `common_prefix_length`.
+    static func commonPrefixLength(_ a: [Int32], _ b: [Int32]) -> Int {
+        var n = 0
+        while n < a.count && n < b.count && a[n] == b[n] { n += 1 }
+        return n
+    }
+}
