@@ -130,6 +130,28 @@ final class GGUFWriterTests: XCTestCase {
         XCTAssertNil(GGUFSaveType(name: "q4_0"))
     }
 
+    /// A save onto a path holding a FIFO, device or directory is refused and leaves it alone
+    /// (rename(2) used to replace the node: as root, a save to /dev/null replaced the device).
+    func testSaveOntoANonRegularFileIsRefused() throws {
+        let dir = try makeScratchDirectory()
+        let model = try TestModels.model(TestModels.gqaTied)
+        XCTAssertEqual(mkfifo(dir + "/fifo.gguf", 0o600), 0)
+        expectDPOError(["fifo.gguf", "a FIFO, not a regular file"]) { try model.saveGGUF(path: dir + "/fifo.gguf", type: .f32) }
+        var st = stat()
+        XCTAssertEqual(lstat(dir + "/fifo.gguf", &st), 0)
+        XCTAssertEqual(st.st_mode & S_IFMT, S_IFIFO)
+        XCTAssertEqual(symlink(dir + "/fifo.gguf", dir + "/link.gguf"), 0)
+        expectDPOError(["link.gguf", "a FIFO"]) { try model.saveGGUF(path: dir + "/link.gguf", type: .f32) }
+        try makeDirectory(dir + "/d.gguf")
+        expectDPOError(["d.gguf", "a directory"]) { try model.saveGGUF(path: dir + "/d.gguf", type: .f32) }
+        XCTAssertTrue(isDirectory(dir + "/d.gguf"))
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir).sorted(), ["d.gguf", "fifo.gguf", "link.gguf"])
+        // A regular file is replaced.
+        try writeFileAtomically(dir + "/r.gguf", bytes: [1, 2, 3])
+        try model.saveGGUF(path: dir + "/r.gguf", type: .f32)
+        XCTAssertTrue(GGUFFile.isGGUF(path: dir + "/r.gguf"))
+    }
+
     func testSmolLM2RoundTripKeepsTokenizerMetadata() throws {
         let path = try GGUFReaderTests.smolLM2()
         let model = try LlamaModel.load(ggufFile: path)
