@@ -198,3 +198,14 @@ def test_smollm2_gguf_save_keeps_tokenizer(smollm2, tok, tmp_path):
         pair = _golden()["pairs"][0]
         got = m2.sequence_logps([{"prompt_ids": pair["prompt_ids"], "completion_ids": pair["completion_ids"]}])[0]
         assert math.isclose(got, pair["logp"], rel_tol=0.05, abs_tol=0.1)
+
+
+def test_gguf_save_with_a_tokenizer_larger_than_the_model_is_refused(tok, tmp_path):
+    """A 49152-token tokenizer in a model of vocab_size TINY["vocab_size"]: llama.cpp sizes the
+    embedding by the token list, so the file would not load; the save is refused, nothing written."""
+    path = tmp_path / "m.gguf"
+    with dpo.Model.from_config(TINY, seed=3) as m:
+        with pytest.raises(dpo.InvalidArgumentError, match="49152 tokens, more than the model's vocab_size"):
+            m.save_pretrained(str(path), tokenizer=tok)
+    assert not path.exists() and os.listdir(str(tmp_path)) == []
+
