@@ -353,7 +353,7 @@ const char *dpo_tokenizer_last_error(const dpo_tokenizer *tokenizer);
 
 typedef struct dpo_tokenizer_info {
     size_t struct_size;        /* sizeof(dpo_tokenizer_info) */
-    int64_t vocab_size;        /* len(tokenizer) in transformers: every id is < vocab_size */
+    int64_t vocab_size;        /* every token id is < vocab_size; len(tokenizer) in transformers unless ids have gaps */
     int64_t bos_token_id;      /* -1 = none */
     int64_t eos_token_id;      /* -1 = none */
     int64_t pad_token_id;      /* -1 = none */

@@ -63,7 +63,8 @@ class Tokenizer(Handle):
 
     @property
     def vocab_size(self):
-        """Number of token ids (every id is below it); equals len(tokenizer)."""
+        """One more than the largest token id (every id is below it); transformers' len(tokenizer)
+        unless the ids have gaps."""
         return self._info().vocab_size
 
     def __len__(self):

@@ -209,3 +209,15 @@ def test_gguf_save_with_a_tokenizer_larger_than_the_model_is_refused(tok, tmp_pa
             m.save_pretrained(str(path), tokenizer=tok)
     assert not path.exists() and os.listdir(str(tmp_path)) == []
 
+
+def test_vocab_size_bounds_every_id(tmp_path):
+    """An added token whose id leaves a gap: len() counts the tokens, yet every id must be below
+    vocab_size (the header's contract; it was the count, 5, with id 9 encodable)."""
+    spec = {"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2, "c": 3}, "merges": ["a b"]},
+            "added_tokens": [{"id": 9, "content": "<x>", "special": True, "normalized": False}],
+            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True},
+            "decoder": {"type": "ByteLevel"}}
+    (tmp_path / "tokenizer.json").write_text(json.dumps(spec))
+    with dpo.Tokenizer.from_pretrained(str(tmp_path)) as t:
+        assert t.encode("ab<x>c") == [2, 9, 3]
+        assert t.vocab_size == 10
