@@ -1,5 +1,6 @@
 """dpo.Tokenizer: a model's own tokenizer and chat template, held by libdpo (transformers' names)."""
 import ctypes
+import numbers
 from ctypes import c_int32, c_int64, c_size_t, c_void_p
 
 from . import _lib
@@ -132,7 +133,7 @@ class Tokenizer(Handle):
 
     def decode(self, ids, skip_special_tokens=False):
         """The text of a list of token ids, as transformers' tokenizer.decode."""
-        if isinstance(ids, int) and not isinstance(ids, bool):
+        if isinstance(ids, numbers.Integral) and not isinstance(ids, bool):  # one id: int, numpy integer
             ids = [ids]
         try:
             values = list(ids)

@@ -200,6 +200,14 @@ def test_smollm2_gguf_save_keeps_tokenizer(smollm2, tok, tmp_path):
         assert math.isclose(got, pair["logp"], rel_tol=0.05, abs_tol=0.1)
 
 
+def test_decode_takes_one_numpy_integer(tok):
+    np = pytest.importorskip("numpy")
+    ids = tok.encode("Hello world")
+    assert tok.decode(np.array(ids)) == tok.decode(ids) == "Hello world"
+    assert tok.decode(np.int64(ids[0])) == tok.decode(ids[0]) == tok.decode([ids[0]])
+    assert tok.decode(np.uint32(ids[1])) == tok.decode([ids[1]])
+
+
 def test_gguf_save_with_a_tokenizer_larger_than_the_model_is_refused(tok, tmp_path):
     """A 49152-token tokenizer in a model of vocab_size TINY["vocab_size"]: llama.cpp sizes the
     embedding by the token list, so the file would not load; the save is refused, nothing written."""
