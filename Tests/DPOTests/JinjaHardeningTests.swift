@@ -19,6 +19,22 @@ final class JinjaHardeningTests: XCTestCase {
         XCTAssertNoThrow(try render("{% for i in range(10) %}{% endfor %}", limits: small))
     }
 
+    /// A string or list grown by concatenation in a loop, each value under the length limit: the
+    /// copies add up quadratically (this one ran for minutes); the total built is bounded.
+    func testQuadraticGrowthIsBounded() {
+        let grow = "{% set ns = namespace(s='') %}{% for i in range(100000) %}{% set ns.s = ns.s ~ 'x' * 300 %}{% endfor %}{{ ns.s|length }}"
+        expectDPOError(["invalid argument", "built more than", "in total (limit)"]) { _ = try render(grow) }
+        expectDPOError(["built more than"]) {
+            _ = try render("{% set ns = namespace(l=[]) %}{% for i in range(100000) %}{% set ns.l = ns.l + [i, i, i, i] %}{% endfor %}")
+        }
+        var small = JinjaLimits()
+        small.maxTotalBuilt = 1000
+        XCTAssertEqual(try render("{% set ns = namespace(s='') %}{% for i in range(10) %}{% set ns.s = ns.s ~ 'x' %}{% endfor %}{{ ns.s }}", limits: small).count, 10)
+        expectDPOError(["built more than 1000"]) {
+            _ = try render("{% set ns = namespace(s='') %}{% for i in range(100) %}{% set ns.s = ns.s ~ 'x' %}{% endfor %}", limits: small)
+        }
+    }
+
     func testOutputAndValueLimits() {
         var small = JinjaLimits()
         small.maxOutputBytes = 100

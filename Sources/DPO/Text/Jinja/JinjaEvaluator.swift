@@ -10,6 +10,10 @@ public struct JinjaLimits {
     public var maxIterations = 250_000
     /// Longest string or list an operation may build (`'a' * n`, `+`, `join`, `replace`, ...).
     public var maxValueLength = 32 << 20
+    /// Most bytes / items all those operations together may build in one rendering: a loop that
+    /// grows a string by concatenation copies it every time, so within the other limits it could
+    /// copy terabytes (hang) without this.
+    public var maxTotalBuilt = 512 << 20
 
     public init() {}
 
@@ -40,6 +44,8 @@ final class JinjaEvaluator {
     private var output = ""
     private var outputBytes = 0
     private(set) var iterations = 0
+    /// Bytes / items built so far by the operations `checkLength` guards.
+    private var built = 0
     /// Scopes, innermost last; scopes[0] is the render context (top-level `set` writes there).
     private var scopes: [[String: JinjaValue]]
     private let globals: [String: JinjaValue]
@@ -67,9 +73,15 @@ final class JinjaEvaluator {
         }
     }
 
+    /// Checks the size of a value an operation is about to build, and counts it against the
+    /// rendering's total.
     func checkLength(_ n: Int, _ what: String) throws {
         if n > limits.maxValueLength {
             throw JinjaRuntimeError("\(what) would be longer than \(limits.maxValueLength) (limit)")
+        }
+        built += n
+        if built > limits.maxTotalBuilt {
+            throw JinjaRuntimeError("the template built more than \(limits.maxTotalBuilt) bytes or items of strings and lists in total (limit)")
         }
     }
 
