@@ -248,10 +248,14 @@ dpo_status dpo_model_save(dpo_model *model, const char *directory);
    transformers and dpo_model_load() read it back. type: "f32", "f16", "bf16" or "q8_0" (1-D
    tensors such as norms stay F32, as llama.cpp's converter keeps them). The tokenizer metadata
    comes from tokenizer if not NULL, else from the GGUF the model was loaded from (if it was);
-   other metadata of that GGUF (general.*) is carried over. Written to a temporary file and
-   renamed, so path holds the old file or the whole new one, never a part.
+   other metadata of that GGUF (general.*) is carried over. The token list gets exactly vocab_size
+   entries, as llama.cpp requires: a smaller tokenizer is padded with "[PAD<id>]" tokens (as
+   llama.cpp's converter pads), a larger one is refused. Written to a temporary file and renamed,
+   so path holds the old file or the whole new one, never a part; only a regular file at path is
+   replaced.
    Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (NULL model or path, unknown type, invalid tokenizer
-   handle); DPO_ERR_IO (also: path is a directory); DPO_ERR_OUT_OF_MEMORY. */
+   handle, a tokenizer with more tokens than the model's vocab_size); DPO_ERR_IO (also: path is a
+   directory, a device, a FIFO or a socket); DPO_ERR_OUT_OF_MEMORY. */
 dpo_status dpo_model_save_gguf(dpo_model *model, const char *path, const char *type,
                                dpo_tokenizer *tokenizer);
 
@@ -353,7 +357,7 @@ const char *dpo_tokenizer_last_error(const dpo_tokenizer *tokenizer);
 
 typedef struct dpo_tokenizer_info {
     size_t struct_size;        /* sizeof(dpo_tokenizer_info) */
-    int64_t vocab_size;        /* len(tokenizer) in transformers: every id is < vocab_size */
+    int64_t vocab_size;        /* every token id is < vocab_size; len(tokenizer) in transformers unless ids have gaps */
     int64_t bos_token_id;      /* -1 = none */
     int64_t eos_token_id;      /* -1 = none */
     int64_t pad_token_id;      /* -1 = none */
@@ -382,7 +386,8 @@ dpo_status dpo_tokenizer_encode(dpo_tokenizer *tokenizer, const char *text, size
    the size needed including the NUL on DPO_OK and on DPO_ERR_BUFFER_TOO_SMALL; the text itself
    may contain NUL bytes (a token of U+0000): its length is *out_needed - 1. buffer may be NULL when
    capacity is 0; ids may be NULL when count is 0.
-   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (NULL, an id outside [0, vocab_size), flag not 0/1);
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (NULL, an id that is no token: outside [0, vocab_size)
+   or in a gap of the ids, flag not 0/1);
    DPO_ERR_BUFFER_TOO_SMALL (nothing written). */
 dpo_status dpo_tokenizer_decode(dpo_tokenizer *tokenizer, const int32_t *ids, int64_t count,
                                 int32_t skip_special_tokens, char *buffer, size_t capacity,

@@ -68,7 +68,7 @@ public func dpo_tokenizer_get_info(_ tokenizer: OpaquePointer?, _ outInfo: Unsaf
         let out = try outputStruct(outInfo, "out_info")
         var info = dpo_tokenizer_info()
         info.struct_size = MemoryLayout<dpo_tokenizer_info>.size
-        info.vocab_size = Int64(t.vocabSize)
+        info.vocab_size = Int64(t.idCount)
         info.bos_token_id = Int64(t.bosTokenID ?? -1)
         info.eos_token_id = Int64(t.eosTokenID ?? -1)
         info.pad_token_id = Int64(t.padTokenID ?? -1)

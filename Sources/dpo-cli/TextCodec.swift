@@ -22,8 +22,8 @@ enum TextCodec {
     }
 
     private static func checked(_ t: Tokenizer, _ path: String, vocabSize: Int) throws -> TextCodec {
-        guard t.vocabSize <= vocabSize else {
-            throw CLIError("the tokenizer of \(path) has \(t.vocabSize) tokens, more than the model's vocab_size \(vocabSize)")
+        guard t.idCount <= vocabSize else {
+            throw CLIError("the tokenizer of \(path) has token ids up to \(t.idCount - 1), beyond the model's vocab_size \(vocabSize)")
         }
         return .tokenizer(t)
     }

@@ -130,6 +130,58 @@ final class GGUFWriterTests: XCTestCase {
         XCTAssertNil(GGUFSaveType(name: "q4_0"))
     }
 
+    /// A save onto a path holding a FIFO, device or directory is refused and leaves it alone
+    /// (rename(2) used to replace the node: as root, a save to /dev/null replaced the device).
+    func testSaveOntoANonRegularFileIsRefused() throws {
+        let dir = try makeScratchDirectory()
+        let model = try TestModels.model(TestModels.gqaTied)
+        XCTAssertEqual(mkfifo(dir + "/fifo.gguf", 0o600), 0)
+        expectDPOError(["fifo.gguf", "a FIFO, not a regular file"]) { try model.saveGGUF(path: dir + "/fifo.gguf", type: .f32) }
+        var st = stat()
+        XCTAssertEqual(lstat(dir + "/fifo.gguf", &st), 0)
+        XCTAssertEqual(st.st_mode & S_IFMT, S_IFIFO)
+        XCTAssertEqual(symlink(dir + "/fifo.gguf", dir + "/link.gguf"), 0)
+        expectDPOError(["link.gguf", "a FIFO"]) { try model.saveGGUF(path: dir + "/link.gguf", type: .f32) }
+        try makeDirectory(dir + "/d.gguf")
+        expectDPOError(["d.gguf", "a directory"]) { try model.saveGGUF(path: dir + "/d.gguf", type: .f32) }
+        XCTAssertTrue(isDirectory(dir + "/d.gguf"))
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir).sorted(), ["d.gguf", "fifo.gguf", "link.gguf"])
+        // A regular file is replaced.
+        try writeFileAtomically(dir + "/r.gguf", bytes: [1, 2, 3])
+        try model.saveGGUF(path: dir + "/r.gguf", type: .f32)
+        XCTAssertTrue(GGUFFile.isGGUF(path: dir + "/r.gguf"))
+    }
+
+    /// The token list must have vocab_size entries (llama.cpp sizes token_embd by it): a larger
+    /// tokenizer is refused, a smaller one padded as convert_hf_to_gguf.py pads it. Both used to
+    /// be written as they were, giving files llama.cpp refuses.
+    func testTokenListIsFittedToTheVocabulary() throws {
+        let dir = try makeScratchDirectory()
+        let model = try LlamaModel.load(ggufFile: GGUFModelTests.modelPath("llama_gqa_untied"))
+        XCTAssertEqual(model.config.vocabSize, 64)
+        func tokenizer(_ n: Int) -> GGUFMetadata {
+            var m = GGUFMetadata()
+            m["tokenizer.ggml.model"] = .string("llama")
+            m["tokenizer.ggml.tokens"] = .array(.string, (0..<n).map { .string("t\($0)") })
+            m["tokenizer.ggml.scores"] = .array(.float32, (0..<n).map { .float32(-Float($0)) })
+            m["tokenizer.ggml.token_type"] = .array(.int32, (0..<n).map { _ in .int32(1) })
+            return m
+        }
+        expectDPOError(["70 tokens", "vocab_size 64"]) { try model.saveGGUF(path: dir + "/big.gguf", type: .f32, metadata: tokenizer(70)) }
+        XCTAssertFalse(fileExists(dir + "/big.gguf"))
+        try model.saveGGUF(path: dir + "/small.gguf", type: .f32, metadata: tokenizer(60))
+        let m = try GGUFFile.open(path: dir + "/small.gguf").metadata
+        XCTAssertEqual(m["tokenizer.ggml.tokens"]?.strings?.count, 64)
+        XCTAssertEqual(m["tokenizer.ggml.tokens"]?.strings?.suffix(2), ["[PAD62]", "[PAD63]"])
+        XCTAssertEqual(m["tokenizer.ggml.token_type"], .array(.int32, Array(repeating: .int32(1), count: 60) + Array(repeating: .int32(5), count: 4)))
+        XCTAssertEqual(m["tokenizer.ggml.scores"]?.array?.last, .float32(-1000))
+        var inconsistent = tokenizer(60)
+        inconsistent["tokenizer.ggml.scores"] = .array(.float32, [.float32(0)])
+        expectDPOError(["tokenizer.ggml.scores", "does not match the 60 tokens"]) {
+            try model.saveGGUF(path: dir + "/bad.gguf", type: .f32, metadata: inconsistent)
+        }
+    }
+
     func testSmolLM2RoundTripKeepsTokenizerMetadata() throws {
         let path = try GGUFReaderTests.smolLM2()
         let model = try LlamaModel.load(ggufFile: path)

@@ -19,6 +19,38 @@ final class JinjaHardeningTests: XCTestCase {
         XCTAssertNoThrow(try render("{% for i in range(10) %}{% endfor %}", limits: small))
     }
 
+    /// A loop that grows a string or list by concatenation, or reads a long string, each step under
+    /// every other limit: the work adds up quadratically (these ran for minutes); it is bounded.
+    func testTotalWorkIsBounded() {
+        let grow = "{% set ns = namespace(s='') %}{% for i in range(100000) %}{% set ns.s = ns.s ~ 'x' * 300 %}{% endfor %}{{ ns.s|length }}"
+        expectDPOError(["invalid argument", "worked on more than", "in total (limit)"]) { _ = try render(grow) }
+        expectDPOError(["worked on more than"]) {
+            _ = try render("{% set ns = namespace(l=[]) %}{% for i in range(100000) %}{% set ns.l = ns.l + [i, i, i, i] %}{% endfor %}")
+        }
+        expectDPOError(["worked on more than"]) {
+            _ = try render("{% set s = 'x' * 30000000 %}{% for i in range(100000) %}{% if 'y' in s %}{% endif %}{% endfor %}")
+        }
+        var bounded = JinjaLimits()
+        bounded.maxWork = 1 << 24
+        for body in ["{% set t = s.upper() %}", "{% set t = s[0] %}", "{% set t = s|length %}", "{% set t = s[1:] %}",
+                     "{% if s == s %}{% endif %}", "{% if s is string %}{% endif %}"] {
+            let source = "{% set s = 'x' * 1000000 %}{% for i in range(100000) %}" + body + "{% endfor %}"
+            expectDPOError(["worked on more than \(1 << 24)"]) { _ = try render(source, limits: bounded) }
+        }
+        expectDPOError(["worked on more than"]) {
+            _ = try render("{% set l = range(99999)|list %}{% for i in range(100000) %}{% if -1 in l %}{% endif %}{% endfor %}")
+        }
+        XCTAssertEqual(try render("{{ ('a' * 10000000 ~ 'b') in ('a' * 20000000) }} {{ ('a' * 1000 ~ 'b') in ('a' * 20000000 ~ 'b') }} {{ 'abab' in 'abacababd' }} {{ 'abab' in 'abacabad' }}"), "False True True False")
+        XCTAssertEqual(try render("{{ 'é' in 'café' }} {{ 'fé' in 'café' }} {{ '' in '' }} {{ 'x' in '' }} {{ 'e' in 'café' }} {{ '\u{301}' in 'cafe\u{301}' }}"),
+                       "True True True False False True")
+        var small = JinjaLimits()
+        small.maxWork = 1000
+        XCTAssertEqual(try render("{% set ns = namespace(s='') %}{% for i in range(10) %}{% set ns.s = ns.s ~ 'x' %}{% endfor %}{{ ns.s }}", limits: small).count, 10)
+        expectDPOError(["worked on more than 1000"]) {
+            _ = try render("{% set ns = namespace(s='') %}{% for i in range(100) %}{% set ns.s = ns.s ~ 'x' %}{% endfor %}", limits: small)
+        }
+    }
+
     func testOutputAndValueLimits() {
         var small = JinjaLimits()
         small.maxOutputBytes = 100

@@ -132,6 +132,21 @@ final class TokenizerBehaviourTests: XCTestCase {
         XCTAssertEqual(try t.decode([]), "")
     }
 
+    /// A GGUF token list that repeats a string (llama.cpp keeps every id): each id decodes, and
+    /// `idCount` covers the list (decode of id 0 used to fail, and the id bound was 3, not 4).
+    func testGGUFRepeatedTokensDecodeAtEveryID() throws {
+        var g = GGUFMetadata()
+        g["tokenizer.ggml.model"] = .string("gpt2")
+        g["tokenizer.ggml.pre"] = .string("gpt2")
+        g["tokenizer.ggml.tokens"] = .array(.string, ["a", "b", "ab", "a"].map { .string($0) })
+        g["tokenizer.ggml.merges"] = .array(.string, [.string("a b")])
+        let t = try Tokenizer(ggufMetadata: g)
+        XCTAssertEqual(t.vocabSize, 3)  // len(tokenizer) in transformers: distinct strings
+        XCTAssertEqual(t.idCount, 4)
+        XCTAssertEqual(try t.decode([0, 1, 3, 2]), "abaab")
+        XCTAssertEqual(t.encode("ab a"), [2, 3])  // the last id of a repeated string, as transformers
+    }
+
     // MARK: - BPE
 
     /// The heap merge loop (long words) and the linear one (short words) agree on every word of

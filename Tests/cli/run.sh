@@ -219,6 +219,18 @@ J
     if "$DPO" generate --model "$tmp/notok/model" --tokenizer "$GGUF" --prompt "Hi" --max-new-tokens 2 >"$tmp/gen" 2>&1; then
         ok "--tokenizer gives a tokenizer-less model its text"
     else fail "--tokenizer" "$tmp/gen"; fi
+    # A tokenizer whose ids pass the model's vocab_size (30000 tokens, then an added token at 60000)
+    # is refused, though it has fewer tokens than the model (the check used to count tokens, not ids).
+    mkdir -p "$tmp/gaptok"
+    python3 - "$tmp/gaptok/tokenizer.json" <<'PY'
+import json, sys
+vocab = {"t%d" % i: i for i in range(30000)}
+json.dump({"model": {"type": "BPE", "vocab": vocab, "merges": []},
+           "added_tokens": [{"id": 60000, "content": "<x>", "special": True, "normalized": False}],
+           "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True},
+           "decoder": {"type": "ByteLevel"}}, open(sys.argv[1], "w"))
+PY
+    expect_error "a tokenizer with ids beyond vocab_size is refused" "token ids up to 60000, beyond the model's vocab_size 49152" -- "$DPO" generate --model "$tmp/notok/model" --tokenizer "$tmp/gaptok" --prompt "<x>" --max-new-tokens 1
 fi
 
 echo "$passed passed, $failed failed"

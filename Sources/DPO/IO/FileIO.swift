@@ -326,6 +326,14 @@ public final class FileWriter {
 public func writeFileAtomically(_ path: String, _ body: (FileWriter) throws -> Void) throws {
     let (directory, name) = splitPath(path)
     guard !name.isEmpty else { throw DPOError.invalidArgument("cannot write '\(path)': not a file path") }
+    // Only a regular file is replaced: rename(2) would otherwise replace whatever node is at the
+    // path (a device such as /dev/null, a FIFO, a socket) with the new file.
+    if let c = try? cPath(path) {
+        var st = stat()
+        if stat(c, &st) == 0 && (st.st_mode & S_IFMT) != S_IFREG {
+            throw DPOError.io("cannot write '\(path)': it is \(fileKind(st.st_mode)), not a regular file")
+        }
+    }
     let tempPath = joinPath(directory, ".\(name).tmp-\(uniqueSuffix())")
     var fd = try openFile(tempPath, O_WRONLY | O_CREAT | O_EXCL, mode: 0o644)
     do {

@@ -144,9 +144,33 @@ extension LlamaModel {
             carried[k] = v
         }
         for (k, v) in config.ggufTokenIds().entries where carried[k] == nil { carried[k] = v }
+        try fitTokenList(&carried)
         for (k, v) in carried.entries { m[k] = v }
         m["general.quantization_version"] = .uint32(2)
         return m
+    }
+
+    /// llama.cpp sizes the token embedding by the token list (`tokenizer.ggml.tokens`), so a file
+    /// whose list does not have vocab_size entries cannot be loaded. A shorter list (a tokenizer
+    /// smaller than the padded embedding) is padded as convert_hf_to_gguf.py pads it: "[PAD<id>]"
+    /// tokens of type unused (5), score -1000; a longer one is refused.
+    private func fitTokenList(_ m: inout GGUFMetadata) throws {
+        guard case .array(.string, var tokens)? = m["tokenizer.ggml.tokens"] else { return }
+        let n = tokens.count, v = config.vocabSize
+        guard n <= v else {
+            throw DPOError.invalidArgument("the tokenizer has \(n) tokens, more than the model's vocab_size \(v) (llama.cpp could not load the file)")
+        }
+        if n == v { return }
+        for i in n..<v { tokens.append(.string("[PAD\(i)]")) }
+        m["tokenizer.ggml.tokens"] = .array(.string, tokens)
+        for (key, pad) in [("tokenizer.ggml.token_type", 5.0), ("tokenizer.ggml.scores", -1000.0)] {
+            guard case .array(let type, var items)? = m[key] else { continue }
+            guard items.count == n, let value = GGUFValue.number(pad, as: type) else {
+                throw DPOError.invalidArgument("GGUF metadata '\(key)' (\(items.count) \(type.name) values) does not match the \(n) tokens")
+            }
+            items += Array(repeating: value, count: v - n)
+            m[key] = .array(type, items)
+        }
     }
 
     /// An array value must hold elements of its declared type (recursively), or the file would be corrupt.
@@ -263,6 +287,25 @@ struct GGUFByteWriter {
             u32(type.rawValue)
             u64(UInt64(items.count))
             for item in items { value(item) }
+        }
+    }
+}
+
+extension GGUFValue {
+    /// `x` as a value of the numeric `type` (nil for a non-numeric type or a value it cannot hold).
+    static func number(_ x: Double, as type: GGUFValueType) -> GGUFValue? {
+        switch type {
+        case .uint8: return UInt8(exactly: x).map { .uint8($0) }
+        case .int8: return Int8(exactly: x).map { .int8($0) }
+        case .uint16: return UInt16(exactly: x).map { .uint16($0) }
+        case .int16: return Int16(exactly: x).map { .int16($0) }
+        case .uint32: return UInt32(exactly: x).map { .uint32($0) }
+        case .int32: return Int32(exactly: x).map { .int32($0) }
+        case .uint64: return UInt64(exactly: x).map { .uint64($0) }
+        case .int64: return Int64(exactly: x).map { .int64($0) }
+        case .float32: return .float32(Float(x))
+        case .float64: return .float64(x)
+        case .bool, .string, .array: return nil
         }
     }
 }

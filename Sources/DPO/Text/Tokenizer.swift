@@ -40,6 +40,10 @@ public final class Tokenizer {
     public let eosToken: String?
     /// `len(tokenizer)` in transformers: the distinct tokens of the vocabulary and added tokens.
     public let vocabSize: Int
+    /// One more than the largest token id: every id `encode` gives is below it, and a model needs
+    /// at least this many embedding rows. It equals `vocabSize` unless ids have gaps or a GGUF
+    /// token list repeats a string.
+    public let idCount: Int
     /// The chat template (Jinja source), from tokenizer_config.json or `tokenizer.chat_template`.
     public let chatTemplate: String?
 
@@ -85,7 +89,7 @@ public final class Tokenizer {
         guard Int(maxID) < 2 * entries + 1024 else {
             throw DPOError.format("token id \(maxID) is far beyond the \(entries) tokens of the vocabulary")
         }
-        var byID = [String?](repeating: nil, count: Int(maxID) + 1)
+        var byID = [String?](repeating: nil, count: max(Int(maxID) + 1, spec.tokenList?.count ?? 0))
         var byString: [String: Int32] = spec.vocab
         for (token, id) in spec.vocab {
             guard id >= 0 else { throw DPOError.format("token '\(token)' has the negative id \(id)") }
@@ -108,7 +112,10 @@ public final class Tokenizer {
             byString[t.content] = t.id
             if t.special { special.insert(t.content) }
         }
+        // A GGUF token list's repeated strings decode at each of their ids (llama.cpp's id_to_token).
+        for (i, t) in (spec.tokenList ?? []).enumerated() where byID[i] == nil { byID[i] = t }
         tokens = byID
+        idCount = byID.count
         ids = byString
         rawMatcher = AddedTokenMatcher(tokens: rawTokens, patterns: rawPatterns)
         normalizedMatcher = AddedTokenMatcher(tokens: normTokens, patterns: normPatterns)

@@ -58,6 +58,7 @@ extension TokenizerSpec {
         }
         // A repeated token string keeps its last id, as in transformers' dict.
         for (i, t) in tokens.enumerated() { vocab[t] = Int32(i) }
+        tokenList = tokens
         if let v = metadata["tokenizer.ggml.merges"] {
             guard let list = v.strings else { throw DPOError.format("tokenizer.ggml.merges is not an array of strings") }
             merges.reserveCapacity(list.count)

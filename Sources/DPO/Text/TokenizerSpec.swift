@@ -25,6 +25,9 @@ struct TokenizerSpec {
     var padToken: String? = nil
     var unkToken: String? = nil
     var chatTemplate: String? = nil
+    /// GGUF: the token strings by id as the file lists them, a repeated string at each of its ids
+    /// (`vocab` keeps only its last id).
+    var tokenList: [String]? = nil
     /// The `tokenizer.*` metadata this was read from, if it came from GGUF (written back as is).
     var ggufSource: GGUFMetadata? = nil
 }

@@ -1,5 +1,6 @@
 """dpo.Tokenizer: a model's own tokenizer and chat template, held by libdpo (transformers' names)."""
 import ctypes
+import numbers
 from ctypes import c_int32, c_int64, c_size_t, c_void_p
 
 from . import _lib
@@ -63,7 +64,8 @@ class Tokenizer(Handle):
 
     @property
     def vocab_size(self):
-        """Number of token ids (every id is below it); equals len(tokenizer)."""
+        """One more than the largest token id (every id is below it); transformers' len(tokenizer)
+        unless the ids have gaps."""
         return self._info().vocab_size
 
     def __len__(self):
@@ -131,7 +133,7 @@ class Tokenizer(Handle):
 
     def decode(self, ids, skip_special_tokens=False):
         """The text of a list of token ids, as transformers' tokenizer.decode."""
-        if isinstance(ids, int) and not isinstance(ids, bool):
+        if isinstance(ids, numbers.Integral) and not isinstance(ids, bool):  # one id: int, numpy integer
             ids = [ids]
         try:
             values = list(ids)

@@ -198,3 +198,34 @@ def test_smollm2_gguf_save_keeps_tokenizer(smollm2, tok, tmp_path):
         pair = _golden()["pairs"][0]
         got = m2.sequence_logps([{"prompt_ids": pair["prompt_ids"], "completion_ids": pair["completion_ids"]}])[0]
         assert math.isclose(got, pair["logp"], rel_tol=0.05, abs_tol=0.1)
+
+
+def test_decode_takes_one_numpy_integer(tok):
+    np = pytest.importorskip("numpy")
+    ids = tok.encode("Hello world")
+    assert tok.decode(np.array(ids)) == tok.decode(ids) == "Hello world"
+    assert tok.decode(np.int64(ids[0])) == tok.decode(ids[0]) == tok.decode([ids[0]])
+    assert tok.decode(np.uint32(ids[1])) == tok.decode([ids[1]])
+
+
+def test_gguf_save_with_a_tokenizer_larger_than_the_model_is_refused(tok, tmp_path):
+    """A 49152-token tokenizer in a model of vocab_size TINY["vocab_size"]: llama.cpp sizes the
+    embedding by the token list, so the file would not load; the save is refused, nothing written."""
+    path = tmp_path / "m.gguf"
+    with dpo.Model.from_config(TINY, seed=3) as m:
+        with pytest.raises(dpo.InvalidArgumentError, match="49152 tokens, more than the model's vocab_size"):
+            m.save_pretrained(str(path), tokenizer=tok)
+    assert not path.exists() and os.listdir(str(tmp_path)) == []
+
+
+def test_vocab_size_bounds_every_id(tmp_path):
+    """An added token whose id leaves a gap: len() counts the tokens, yet every id must be below
+    vocab_size (the header's contract; it was the count, 5, with id 9 encodable)."""
+    spec = {"model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2, "c": 3}, "merges": ["a b"]},
+            "added_tokens": [{"id": 9, "content": "<x>", "special": True, "normalized": False}],
+            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True},
+            "decoder": {"type": "ByteLevel"}}
+    (tmp_path / "tokenizer.json").write_text(json.dumps(spec))
+    with dpo.Tokenizer.from_pretrained(str(tmp_path)) as t:
+        assert t.encode("ab<x>c") == [2, 9, 3]
+        assert t.vocab_size == 10

@@ -10,6 +10,11 @@ public struct JinjaLimits {
     public var maxIterations = 250_000
     /// Longest string or list an operation may build (`'a' * n`, `+`, `join`, `replace`, ...).
     public var maxValueLength = 32 << 20
+    /// Most work one rendering may do, in bytes of strings and items of lists and dicts: every
+    /// value an operation builds counts its size, and every operation, filter, test, string method
+    /// or index its operands' sizes. Within the other limits a loop could otherwise grow a string
+    /// by concatenation, or search one, 250000 times (terabytes of work: a hang).
+    public var maxWork = 1 << 28
 
     public init() {}
 
@@ -40,6 +45,8 @@ final class JinjaEvaluator {
     private var output = ""
     private var outputBytes = 0
     private(set) var iterations = 0
+    /// Work done so far (see `JinjaLimits.maxWork`).
+    private var work = 0
     /// Scopes, innermost last; scopes[0] is the render context (top-level `set` writes there).
     private var scopes: [[String: JinjaValue]]
     private let globals: [String: JinjaValue]
@@ -76,10 +83,36 @@ final class JinjaEvaluator {
         }
     }
 
+    /// Checks the size of a value an operation is about to build, and counts it against the
+    /// rendering's total.
     func checkLength(_ n: Int, _ what: String) throws {
         if n > limits.maxValueLength {
             throw JinjaRuntimeError("\(what) would be longer than \(limits.maxValueLength) (limit)")
         }
+        try charge(n)
+    }
+
+    /// Counts `n` units of work against `JinjaLimits.maxWork`.
+    func charge(_ n: Int) throws {
+        work += n
+        if work > limits.maxWork {
+            throw JinjaRuntimeError("the template worked on more than \(limits.maxWork) bytes and items of strings and lists in total (limit)")
+        }
+    }
+
+    /// Charges the size of each value an operation reads: the bytes of a string, the items of a
+    /// list, tuple or dict, 1 for anything else.
+    func charge(_ values: JinjaValue...) throws {
+        var n = 0
+        for v in values {
+            switch v {
+            case .string(let s): n += s.utf8.count
+            case .list(let a), .tuple(let a): n += a.count
+            case .dict(let d): n += d.count
+            default: n += 1
+            }
+        }
+        try charge(n)
     }
 
     private func emit(_ s: String) throws {
@@ -264,6 +297,7 @@ final class JinjaEvaluator {
             return try applyFilter(call, to: try eval(base))
         case .test(let base, let name, let negated, let args, let kwargs):
             let subject = try eval(base)
+            try charge(subject)
             let arguments = JinjaArguments(try args.map(eval), keywords: try kwargs.map { ($0.0, try eval($0.1)) })
             return .bool(try JinjaBuiltins.test(name, subject, arguments, self) != negated)
         case .negate(let inner):
@@ -287,7 +321,9 @@ final class JinjaEvaluator {
         case .not(let inner):
             return .bool(!(try eval(inner).isTruthy))
         case .binary(let op, let l, let r):
-            return try JinjaOperators.binary(op, try eval(l), try eval(r), self)
+            let (a, b) = (try eval(l), try eval(r))
+            try charge(a, b)
+            return try JinjaOperators.binary(op, a, b, self)
         case .concat(let items):
             var s = ""
             for item in items {
@@ -299,6 +335,7 @@ final class JinjaEvaluator {
             var left = try eval(first)
             for (op, rightExpr) in ops {
                 let right = try eval(rightExpr)
+                try charge(left, right)
                 if !(try JinjaOperators.compare(op, left, right)) { return .bool(false) }
                 left = right
             }
@@ -317,6 +354,7 @@ final class JinjaEvaluator {
 
     func applyFilter(_ call: JinjaFilterCall, to value: JinjaValue) throws -> JinjaValue {
         try withPosition(call.position) {
+            try self.charge(value)
             let arguments = JinjaArguments(try call.args.map(self.eval), keywords: try call.kwargs.map { ($0.0, try self.eval($0.1)) })
             return try JinjaBuiltins.filter(call.name, value, arguments, self)
         }
@@ -342,6 +380,7 @@ final class JinjaEvaluator {
 
     /// What `for` and the filters iterate: list items, dict keys, string characters; undefined is empty.
     func iterate(_ v: JinjaValue) throws -> [JinjaValue] {
+        try charge(v)
         switch v {
         case .list(let a), .tuple(let a): return a
         case .dict(let d): return d.keys.map { .string($0) }
@@ -360,6 +399,7 @@ final class JinjaEvaluator {
             if let method = try JinjaMethods.dictMethod(d, name, self) { return method }
             return d[name] ?? .undefined("'dict object' has no attribute '\(name)'")
         case .string(let s):
+            try charge(base)
             if let method = try JinjaMethods.stringMethod(s, name, self) { return method }
             return .undefined("'str object' has no attribute '\(name)'")
         case .list, .tuple:
@@ -383,6 +423,7 @@ final class JinjaEvaluator {
             if let i = Self.index(key, count: a.count) { return a[i] }
             if key.numeric != nil { return .undefined("index out of range") }
         case (.string(let s), _):
+            try charge(base)
             let scalars = Array(s.unicodeScalars)
             if let i = Self.index(key, count: scalars.count) { return .string(String(scalars[i])) }
             if key.numeric != nil { return .undefined("string index out of range") }
@@ -407,6 +448,7 @@ final class JinjaEvaluator {
 
     /// `x[start:stop:step]` with Python's index adjustment.
     func slice(_ base: JinjaValue, _ start: JinjaValue?, _ stop: JinjaValue?, _ step: JinjaValue?) throws -> JinjaValue {
+        try charge(base)
         func int(_ v: JinjaValue?) throws -> Int? {
             guard let v, !v.isNone else { return nil }
             switch v {

@@ -138,6 +138,29 @@ enum JinjaOperators {
         }
     }
 
+    /// Whether `needle` occurs in `haystack`, in O(haystack + needle) (Knuth-Morris-Pratt), so no
+    /// pair of long strings makes it quadratic.
+    static func containsBytes(_ haystack: UnsafeBufferPointer<UInt8>, _ needle: UnsafeBufferPointer<UInt8>) -> Bool {
+        let m = needle.count
+        if m == 0 { return true }
+        if m > haystack.count { return false }
+        // fail[i]: length of the longest proper border of needle[0...i].
+        var fail = [Int32](repeating: 0, count: m)
+        var k = 0
+        for i in 1..<max(m, 1) {
+            while k > 0 && needle[i] != needle[k] { k = Int(fail[k - 1]) }
+            if needle[i] == needle[k] { k += 1 }
+            fail[i] = Int32(k)
+        }
+        k = 0
+        for b in haystack {
+            while k > 0 && b != needle[k] { k = Int(fail[k - 1]) }
+            if b == needle[k] { k += 1 }
+            if k == m { return true }
+        }
+        return false
+    }
+
     /// Python's `item in container`.
     static func contains(_ container: JinjaValue, _ item: JinjaValue) throws -> Bool {
         switch container {
@@ -145,7 +168,9 @@ enum JinjaOperators {
             guard case .string(let t) = item else {
                 throw JinjaRuntimeError("'in <string>' requires string as left operand, not \(item.typeName)")
             }
-            return t.isEmpty || s.unicodeScalars.firstRange(of: t.unicodeScalars) != nil
+            // A byte search: in valid UTF-8 a match of whole scalars is a match of their bytes.
+            var (haystack, needle) = (s, t)
+            return haystack.withUTF8 { h in needle.withUTF8 { n in containsBytes(h, n) } }
         case .list(let a), .tuple(let a):
             for x in a where try jinjaEquals(x, item) { return true }
             return false
