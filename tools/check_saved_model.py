@@ -21,7 +21,7 @@ untied MHA with biases and llama3 RoPE; Qwen2) and their ``logps.json`` when ``D
 is set (otherwise the test is skipped):
 
     DPO_EXPORT_DIR=/tmp/dpo-export swift test --filter ModelDirectoryTests
-    /work/venv-tools/bin/python tools/check_saved_model.py /tmp/dpo-export
+    .venv-tools/bin/python tools/check_saved_model.py /tmp/dpo-export
 
 Usage
 -----

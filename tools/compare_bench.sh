@@ -4,7 +4,7 @@
 #
 # usage: tools/compare_bench.sh [options] [shape ...]        (shapes default: tiny smollm2-135m)
 #   --rounds R        runs of each side per shape (default 3); the order alternates per round
-#   --python PATH     python with torch + transformers (default $TORCH_PYTHON or /work/venv-tools/bin/python)
+#   --python PATH     python with torch + transformers (default $TORCH_PYTHON or .venv-tools/bin/python)
 #   --pairs N, --prompt-length N, --completion-length N, --reference model|precomputed,
 #   --steps N, --warmup N, --threads N    passed to both sides
 #   --packing shared|plain    passed to dpo bench only (PyTorch always does TRL's plain batch;
@@ -20,7 +20,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 dpo=${DPO:-$root/.build/release/dpo}
-python=${TORCH_PYTHON:-/work/venv-tools/bin/python}
+python=${TORCH_PYTHON:-.venv-tools/bin/python}
 rounds=3
 pass=()
 swift_only=()

@@ -47,7 +47,7 @@ printed and summarised in cases.json["contract_check"].
 
 How to run (from the repository root)
 -------------------------------------
-    /work/venv-tools/bin/python tools/make_trl_fixtures.py
+    .venv-tools/bin/python tools/make_trl_fixtures.py
 (any venv with torch, transformers==5.23.0, trl==1.16.0, datasets, accelerate, safetensors, numpy).
 It deletes and rewrites Tests/DPOTests/Fixtures/trl/ except README.md (maintained by hand).
 Re-running with the same versions gives byte-identical files.
