@@ -92,7 +92,7 @@ public struct GGUFMetadata: Equatable, Sendable {
 
     public var count: Int { keys.count }
     /// (key, value) pairs in file order.
-    public var entries: [(key: String, value: GGUFValue)] { keys.map { ($0, values[$0]!) } }
+    public var entries: [(key: String, value: GGUFValue)] { keys.compactMap { k in values[k].map { (k, $0) } } }
 }
 
 extension GGUFValueType {
