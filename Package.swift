@@ -22,10 +22,13 @@ let package = Package(
             pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev"])]
         ),
+        // bf16 matrix products (C): AVX512-BF16 micro-kernels behind runtime CPU detection; the
+        // kernels alone are compiled for AVX-512 (function target attributes), the rest is portable.
+        .target(name: "CBF16"),
         // The engine. No Foundation: it links statically into a self-contained libdpo.so.
         .target(
             name: "DPO",
-            dependencies: ["COpenBLAS"]
+            dependencies: ["COpenBLAS", "CBF16"]
         ),
         // The `dpo` command line: demo, sft, train, eval, generate, bench.
         .executableTarget(
