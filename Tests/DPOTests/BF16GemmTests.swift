@@ -142,7 +142,7 @@ final class BF16GemmTests: XCTestCase {
 
     /// Every shape class of the model's products (Llama linear layers forward NT, backward NN and
     /// TN, the LM head in chunks with a large vocabulary, one-row decoding), edge tiles (m, n not
-    /// multiples of the 14 x 32 register tile), k odd and beyond the kernel's 1024-element pass,
+    /// multiples of the kernel's 8 x 48 register tile), k odd and beyond its 1024-element pass,
     /// strided views, alpha and beta cases.
     static var shapes: [Product] {
         var s: [Product] = []
@@ -153,7 +153,8 @@ final class BF16GemmTests: XCTestCase {
                 Product(transA: ta, transB: tb, m: 1, n: 64, k: 96, beta: -0.5),            // one-row decode
                 Product(transA: ta, transB: tb, m: 15, n: 33, k: 33, alpha: -2, pad: 3),   // edge tiles, k odd
                 Product(transA: ta, transB: tb, m: 29, n: 47, k: 2, beta: 1),
-                Product(transA: ta, transB: tb, m: 14, n: 32, k: 31, pad: 1),             // one whole tile
+                Product(transA: ta, transB: tb, m: 8, n: 48, k: 31, pad: 1),              // one whole tile
+                Product(transA: ta, transB: tb, m: 16, n: 96, k: 64, alpha: 0.5, beta: 1), // whole tiles
                 Product(transA: ta, transB: tb, m: 3, n: 130, k: 1025, alpha: 0.5),      // k past one pass, odd
             ]
         }

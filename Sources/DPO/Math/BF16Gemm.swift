@@ -95,11 +95,17 @@ func bf16gemmOnCallingThread(
     bf16gemmCounted(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, tally, parallel: false)
 }
 
-/// Runs one row-major bf16 product C[m, n] = A[m, k] B[k, n] on caller buffers with the
-/// library's threads (benchmarks measure its rate against `benchmarkSgemm`).
-public func benchmarkBF16Gemm(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>,
-                              c: UnsafeMutablePointer<Float>) {
-    bf16gemm(m: m, n: n, k: k, a: a, lda: k, b: b, ldb: n, c: c, ldc: n)
+/// Runs one row-major product C[m, n] = op(A) op(B) on caller buffers (A holds m k floats, B k n,
+/// C m n; op transposes when asked, with dense strides) with the library's threads: bf16 (this
+/// file) or OpenBLAS sgemm. Benchmarks compare the two with it.
+public func benchmarkProduct(bf16: Bool, transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
+                             a: UnsafePointer<Float>, b: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>) {
+    let lda = transA ? m : k, ldb = transB ? k : n
+    if bf16 {
+        bf16gemm(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: n)
+    } else {
+        sgemm(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: n)
+    }
 }
 
 private func bf16gemmCounted(
@@ -135,29 +141,54 @@ private func bf16gemmCompute(
     guard BF16Gemm.usesNativeKernel else {
         return bf16gemmFallback(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, parallel: parallel)
     }
-    // Split C into one block per worker along its dimension with more register tiles (each worker
-    // packs its own panels: the other operand is packed by every worker, the smaller cost).
+    // Split C into one block per worker. Each worker packs its own panels, so the operand along
+    // the dimension not split is packed (and read from memory) by every worker: split rows when
+    // B (k x n) is the smaller operand, columns otherwise, unless that leaves too few tiles.
     let tileRows = Int(bf16gemm_tile_rows()), tileColumns = Int(bf16gemm_tile_columns())
     let rowTiles = (m + tileRows - 1) / tileRows, columnTiles = (n + tileColumns - 1) / tileColumns
-    let splitRows = rowTiles >= columnTiles
+    let splitRows = m >= n ? rowTiles >= min(Threads.count, columnTiles) : columnTiles < min(Threads.count, rowTiles)
     var workers = 1
     if parallel && Double(m) * Double(n) * Double(k) >= bf16ParallelMinimum {
         workers = min(Threads.count, splitRows ? rowTiles : columnTiles)
     }
-    let bytes = (Int(bf16gemm_workspace_bytes()) + 63) / 64 * 64
-    let workspace = UnsafeMutableRawPointer.allocate(byteCount: bytes * workers, alignment: 64)
-    defer { workspace.deallocate() }
     func block(_ w: Int) {
+        let workspace = BF16Workspaces.take()
+        defer { BF16Workspaces.give(workspace) }
         let tiles = splitRows ? rowTiles : columnTiles, size = splitRows ? tileRows : tileColumns
         let extent = splitRows ? m : n
         let lo = min(extent, tiles * w / workers * size), hi = min(extent, tiles * (w + 1) / workers * size)
         if lo >= hi { return }
         _ = bf16gemm_native_block(transA ? 1 : 0, transB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
                                   splitRows ? lo : 0, splitRows ? hi - lo : m,
-                                  splitRows ? 0 : lo, splitRows ? n : hi - lo, workspace + w * bytes)
+                                  splitRows ? 0 : lo, splitRows ? n : hi - lo, workspace)
     }
     if workers == 1 { return block(0) }
     parallelFor(workers) { range in for w in range { block(w) } }
+}
+
+/// Packing buffers of the native kernel (bf16gemm_workspace_bytes, 3.4 MiB each), kept for the
+/// next product: allocating them per call cost fresh pages (page faults) on every product. At most
+/// one per concurrently running block is ever allocated; up to `kept` stay allocated for reuse.
+enum BF16Workspaces {
+    private static let free = Mutex<[UInt]>([])
+    private static let kept = 16
+    private static let bytes = Int(bf16gemm_workspace_bytes())
+
+    static func take() -> UnsafeMutableRawPointer {
+        if let address = free.withLock({ $0.popLast() }), let p = UnsafeMutableRawPointer(bitPattern: address) {
+            return p
+        }
+        return UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+    }
+
+    static func give(_ p: UnsafeMutableRawPointer) {
+        let keep = free.withLock { list -> Bool in
+            guard list.count < kept else { return false }
+            list.append(UInt(bitPattern: p))
+            return true
+        }
+        if !keep { p.deallocate() }
+    }
 }
 
 /// The portable path: op(A) and op(B) rounded to bf16 into temporary copies, then sgemm.
