@@ -91,6 +91,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Untimed warm-up runs.") var warmup: Int = 1
     @Option(help: "Threads (default: all cores).") var threads: Int?
     @Flag(help: "Print one JSON object instead of text.") var json = false
+    @Flag(help: "bf16 mixed precision (the model's matrix products with bf16 inputs, fp32 accumulation).") var bf16 = false
 
     func validate() throws {
         guard ["step", "model", "generate", "gemm"].contains(mode) else {
@@ -117,6 +118,7 @@ struct Bench: ParsableCommand {
         var timesFB: [Double] = [], timesF: [Double] = []
         var flopsPerRun = 0.0, tokensPerRun = 0, gemmSeconds: [Double] = []
         let policy = try LlamaModel.randomlyInitialized(config: config, seed: 1)
+        policy.bf16 = bf16
 
         if mode == "generate" {
             let prompts = (0..<pairs).map { _ in randomTokens(promptLength) }
@@ -163,6 +165,7 @@ struct Bench: ParsableCommand {
             c.optimizer.learningRate = 1e-7
             c.precomputeRefLogProbs = reference == "precomputed"
             let ref = reference == "model" ? try LlamaModel.randomlyInitialized(config: config, seed: 2) : nil
+            ref?.bf16 = bf16
             let trainer = try DPOTrainer(policy: policy, reference: ref, config: c)
             trainer.packing = PreferencePacking(rawValue: packing)!
             var batch = (0..<pairs).map { _ in
@@ -188,7 +191,8 @@ struct Bench: ParsableCommand {
         let t = median(timesFB)
         let achieved = flopsPerRun / t / 1e9
         let sgemmRate = measureSgemm(m: 1024, n: 1536, k: 576)
-        result = [("threads", Double(Threads.count)), ("parameters", Double(policy.parameterCount))]
+        result = [("threads", Double(Threads.count)), ("parameters", Double(policy.parameterCount)),
+                  ("bf16", bf16 ? 1 : 0)]
             + (mode == "model" ? [("forward_seconds", median(timesF))] : [])
             + [("step_seconds", t), ("gemm_seconds", median(gemmSeconds)), ("tokens_per_step", Double(tokensPerRun)),
                ("tokens_per_second", Double(tokensPerRun) / t), ("gemm_flops_per_step", flopsPerRun),
