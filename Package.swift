@@ -22,10 +22,14 @@ let package = Package(
             pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev"])]
         ),
+        // bf16 matrix products (C): AVX512-BF16 micro-kernels behind runtime CPU detection; the
+        // kernels alone are compiled for AVX-512 (function target attributes), the rest is portable.
+        // DWARF 4: valgrind 3.19 (Tests/c/run.sh) cannot read clang's default DWARF 5.
+        .target(name: "CBF16", cSettings: [.unsafeFlags(["-gdwarf-4"])]),
         // The engine. No Foundation: it links statically into a self-contained libdpo.so.
         .target(
             name: "DPO",
-            dependencies: ["COpenBLAS"]
+            dependencies: ["COpenBLAS", "CBF16"]
         ),
         // The `dpo` command line: demo, sft, train, eval, generate, bench.
         .executableTarget(

@@ -77,7 +77,7 @@ struct Bench: ParsableCommand {
 
     @Option(help: "Model shape: \(BenchShape.allCases.map(\.rawValue).joined(separator: ", ")).")
     var shape: BenchShape = .tiny
-    @Option(help: "What to time: step (a DPO step with a held reference), model (forward, forward+backward) or generate (greedy KV-cached decoding: --pairs prompts of --prompt-length, --completion-length new tokens).")
+    @Option(help: "What to time: step (a DPO step with a held reference), model (forward, forward+backward), generate (greedy KV-cached decoding: --pairs prompts of --prompt-length, --completion-length new tokens) or gemm (bf16 products against OpenBLAS sgemm: 2048^3 and the smollm2-135m step's products, --steps runs each).")
     var mode: String = "step"
     @Option(help: "Preference pairs per step.") var pairs: Int = 2
     @Option(help: "Prompt tokens per pair.") var promptLength: Int = 128
@@ -91,9 +91,12 @@ struct Bench: ParsableCommand {
     @Option(help: "Untimed warm-up runs.") var warmup: Int = 1
     @Option(help: "Threads (default: all cores).") var threads: Int?
     @Flag(help: "Print one JSON object instead of text.") var json = false
+    @Flag(help: "bf16 mixed precision (the model's matrix products with bf16 inputs, fp32 accumulation).") var bf16 = false
 
     func validate() throws {
-        guard ["step", "model", "generate"].contains(mode) else { throw ValidationError("--mode must be step, model or generate, got \(mode)") }
+        guard ["step", "model", "generate", "gemm"].contains(mode) else {
+            throw ValidationError("--mode must be step, model, generate or gemm, got \(mode)")
+        }
         guard ["model", "precomputed"].contains(reference) else { throw ValidationError("--reference must be model or precomputed") }
         guard PreferencePacking(rawValue: packing) != nil else { throw ValidationError("--packing must be shared or plain") }
         for (name, v) in [("pairs", pairs), ("prompt-length", promptLength), ("completion-length", completionLength),
@@ -105,6 +108,7 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         Threads.setCount(threads ?? Threads.count)
+        if mode == "gemm" { return runGemm() }
         GemmCounter.isEnabled = true  // the counters are opt-in; only benchmarks read them
         defer { GemmCounter.isEnabled = false }
         let config = shape.config
@@ -114,6 +118,7 @@ struct Bench: ParsableCommand {
         var timesFB: [Double] = [], timesF: [Double] = []
         var flopsPerRun = 0.0, tokensPerRun = 0, gemmSeconds: [Double] = []
         let policy = try LlamaModel.randomlyInitialized(config: config, seed: 1)
+        policy.bf16 = bf16
 
         if mode == "generate" {
             let prompts = (0..<pairs).map { _ in randomTokens(promptLength) }
@@ -160,6 +165,7 @@ struct Bench: ParsableCommand {
             c.optimizer.learningRate = 1e-7
             c.precomputeRefLogProbs = reference == "precomputed"
             let ref = reference == "model" ? try LlamaModel.randomlyInitialized(config: config, seed: 2) : nil
+            ref?.bf16 = bf16
             let trainer = try DPOTrainer(policy: policy, reference: ref, config: c)
             trainer.packing = PreferencePacking(rawValue: packing)!
             var batch = (0..<pairs).map { _ in
@@ -185,7 +191,8 @@ struct Bench: ParsableCommand {
         let t = median(timesFB)
         let achieved = flopsPerRun / t / 1e9
         let sgemmRate = measureSgemm(m: 1024, n: 1536, k: 576)
-        result = [("threads", Double(Threads.count)), ("parameters", Double(policy.parameterCount))]
+        result = [("threads", Double(Threads.count)), ("parameters", Double(policy.parameterCount)),
+                  ("bf16", bf16 ? 1 : 0)]
             + (mode == "model" ? [("forward_seconds", median(timesF))] : [])
             + [("step_seconds", t), ("gemm_seconds", median(gemmSeconds)), ("tokens_per_step", Double(tokensPerRun)),
                ("tokens_per_second", Double(tokensPerRun) / t), ("gemm_flops_per_step", flopsPerRun),
@@ -199,6 +206,88 @@ struct Bench: ParsableCommand {
         } else {
             print("shape \(shape.rawValue), mode \(mode)" + (mode == "step" ? ", \(pairs) pairs x (\(promptLength) prompt + 2 x \(completionLength) completion), reference \(reference), packing \(packing)" : ", \(tokens) tokens in sequences of \(sequenceLength)"))
             for (k, v) in result { print(String(format: "  %-20@ %.4g", k as NSString, v)) }
+        }
+    }
+}
+
+/// One product of `dpo bench --mode gemm`: C[m, n] = op(A) op(B).
+struct GemmCase {
+    var name: String
+    var transA = false, transB = false
+    var m: Int, n: Int, k: Int
+}
+
+extension Bench {
+    /// The products timed by --mode gemm: a large square one, then the smollm2-135m plain step's
+    /// (1024 rows: 2 pairs x 2 sequences of 256): the linear layers forward (x W^T), backward
+    /// (dX = dY W, dW = dY^T X), and the LM head's 128-row chunks over the 49152 vocabulary.
+    static var gemmCases: [GemmCase] {
+        [GemmCase(name: "square", m: 2048, n: 2048, k: 2048),
+         GemmCase(name: "q/o proj fwd", transB: true, m: 1024, n: 576, k: 576),
+         GemmCase(name: "k/v proj fwd", transB: true, m: 1024, n: 192, k: 576),
+         GemmCase(name: "gate/up fwd", transB: true, m: 1024, n: 1536, k: 576),
+         GemmCase(name: "down fwd", transB: true, m: 1024, n: 576, k: 1536),
+         GemmCase(name: "gate/up dX", m: 1024, n: 576, k: 1536),
+         GemmCase(name: "down dX", m: 1024, n: 1536, k: 576),
+         GemmCase(name: "gate/up dW", transA: true, m: 1536, n: 576, k: 1024),
+         GemmCase(name: "down dW", transA: true, m: 576, n: 1536, k: 1024),
+         GemmCase(name: "head fwd", transB: true, m: 128, n: 49152, k: 576),
+         GemmCase(name: "head dX", m: 128, n: 576, k: 49152),
+         GemmCase(name: "head dW", transA: true, m: 49152, n: 576, k: 128)]
+    }
+
+    /// bf16 products against OpenBLAS sgemm on the same operands, the two alternating run by run
+    /// (median of --steps runs after --warmup), and the estimated bf16 peak of all threads
+    /// (BF16Gemm.measurePeak, the best of 3 probes before and 3 after).
+    func runGemm() {
+        func peak() -> Double { (0..<3).map { _ in BF16Gemm.measurePeak() }.max() ?? 0 }
+        var peakRate = peak()
+        var rows: [(GemmCase, Double, Double)] = []
+        var rng = Xoshiro256(seed: 1)
+        for g in Self.gemmCases {
+            let a = (0..<(g.m * g.k)).map { _ in Float(rng.nextUniform() - 0.5) }
+            let b = (0..<(g.k * g.n)).map { _ in Float(rng.nextUniform() - 0.5) }
+            var c = [Float](repeating: 0, count: g.m * g.n)
+            var bf16Times: [Double] = [], sgemmTimes: [Double] = []
+            a.withUnsafeBufferPointer { a in
+                b.withUnsafeBufferPointer { b in
+                    c.withUnsafeMutableBufferPointer { c in
+                        for i in 0..<(warmup + steps) {
+                            for bf16 in (i % 2 == 0 ? [true, false] : [false, true]) {
+                                let t0 = now()
+                                benchmarkProduct(bf16: bf16, transA: g.transA, transB: g.transB, m: g.m, n: g.n, k: g.k,
+                                                 a: a.baseAddress!, b: b.baseAddress!, c: c.baseAddress!)
+                                let t = now() - t0
+                                if i >= warmup { if bf16 { bf16Times.append(t) } else { sgemmTimes.append(t) } }
+                            }
+                        }
+                    }
+                }
+            }
+            let flops = 2 * Double(g.m) * Double(g.n) * Double(g.k)
+            rows.append((g, flops / median(bf16Times) / 1e9, flops / median(sgemmTimes) / 1e9))
+        }
+        peakRate = max(peakRate, peak())
+        let peakG = peakRate / 1e9
+        let path = BF16Gemm.usesNativeKernel ? "native AVX512-BF16 kernel" : "fallback (bf16-rounded copies + sgemm)"
+        if json {
+            let items = rows.map { g, bf, sg in
+                "{\"name\": \"\(g.name)\", \"op\": \"\(g.transA ? "T" : "N")\(g.transB ? "T" : "N")\", \"m\": \(g.m), "
+                    + "\"n\": \(g.n), \"k\": \(g.k), \"bf16_gflops\": \(bf), \"sgemm_gflops\": \(sg), "
+                    + "\"ratio_to_sgemm\": \(bf / sg), \"fraction_of_bf16_peak\": \(peakG > 0 ? bf / peakG : 0)}"
+            }
+            print("{\"mode\": \"gemm\", \"threads\": \(Threads.count), \"native\": \(BF16Gemm.usesNativeKernel), "
+                  + "\"bf16_peak_gflops\": \(peakG), \"products\": [\(items.joined(separator: ", "))]}")
+            return
+        }
+        print("bf16 products (\(path)) vs OpenBLAS sgemm, \(Threads.count) threads, median of \(steps) runs")
+        print(String(format: "estimated bf16 peak: %.0f GFLOP/s (vdpbf16ps throughput on every thread)", peakG))
+        print("product        op      m      n      k   bf16 GFLOP/s  sgemm GFLOP/s   ratio  of peak")
+        for (g, bf, sg) in rows {
+            let op = (g.transA ? "T" : "N") + (g.transB ? "T" : "N")
+            let name = g.name.padding(toLength: 14, withPad: " ", startingAt: 0)
+            print(name + " " + op + String(format: " %6d %6d %6d %14.0f %14.0f %6.2fx %7.0f%%",
+                                           g.m, g.n, g.k, bf, sg, bf / sg, peakG > 0 ? 100 * bf / peakG : 0))
         }
     }
 }

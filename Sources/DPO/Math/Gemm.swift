@@ -161,15 +161,59 @@ private func blasSgemm(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: 
         beta, c, Int32(ldc))
 }
 
+/// `sgemm`, or with `bf16` the bf16 product `bf16gemm` (BF16Gemm.swift): the model's products go
+/// through here and `gemmOnCallingThread`, so one flag (LlamaModel.bf16) switches them all.
+@inline(__always)
+func gemm(
+    bf16: Bool,
+    transA: Bool = false, transB: Bool = false,
+    m: Int, n: Int, k: Int,
+    alpha: Float = 1,
+    a: UnsafePointer<Float>, lda: Int,
+    b: UnsafePointer<Float>, ldb: Int,
+    beta: Float = 0,
+    c: UnsafeMutablePointer<Float>, ldc: Int
+) {
+    if bf16 {
+        bf16gemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
+                 beta: beta, c: c, ldc: ldc)
+    } else {
+        sgemm(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
+              beta: beta, c: c, ldc: ldc)
+    }
+}
+
+/// `sgemmOnCallingThread`, or with `bf16` `bf16gemmOnCallingThread`.
+@inline(__always)
+func gemmOnCallingThread(
+    bf16: Bool,
+    transA: Bool = false, transB: Bool = false,
+    m: Int, n: Int, k: Int,
+    alpha: Float = 1,
+    a: UnsafePointer<Float>, lda: Int,
+    b: UnsafePointer<Float>, ldb: Int,
+    beta: Float = 0,
+    c: UnsafeMutablePointer<Float>, ldc: Int,
+    tally: UnsafeMutablePointer<GemmTally>
+) {
+    if bf16 {
+        bf16gemmOnCallingThread(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
+                                b: b, ldb: ldb, beta: beta, c: c, ldc: ldc, tally: tally)
+    } else {
+        sgemmOnCallingThread(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
+                             b: b, ldb: ldb, beta: beta, c: c, ldc: ldc, tally: tally)
+    }
+}
+
 /// Linear layer forward: Y[rows, outF] = X[rows, inF] * W^T (+ bias), W stored [outF, inF] as in
-/// PyTorch's nn.Linear.
+/// PyTorch's nn.Linear. `bf16`: the product with bf16 inputs (see `gemm`).
 @inline(__always)
 func linearForward(
     _ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
     weight w: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-    rows: Int, inFeatures: Int, outFeatures: Int
+    rows: Int, inFeatures: Int, outFeatures: Int, bf16: Bool = false
 ) {
-    sgemm(transB: true, m: rows, n: outFeatures, k: inFeatures,
+    gemm(bf16: bf16, transB: true, m: rows, n: outFeatures, k: inFeatures,
           a: x, lda: inFeatures, b: w, ldb: inFeatures, beta: 0, c: y, ldc: outFeatures)
     if let bias { addBias(y, bias, rows: rows, width: outFeatures) }
 }
@@ -178,19 +222,20 @@ func linearForward(
 ///   dX (+)= dY * W           (accumulate when `accumulateInput`)
 ///   dW += dY^T * X
 ///   db += column sums of dY
+/// `bf16`: both products with bf16 inputs (see `gemm`).
 @inline(__always)
 func linearBackward(
     dx: UnsafeMutablePointer<Float>?, accumulateInput: Bool,
     dWeight: UnsafeMutablePointer<Float>, dBias: UnsafeMutablePointer<Float>?,
     dy: UnsafePointer<Float>, x: UnsafePointer<Float>, weight w: UnsafePointer<Float>,
-    rows: Int, inFeatures: Int, outFeatures: Int
+    rows: Int, inFeatures: Int, outFeatures: Int, bf16: Bool = false
 ) {
     if let dx {
-        sgemm(m: rows, n: inFeatures, k: outFeatures,
+        gemm(bf16: bf16, m: rows, n: inFeatures, k: outFeatures,
               a: dy, lda: outFeatures, b: w, ldb: inFeatures,
               beta: accumulateInput ? 1 : 0, c: dx, ldc: inFeatures)
     }
-    sgemm(transA: true, m: outFeatures, n: inFeatures, k: rows,
+    gemm(bf16: bf16, transA: true, m: outFeatures, n: inFeatures, k: rows,
           a: dy, lda: outFeatures, b: x, ldb: inFeatures, beta: 1, c: dWeight, ldc: inFeatures)
     if let dBias {
         for t in 0..<rows {

@@ -15,6 +15,8 @@ import Glibc
 
 struct AttentionShape {
     let heads: Int, kvHeads: Int, headDim: Int
+    /// The products with bf16 inputs (LlamaModel.bf16).
+    var bf16 = false
     var qWidth: Int { heads * headDim }
     var kvWidth: Int { kvHeads * headDim }
     var scale: Float { 1 / Float(headDim).squareRoot() }
@@ -157,18 +159,18 @@ private func probabilitiesFromLSE(_ s: UnsafeMutablePointer<Float>, view x: Head
 // a [tokens, qWidth] buffer (q, o, dO, dq); "keys" are the kv group's columns of the parent's rows
 // and the segment's first `own` rows of a [tokens, kvWidth] buffer (k, v, dk, dv); a score-shaped
 // matrix is [n, width], the parent's np columns first. They run on attention's parallel workers,
-// so they go through sgemmOnCallingThread (each worker's products on its own thread).
+// so they go through gemmOnCallingThread (each worker's products on its own thread).
 
 /// s = alpha * rows [keys_parent ; keys_own]^T: the scores (q against k) and dP (dO against v).
 private func rowsTimesKeysT(_ s: UnsafeMutablePointer<Float>, rows: UnsafePointer<Float>,
                             keys: UnsafePointer<Float>, alpha: Float, view x: HeadView, shape a: AttentionShape,
                             tally: UnsafeMutablePointer<GemmTally>) {
     if x.np > 0 {
-        sgemmOnCallingThread(transB: true, m: x.n, n: x.np, k: a.headDim, alpha: alpha,
+        gemmOnCallingThread(bf16: a.bf16, transB: true, m: x.n, n: x.np, k: a.headDim, alpha: alpha,
                              a: rows + x.qOffset, lda: a.qWidth, b: keys + x.kvParent, ldb: a.kvWidth,
                              c: s, ldc: x.width, tally: tally)
     }
-    sgemmOnCallingThread(transB: true, m: x.n, n: x.own, k: a.headDim, alpha: alpha,
+    gemmOnCallingThread(bf16: a.bf16, transB: true, m: x.n, n: x.own, k: a.headDim, alpha: alpha,
                          a: rows + x.qOffset, lda: a.qWidth, b: keys + x.kvOwn, ldb: a.kvWidth,
                          c: s + x.np, ldc: x.width, tally: tally)
 }
@@ -178,11 +180,11 @@ private func scoresTimesKeys(_ rows: UnsafeMutablePointer<Float>, s: UnsafePoint
                              keys: UnsafePointer<Float>, alpha: Float, view x: HeadView, shape a: AttentionShape,
                              tally: UnsafeMutablePointer<GemmTally>) {
     if x.np > 0 {
-        sgemmOnCallingThread(m: x.n, n: a.headDim, k: x.np, alpha: alpha, a: s, lda: x.width,
+        gemmOnCallingThread(bf16: a.bf16, m: x.n, n: a.headDim, k: x.np, alpha: alpha, a: s, lda: x.width,
                              b: keys + x.kvParent, ldb: a.kvWidth, c: rows + x.qOffset, ldc: a.qWidth,
                              tally: tally)
     }
-    sgemmOnCallingThread(m: x.n, n: a.headDim, k: x.own, alpha: alpha, a: s + x.np, lda: x.width,
+    gemmOnCallingThread(bf16: a.bf16, m: x.n, n: a.headDim, k: x.own, alpha: alpha, a: s + x.np, lda: x.width,
                          b: keys + x.kvOwn, ldb: a.kvWidth, beta: x.np > 0 ? 1 : 0,
                          c: rows + x.qOffset, ldc: a.qWidth, tally: tally)
 }
@@ -193,11 +195,11 @@ private func addScoresTTimesRows(_ keys: UnsafeMutablePointer<Float>, s: UnsafeP
                                  rows: UnsafePointer<Float>, alpha: Float, view x: HeadView,
                                  shape a: AttentionShape, tally: UnsafeMutablePointer<GemmTally>) {
     if x.np > 0 {
-        sgemmOnCallingThread(transA: true, m: x.np, n: a.headDim, k: x.n, alpha: alpha, a: s, lda: x.width,
+        gemmOnCallingThread(bf16: a.bf16, transA: true, m: x.np, n: a.headDim, k: x.n, alpha: alpha, a: s, lda: x.width,
                              b: rows + x.qOffset, ldb: a.qWidth, beta: 1,
                              c: keys + x.kvParent, ldc: a.kvWidth, tally: tally)
     }
-    sgemmOnCallingThread(transA: true, m: x.own, n: a.headDim, k: x.n, alpha: alpha, a: s + x.np, lda: x.width,
+    gemmOnCallingThread(bf16: a.bf16, transA: true, m: x.own, n: a.headDim, k: x.n, alpha: alpha, a: s + x.np, lda: x.width,
                          b: rows + x.qOffset, ldb: a.qWidth, beta: 1,
                          c: keys + x.kvOwn, ldc: a.kvWidth, tally: tally)
 }

@@ -33,7 +33,7 @@ extension LlamaModel {
                     lmHeadBackward(dx: b.dHeadX, dWeight: g + lay.lmHead, dlogp: dl.baseAddress!,
                                    x: w.headX.pointer, weight: p + lay.lmHead, labels: labels.baseAddress!,
                                    rows: R, hidden: H, vocab: c.vocabSize, logits: w.logits.pointer,
-                                   logitsFromForward: true)  // untouched since this model's forward
+                                   logitsFromForward: true, bf16: bf16)  // untouched since this model's forward
                     let dRows = b.dHeadRows
                     rmsnormBackward(dx: dRows, dWeight: g + lay.finalNorm, dy: b.dHeadX, x: last,
                                     rstd: w.headRstd.pointer, weight: p + lay.finalNorm, rows: R, dim: H,
@@ -56,15 +56,15 @@ extension LlamaModel {
             swigluForward(b.dUp, gate: w.gate[s].pointer, up: w.up[s].pointer, count: T * I)
             linearBackward(dx: b.dHidden, accumulateInput: false, dWeight: g + o.down,
                            dBias: o.downBias >= 0 ? g + o.downBias : nil, dy: dRes, x: b.dUp,
-                           weight: p + o.down, rows: T, inFeatures: I, outFeatures: H)
+                           weight: p + o.down, rows: T, inFeatures: I, outFeatures: H, bf16: bf16)
             swigluBackward(dGate: b.dHidden, dUp: b.dUp, h: nil, dh: b.dHidden,
                            gate: w.gate[s].pointer, up: w.up[s].pointer, count: T * I)
             linearBackward(dx: dxn, accumulateInput: false, dWeight: g + o.gate,
                            dBias: o.gateBias >= 0 ? g + o.gateBias : nil, dy: b.dHidden, x: xn,
-                           weight: p + o.gate, rows: T, inFeatures: H, outFeatures: I)
+                           weight: p + o.gate, rows: T, inFeatures: H, outFeatures: I, bf16: bf16)
             linearBackward(dx: dxn, accumulateInput: true, dWeight: g + o.up,
                            dBias: o.upBias >= 0 ? g + o.upBias : nil, dy: b.dUp, x: xn,
-                           weight: p + o.up, rows: T, inFeatures: H, outFeatures: I)
+                           weight: p + o.up, rows: T, inFeatures: H, outFeatures: I, bf16: bf16)
             dMid.update(from: dRes, count: T * H)
             rmsnormBackward(dx: dMid, dWeight: g + o.postNorm, dy: dxn, x: mid, rstd: w.rstd2[s].pointer,
                             weight: p + o.postNorm, rows: T, dim: H, accumulate: true)
@@ -76,7 +76,7 @@ extension LlamaModel {
             projectQKV(layer: o, xn: xn, q: w.q.pointer, k: w.k.pointer, v: w.v.pointer,
                        cos: w.ropeCos.pointer, sin: w.ropeSin.pointer, rows: T)
             // d attn = dMid W_o
-            sgemm(m: T, n: a.qWidth, k: H, a: dMid, lda: H, b: p + o.o, ldb: a.qWidth, c: b.dAttn, ldc: a.qWidth)
+            gemm(bf16: bf16, m: T, n: a.qWidth, k: H, a: dMid, lda: H, b: p + o.o, ldb: a.qWidth, c: b.dAttn, ldc: a.qWidth)
             b.dk.update(repeating: 0, count: T * a.kvWidth)
             b.dv.update(repeating: 0, count: T * a.kvWidth)
             attentionBackward(dq: b.dq, dk: b.dk, dv: b.dv, dOut: b.dAttn,
@@ -86,17 +86,17 @@ extension LlamaModel {
             // dW_o += dMid^T attn (attn recomputed by attentionBackward)
             linearBackward(dx: nil, accumulateInput: false, dWeight: g + o.o,
                            dBias: o.oBias >= 0 ? g + o.oBias : nil, dy: dMid, x: w.attn.pointer,
-                           weight: p + o.o, rows: T, inFeatures: a.qWidth, outFeatures: H)
+                           weight: p + o.o, rows: T, inFeatures: a.qWidth, outFeatures: H, bf16: bf16)
             ropeApply(b.dq, cos: w.ropeCos.pointer, sin: w.ropeSin.pointer, tokens: T,
                       heads: a.heads, headDim: a.headDim, inverse: true)
             ropeApply(b.dk, cos: w.ropeCos.pointer, sin: w.ropeSin.pointer, tokens: T,
                       heads: a.kvHeads, headDim: a.headDim, inverse: true)
             linearBackward(dx: dxn, accumulateInput: false, dWeight: g + o.q, dBias: o.qBias >= 0 ? g + o.qBias : nil,
-                           dy: b.dq, x: xn, weight: p + o.q, rows: T, inFeatures: H, outFeatures: a.qWidth)
+                           dy: b.dq, x: xn, weight: p + o.q, rows: T, inFeatures: H, outFeatures: a.qWidth, bf16: bf16)
             linearBackward(dx: dxn, accumulateInput: true, dWeight: g + o.k, dBias: o.kBias >= 0 ? g + o.kBias : nil,
-                           dy: b.dk, x: xn, weight: p + o.k, rows: T, inFeatures: H, outFeatures: a.kvWidth)
+                           dy: b.dk, x: xn, weight: p + o.k, rows: T, inFeatures: H, outFeatures: a.kvWidth, bf16: bf16)
             linearBackward(dx: dxn, accumulateInput: true, dWeight: g + o.v, dBias: o.vBias >= 0 ? g + o.vBias : nil,
-                           dy: b.dv, x: xn, weight: p + o.v, rows: T, inFeatures: H, outFeatures: a.kvWidth)
+                           dy: b.dv, x: xn, weight: p + o.v, rows: T, inFeatures: H, outFeatures: a.kvWidth, bf16: bf16)
             dRes.update(from: dMid, count: T * H)
             rmsnormBackward(dx: dRes, dWeight: g + o.inputNorm, dy: dxn, x: x, rstd: w.rstd1[s].pointer,
                             weight: p + o.inputNorm, rows: T, dim: H, accumulate: true)

@@ -65,7 +65,8 @@ extension LlamaModel {
                 rmsnormForward(w.headX.pointer, rstd: w.headRstd.pointer, last, weight: p + lay.finalNorm,
                                rows: R, dim: H, eps: eps, gather: rows.baseAddress!)
                 lmHeadForward(x: w.headX.pointer, weight: p + lay.lmHead, labels: labels.baseAddress!,
-                              rows: R, hidden: H, vocab: c.vocabSize, logits: w.logits.pointer, out: &result)
+                              rows: R, hidden: H, vocab: c.vocabSize, logits: w.logits.pointer, out: &result,
+                              bf16: bf16)
             }
         }
         if keepActivations { pending = PendingBackward(packed: packed, head: head) }

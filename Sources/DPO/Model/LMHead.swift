@@ -78,11 +78,12 @@ extension HeadOutputs {
 }
 
 /// Forward of the head on normed rows x[rows, hidden] against w[vocab, hidden], `chunkRows` rows
-/// at a time (default `headChunkRows`; `logits` holds one chunk).
+/// at a time (default `headChunkRows`; `logits` holds one chunk). `bf16`: the products with bf16
+/// inputs (the softmax statistics stay fp32).
 func lmHeadForward(x: UnsafePointer<Float>, weight w: UnsafePointer<Float>,
                    labels: UnsafePointer<Int32>, rows: Int, hidden: Int, vocab: Int,
                    logits: UnsafeMutablePointer<Float>, out: inout HeadOutputs,
-                   chunkRows: Int? = nil) {
+                   chunkRows: Int? = nil, bf16: Bool = false) {
     out = HeadOutputs(logps: .init(repeating: 0, count: rows), entropy: .init(repeating: 0, count: rows),
                       meanLogit: .init(repeating: 0, count: rows), argmaxHit: .init(repeating: 0, count: rows),
                       logSumP2: .init(repeating: 0, count: rows))
@@ -93,7 +94,7 @@ func lmHeadForward(x: UnsafePointer<Float>, weight w: UnsafePointer<Float>,
         var r0 = 0
         while r0 < rows {
             let n = min(chunk, rows - r0)
-            sgemm(transB: true, m: n, n: vocab, k: hidden, a: x + r0 * hidden, lda: hidden,
+            gemm(bf16: bf16, transB: true, m: n, n: vocab, k: hidden, a: x + r0 * hidden, lda: hidden,
                   b: w, ldb: hidden, c: logits, ldc: vocab)
             parallelFor(n) { range in
                 for i in range {
@@ -116,14 +117,15 @@ func lmHeadForward(x: UnsafePointer<Float>, weight w: UnsafePointer<Float>,
 func lmHeadBackward(dx: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePointer<Float>,
                     dlogp: UnsafePointer<Float>, x: UnsafePointer<Float>, weight w: UnsafePointer<Float>,
                     labels: UnsafePointer<Int32>, rows: Int, hidden: Int, vocab: Int,
-                    logits: UnsafeMutablePointer<Float>, chunkRows: Int? = nil, logitsFromForward: Bool = false) {
+                    logits: UnsafeMutablePointer<Float>, chunkRows: Int? = nil, logitsFromForward: Bool = false,
+                    bf16: Bool = false) {
     let chunk = chunkRows ?? headChunkRows(vocab: vocab)
     let reuse = logitsFromForward && rows <= chunk
     var r0 = 0
     while r0 < rows {
         let n = min(chunk, rows - r0)
         if !reuse {
-            sgemm(transB: true, m: n, n: vocab, k: hidden, a: x + r0 * hidden, lda: hidden,
+            gemm(bf16: bf16, transB: true, m: n, n: vocab, k: hidden, a: x + r0 * hidden, lda: hidden,
                   b: w, ldb: hidden, c: logits, ldc: vocab)
         }
         parallelFor(n) { range in
@@ -135,9 +137,9 @@ func lmHeadBackward(dx: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePoint
                 z[Int(labels[r0 + i])] += g           // + g at the label
             }
         }
-        sgemm(m: n, n: hidden, k: vocab, a: logits, lda: vocab, b: w, ldb: hidden,
+        gemm(bf16: bf16, m: n, n: hidden, k: vocab, a: logits, lda: vocab, b: w, ldb: hidden,
               c: dx + r0 * hidden, ldc: hidden)
-        sgemm(transA: true, m: vocab, n: hidden, k: n, a: logits, lda: vocab,
+        gemm(bf16: bf16, transA: true, m: vocab, n: hidden, k: n, a: logits, lda: vocab,
               b: x + r0 * hidden, ldb: hidden, beta: 1, c: dWeight, ldc: hidden)
         r0 += n
     }

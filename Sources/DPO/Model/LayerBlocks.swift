@@ -7,9 +7,9 @@ extension LlamaModel {
                     k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,
                     cos: UnsafePointer<Float>, sin: UnsafePointer<Float>, rows T: Int) {
         let p = UnsafePointer(parameters.pointer), a = attentionShape, H = config.hiddenSize
-        linearForward(q, xn, weight: p + o.q, bias: o.qBias >= 0 ? p + o.qBias : nil, rows: T, inFeatures: H, outFeatures: a.qWidth)
-        linearForward(k, xn, weight: p + o.k, bias: o.kBias >= 0 ? p + o.kBias : nil, rows: T, inFeatures: H, outFeatures: a.kvWidth)
-        linearForward(v, xn, weight: p + o.v, bias: o.vBias >= 0 ? p + o.vBias : nil, rows: T, inFeatures: H, outFeatures: a.kvWidth)
+        linearForward(q, xn, weight: p + o.q, bias: o.qBias >= 0 ? p + o.qBias : nil, rows: T, inFeatures: H, outFeatures: a.qWidth, bf16: bf16)
+        linearForward(k, xn, weight: p + o.k, bias: o.kBias >= 0 ? p + o.kBias : nil, rows: T, inFeatures: H, outFeatures: a.kvWidth, bf16: bf16)
+        linearForward(v, xn, weight: p + o.v, bias: o.vBias >= 0 ? p + o.vBias : nil, rows: T, inFeatures: H, outFeatures: a.kvWidth, bf16: bf16)
         ropeApply(q, cos: cos, sin: sin, tokens: T, heads: a.heads, headDim: a.headDim)
         ropeApply(k, cos: cos, sin: sin, tokens: T, heads: a.kvHeads, headDim: a.headDim)
     }
@@ -18,7 +18,7 @@ extension LlamaModel {
     func addOutputProjection(layer o: LayerOffsets, attn: UnsafePointer<Float>,
                              residual: UnsafeMutablePointer<Float>, rows T: Int) {
         let p = UnsafePointer(parameters.pointer), a = attentionShape, H = config.hiddenSize
-        sgemm(transB: true, m: T, n: H, k: a.qWidth, a: attn, lda: a.qWidth, b: p + o.o, ldb: a.qWidth,
+        gemm(bf16: bf16, transB: true, m: T, n: H, k: a.qWidth, a: attn, lda: a.qWidth, b: p + o.o, ldb: a.qWidth,
               beta: 1, c: residual, ldc: H)
         if o.oBias >= 0 { addBias(residual, p + o.oBias, rows: T, width: H) }
     }
@@ -30,10 +30,10 @@ extension LlamaModel {
                 up: UnsafeMutablePointer<Float>, hidden: UnsafeMutablePointer<Float>,
                 residual: UnsafeMutablePointer<Float>, rows T: Int) {
         let p = UnsafePointer(parameters.pointer), H = config.hiddenSize, I = config.intermediateSize
-        linearForward(gate, xn, weight: p + o.gate, bias: o.gateBias >= 0 ? p + o.gateBias : nil, rows: T, inFeatures: H, outFeatures: I)
-        linearForward(up, xn, weight: p + o.up, bias: o.upBias >= 0 ? p + o.upBias : nil, rows: T, inFeatures: H, outFeatures: I)
+        linearForward(gate, xn, weight: p + o.gate, bias: o.gateBias >= 0 ? p + o.gateBias : nil, rows: T, inFeatures: H, outFeatures: I, bf16: bf16)
+        linearForward(up, xn, weight: p + o.up, bias: o.upBias >= 0 ? p + o.upBias : nil, rows: T, inFeatures: H, outFeatures: I, bf16: bf16)
         swigluForward(hidden, gate: gate, up: up, count: T * I)
-        sgemm(transB: true, m: T, n: H, k: I, a: hidden, lda: I, b: p + o.down, ldb: I, beta: 1, c: residual, ldc: H)
+        gemm(bf16: bf16, transB: true, m: T, n: H, k: I, a: hidden, lda: I, b: p + o.down, ldb: I, beta: 1, c: residual, ldc: H)
         if o.downBias >= 0 { addBias(residual, p + o.downBias, rows: T, width: H) }
     }
 }

@@ -18,6 +18,13 @@ public final class LlamaModel {
     /// non-architecture keys are written back by `saveGGUF`); nil for other models.
     public internal(set) var ggufMetadata: GGUFMetadata?
 
+    /// bf16 mixed precision (TRL's `bf16=True`, PyTorch's CPU autocast to bfloat16): the matrix
+    /// products of the forward and the backward (linear layers, attention, LM head) round their
+    /// inputs to bfloat16 and accumulate in fp32 (BF16Gemm.swift). Parameters, gradients,
+    /// activations between products, norms, softmax and log-probs stay fp32. Off by default (exact
+    /// fp32). KV-cached generation's attention and head products stay fp32.
+    public var bf16 = false
+
     let invFreq: [Float]
     var workspace: Workspace?
     /// What the last forward computed, if it kept activations for a backward.
@@ -83,7 +90,7 @@ public final class LlamaModel {
 
     var attentionShape: AttentionShape {
         AttentionShape(heads: config.numAttentionHeads, kvHeads: config.numKeyValueHeads,
-                       headDim: config.resolvedHeadDim)
+                       headDim: config.resolvedHeadDim, bf16: bf16)
     }
 
     func workspaceFor(tokens: Int, headRows: Int, scratch: Int, keep: Bool) throws -> Workspace {

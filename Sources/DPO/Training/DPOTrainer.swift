@@ -216,6 +216,7 @@ public final class DPOTrainer {
         case .snapshot:
             let snap = try LlamaModel(config: policy.config)
             snap.parameters.copy(from: policy.parameters)
+            snap.bf16 = policy.bf16  // the reference computes as the policy does
             reference = snap
             return snap
         case .precomputed:
