@@ -15,12 +15,23 @@ OUT=.build-fuzz
 mkdir -p "$OUT/corpus" "$OUT/artifacts"
 BIN="$OUT/loader-fuzz"
 SOURCES=$(find Sources/DPO -name '*.swift' | sort)
-if [ ! -x "$BIN" ] || [ -n "$(find Sources/DPO Tests/fuzz/LoaderFuzz.swift -newer "$BIN" -name '*.swift' | head -1)" ]; then
+# The engine's C target (Sources/CBF16, the bf16 GEMM) as objects plus a module map for swiftc.
+# The toolchain's clang, whose AddressSanitizer runtime is the one swiftc links.
+FUZZ_CC=${FUZZ_CC:-$(dirname "$(command -v "$SWIFTC")")/clang}
+if [ ! -x "$BIN" ] || [ -n "$(find Sources/DPO Sources/CBF16 Tests/fuzz/LoaderFuzz.swift -newer "$BIN" \( -name '*.swift' -o -name '*.c' -o -name '*.h' \) | head -1)" ]; then
     echo "== building $BIN (swiftc -sanitize=fuzzer,address)"
+    mkdir -p "$OUT/cbf16"
+    printf 'module CBF16 {\n    header "%s/Sources/CBF16/include/CBF16.h"\n    export *\n}\n' "$PWD" >"$OUT/cbf16/module.modulemap"
+    OBJECTS=()
+    for c in Sources/CBF16/*.c; do
+        "$FUZZ_CC" -O2 -fsanitize=address -ISources/CBF16/include -c "$c" -o "$OUT/cbf16/$(basename "$c" .c).o" >>"$OUT/build.log" 2>&1 || {
+            cat "$OUT/build.log" >&2; echo "fuzz: FAILED to build $c" >&2; exit 1; }
+        OBJECTS+=("$OUT/cbf16/$(basename "$c" .c).o")
+    done
     # shellcheck disable=SC2086
     "$SWIFTC" -O -parse-as-library -module-name DPO -sanitize=fuzzer,address -swift-version 5 \
-        -I Sources/COpenBLAS $(pkg-config --cflags-only-I openblas | sed 's/-I/-Xcc -I/g') \
-        $(pkg-config --libs openblas) $SOURCES Tests/fuzz/LoaderFuzz.swift -o "$BIN" >"$OUT/build.log" 2>&1 || {
+        -I Sources/COpenBLAS -I "$OUT/cbf16" $(pkg-config --cflags-only-I openblas | sed 's/-I/-Xcc -I/g') \
+        $(pkg-config --libs openblas) $SOURCES Tests/fuzz/LoaderFuzz.swift "${OBJECTS[@]}" -o "$BIN" >"$OUT/build.log" 2>&1 || {
         cat "$OUT/build.log" >&2; echo "fuzz: FAILED to build the target" >&2; exit 1; }
 fi
 echo "== fuzzing the model-folder and GGUF loaders for $SECONDS_TO_RUN s"
