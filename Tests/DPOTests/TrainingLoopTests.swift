@@ -109,13 +109,20 @@ final class TrainingLoopTests: XCTestCase {
     func testShortLastStepOfAnEpochUsesTheMeanGradient() throws {
         let pairs = PreferenceTask.pairs(3, seed: 4)
         let args = arguments(try makeScratchDirectory()) {
-            $0.perDeviceTrainBatchSize = 4; $0.gradientAccumulationSteps = 2; $0.maxSteps = 3; $0.shuffle = false
+            $0.perDeviceTrainBatchSize = 4; $0.gradientAccumulationSteps = 2; $0.maxSteps = 3; $0.shuffle = false; $0.loggingSteps = 1
         }
         let looped = try dpoTrainer(accumulation: 2, maxSteps: 3)
-        _ = try TrainingLoop(trainer: looped, args: args, trainDataset: pairs).train()
+        let loop = try TrainingLoop(trainer: looped, args: args, trainDataset: pairs)
+        _ = try loop.train()
         let plain = try dpoTrainer(accumulation: 1, maxSteps: 3)
-        for _ in 0..<3 { XCTAssertTrue(try plain.step(pairs).optimizerStepped) }
+        var norms: [Double] = []
+        for _ in 0..<3 {
+            let r = try plain.step(pairs)
+            XCTAssertTrue(r.optimizerStepped)
+            norms.append(r.metrics.gradNorm!)
+        }
         XCTAssertEqual(looped.globalStep, 3)
+        XCTAssertEqual(loop.state.logHistory.prefix(3).map { $0["grad_norm"]! }, norms, "the norm of the mean gradient")
         XCTAssertEqual(looped.policy.parameters.array, plain.policy.parameters.array)
     }
 
@@ -171,6 +178,16 @@ final class TrainingLoopTests: XCTestCase {
         XCTAssertEqual(h[2]["train_loss"], 4, "mean loss of the 7 steps")
         XCTAssertEqual(h[2]["step"], 7)
         XCTAssertNotNil(h[2]["train_runtime"])
+
+        let t2 = try RecordingTrainer()
+        let both = arguments(try makeScratchDirectory()) {
+            $0.perDeviceTrainBatchSize = 1; $0.maxSteps = 7; $0.loggingSteps = 3; $0.loggingFirstStep = true; $0.loggingLastStep = true
+        }
+        let loop2 = try TrainingLoop(trainer: t2, args: both, trainDataset: Array(0..<20))
+        _ = try loop2.train()
+        let h2 = loop2.state.logHistory.filter { $0["loss"] != nil }
+        XCTAssertEqual(h2.map { $0["step"]! }, [1, 3, 6, 7])
+        XCTAssertEqual(h2.map { $0["loss"]! }, [1, 2.5, 5, 7], "each the mean since the previous record")
     }
 
     func testJSONLSinkHoldsTheLogHistory() throws {

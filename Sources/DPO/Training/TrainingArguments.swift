@@ -36,6 +36,11 @@ public struct TrainingArguments: Equatable, Sendable {
     public var gradientAccumulationSteps: Int = 1
     /// `logging_steps`: a log record every N optimizer steps, with the means over those steps.
     public var loggingSteps: Int = 10
+    /// `logging_first_step`: also log after the first step.
+    public var loggingFirstStep: Bool = false
+    /// swift-dpo's twin of `logging_first_step`: also log after the last step when it is not a
+    /// multiple of `logging_steps` (transformers leaves those steps to `train_loss` only).
+    public var loggingLastStep: Bool = false
     public var evalStrategy: IntervalStrategy = .no
     /// `eval_steps` (steps strategy); nil: `logging_steps`, as transformers.
     public var evalSteps: Int? = nil

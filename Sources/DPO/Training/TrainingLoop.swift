@@ -12,7 +12,8 @@ import Glibc
 /// `TrainingArguments.shuffle`) cut into micro-batches of `per_device_train_batch_size` (the last
 /// one shorter, or dropped with `dataloader_drop_last`); every `gradient_accumulation_steps`
 /// micro-batches make an optimizer step, and an epoch's last step takes the micro-batches left.
-/// After each step: log (`step % logging_steps == 0`), evaluate and save (steps strategy: every
+/// After each step: log (`step % logging_steps == 0`, or the first / last step with
+/// `logging_first_step` / `logging_last_step`), evaluate and save (steps strategy: every
 /// `eval_steps` / `save_steps` and at the last step); after each epoch, and after the last step,
 /// evaluate and save (epoch strategy). Then a summary record (train_runtime, train_loss, ...).
 ///
@@ -122,7 +123,9 @@ public final class TrainingLoop<T: Trainer> {
             for c in callbacks { c.onStepEnd(state: state, metrics: out.metrics) }
 
             let step = state.globalStep, last = step >= maxSteps
-            if step % args.loggingSteps == 0 { try logWindow() }
+            if step % args.loggingSteps == 0 || (step == 1 && args.loggingFirstStep) || (last && args.loggingLastStep) {
+                try logWindow()
+            }
             if args.evalStrategy == .steps && (step % state.evalSteps == 0 || last) { _ = try evaluate() }
             if args.saveStrategy == .steps && (step % args.saveSteps == 0 || last) { try saveCheckpoint() }
         }
