@@ -247,7 +247,6 @@ final class TrainingLoopTests: XCTestCase {
         let args = arguments(dir) {
             $0.perDeviceTrainBatchSize = 2; $0.maxSteps = 4; $0.saveStrategy = .steps; $0.saveSteps = 1; $0.saveTotalLimit = 2
         }
-        var saved: [String] = []
         final class Saves: TrainerCallback {
             var paths: [String] = []
             func onSave(checkpoint: String, state: TrainerState) { paths.append(checkpoint) }
@@ -256,8 +255,7 @@ final class TrainingLoopTests: XCTestCase {
         let loop = try TrainingLoop(trainer: try dpoTrainer(accumulation: 1, maxSteps: 4), args: args,
                                     trainDataset: PreferenceTask.pairs(4, seed: 1), callbacks: [saves])
         _ = try loop.train()
-        saved = saves.paths
-        XCTAssertEqual(saved.map { ($0 as NSString).lastPathComponent }, ["checkpoint-1", "checkpoint-2", "checkpoint-3", "checkpoint-4"])
+        XCTAssertEqual(saves.paths.map { ($0 as NSString).lastPathComponent }, ["checkpoint-1", "checkpoint-2", "checkpoint-3", "checkpoint-4"])
         let left = try FileManager.default.contentsOfDirectory(atPath: dir).filter { !$0.hasPrefix(".") }.sorted()
         XCTAssertEqual(left, ["checkpoint-0", "checkpoint-3", "checkpoint-4", "checkpoint-best"])
         XCTAssertEqual(try String(contentsOfFile: dir + "/checkpoint-0/notes/a.txt", encoding: .utf8), "keep")
@@ -365,6 +363,24 @@ final class TrainingLoopTests: XCTestCase {
         }
         XCTAssertEqual(fresh.globalStep, 0)
         XCTAssertEqual(fresh.policy.parameters.array, before)
+    }
+
+    /// The data layer's prepared rows go in as they are.
+    func testPreparedRows() throws {
+        let pairs = PreferenceTask.pairs(4, seed: 21)
+        let rows = pairs.map { TokenizedPreference(promptIds: $0.promptIds, chosenIds: $0.chosenIds, rejectedIds: $0.rejectedIds) }
+        let args = arguments(try makeScratchDirectory()) { $0.perDeviceTrainBatchSize = 2; $0.maxSteps = 2 }
+        let a = try dpoTrainer(accumulation: 1, maxSteps: 2), b = try dpoTrainer(accumulation: 1, maxSteps: 2)
+        _ = try TrainingLoop(trainer: a, args: args, trainRows: rows).train()
+        _ = try TrainingLoop(trainer: b, args: args, trainDataset: pairs).train()
+        XCTAssertEqual(a.policy.parameters.array, b.policy.parameters.array)
+
+        var c = SFTConfig()
+        c.optimizer.maxSteps = 1
+        let sft = try SFTTrainer(model: try LlamaModel.randomlyInitialized(config: PreferenceTask.config, seed: 5), config: c)
+        let good = TokenizedSFT(inputIds: [1, 5, 6], labels: [-100, 5, 6])
+        let twoRuns = TokenizedSFT(inputIds: [1, 5, 6, 7], labels: [-100, 5, -100, 7])
+        expectDPOError(["row 1", "not one run"]) { _ = try TrainingLoop(trainer: sft, args: args, trainRows: [good, twoRuns]) }
     }
 
     /// SFT goes through the same loop: prepared rows from the data layer train as step() does.
