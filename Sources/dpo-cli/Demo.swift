@@ -53,11 +53,11 @@ struct Demo: ParsableCommand {
         sc.optimizer.maxSteps = sftSteps
         sc.optimizer.weightDecay = 0.01
         let sft = try SFTTrainer(model: model, config: sc)
-        var sftRun = RunOptions(output: output + "/sft", title: "sft")
-        sftRun.batchSize = 32; sftRun.maxSteps = sftSteps; sftRun.seed = s; sftRun.loggingSteps = 25; sftRun.evalSteps = 50
+        let sftArgs = Demo.arguments(output: output + "/sft", batchSize: 32, maxSteps: sftSteps, seed: s, loggingSteps: 25, evalSteps: 50)
+        var sftRun = RunOptions(title: "sft")
         sftRun.plotMetrics = ["loss", "mean_token_accuracy"]; sftRun.logMetrics = ["mean_token_accuracy"]
         print("Phase 1: SFT, \(sftSteps) steps of 32 examples")
-        try TrainingRun(trainer: sft, train: ReviewTask.sftData(4000, seed: s + 10),
+        try TrainingRun(trainer: sft, args: sftArgs, train: ReviewTask.sftData(4000, seed: s + 10),
                         eval: ReviewTask.sftData(64, items: ReviewTask.heldOutItems, seed: s + 11), options: sftRun).run()
 
         // Phase 2: DPO against a frozen copy of the SFT model.
@@ -77,12 +77,12 @@ struct Demo: ParsableCommand {
         let dpo = try DPOTrainer(policy: model, reference: reference, config: dc)
         let heldOutPairs = ReviewTask.pairs(128, items: ReviewTask.heldOutItems, seed: s + 21)
         let before = try dpo.evaluate(heldOutPairs)
-        var dpoRun = RunOptions(output: output + "/dpo", title: "dpo")
-        dpoRun.batchSize = 16; dpoRun.maxSteps = dpoSteps; dpoRun.seed = s; dpoRun.loggingSteps = 10; dpoRun.evalSteps = 20
+        let dpoArgs = Demo.arguments(output: output + "/dpo", batchSize: 16, maxSteps: dpoSteps, seed: s, loggingSteps: 10, evalSteps: 20)
+        var dpoRun = RunOptions(title: "dpo")
         dpoRun.plotMetrics = ["loss", "rewards/margins", "rewards/accuracies"]
         dpoRun.logMetrics = ["rewards/accuracies", "rewards/margins"]
         print("\nPhase 2: DPO (beta \(dc.beta), \(dc.lossType.map(\.rawValue).joined(separator: "+")) loss), \(dpoSteps) steps of 16 pairs, reference = the SFT model")
-        try TrainingRun(trainer: dpo, train: ReviewTask.pairs(2000, seed: s + 20),
+        try TrainingRun(trainer: dpo, args: dpoArgs, train: ReviewTask.pairs(2000, seed: s + 20),
                         eval: heldOutPairs, options: dpoRun).run()
         let after = try dpo.evaluate(heldOutPairs)
 
@@ -135,6 +135,19 @@ struct Demo: ParsableCommand {
         """)
         try writeSummary(o, before: before, after: after, seconds: now() - start)
         if !pass { throw ExitCode(1) }
+    }
+
+    /// A phase's loop: `maxSteps` steps of `batchSize` examples, evaluated every `evalSteps`
+    /// (batches of `batchSize`), no checkpoints, metrics.jsonl in `output`.
+    static func arguments(output: String, batchSize: Int, maxSteps: Int, seed: UInt64, loggingSteps: Int, evalSteps: Int) -> TrainingArguments {
+        var a = TrainingArguments()
+        a.outputDir = output
+        a.perDeviceTrainBatchSize = batchSize; a.perDeviceEvalBatchSize = batchSize
+        a.maxSteps = maxSteps; a.seed = seed
+        a.loggingSteps = loggingSteps; a.loggingLastStep = true
+        a.evalStrategy = .steps; a.evalSteps = evalSteps
+        a.saveStrategy = .no
+        return a
     }
 
     func writeSummary(_ o: Outcome, before: DPOMetrics, after: DPOMetrics, seconds: Double) throws {

@@ -60,10 +60,17 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "num_train_epochs (used when --max-steps is -1).") var numTrainEpochs: Double = 3
     @Option(help: "gradient_accumulation_steps.") var gradientAccumulationSteps: Int = 1
     @Option(help: "per_device_train_batch_size: examples per micro-batch.") var perDeviceTrainBatchSize: Int = 8
+    @Option(help: "per_device_eval_batch_size: examples per evaluation batch.") var perDeviceEvalBatchSize: Int = 8
     @Option(help: "seed (data order and fresh-model init).") var seed: Int = 42
+    @Option(help: "data_seed: seed of the data order (default: --seed).") var dataSeed: Int?
+    @Flag(help: "dataloader_drop_last: drop each epoch's last, incomplete batch.") var dataloaderDropLast = false
     @Option(help: "logging_steps: log every N optimizer steps.") var loggingSteps: Int = 10
+    @Option(help: "eval_strategy with --eval-data: steps or epoch (default steps).") var evalStrategy: String?
     @Option(help: "eval_steps: evaluate on --eval-data every N steps (default: at logging steps).") var evalSteps: Int?
-    @Option(help: "save_steps: write a checkpoint every N steps.") var saveSteps: Int?
+    @Option(help: "save_strategy: no, steps or epoch (default: steps with --save-steps, else no).") var saveStrategy: String?
+    @Option(help: "save_steps: write a checkpoint every N steps (and at the last step).") var saveSteps: Int?
+    @Option(help: "save_total_limit: keep at most N checkpoints in --output, deleting the oldest.") var saveTotalLimit: Int?
+    @Option(help: "report_to: none or jsonl (<output>/metrics.jsonl).") var reportTo: String = "jsonl"
     @Option(help: "Directory for metrics.jsonl, metrics.svg, checkpoints and the final model.") var output: String = "runs/dpo"
     @Option(help: "Resume from this checkpoint directory.") var resume: String?
     @Option(help: "Threads (default: all cores).") var threads: Int?
@@ -85,6 +92,11 @@ struct TrainingOptions: ParsableArguments {
         if maxSteps == 0 || maxSteps < -1 { throw ValidationError("--max-steps must be >= 1 or -1, got \(maxSteps)") }
         if !(numTrainEpochs > 0 && numTrainEpochs <= 1e6) { throw ValidationError("--num-train-epochs must be in (0, 1e6], got \(numTrainEpochs)") }
         if seed < 0 { throw ValidationError("--seed must be >= 0, got \(seed)") }
+        if let d = dataSeed, d < 0 { throw ValidationError("--data-seed must be >= 0, got \(d)") }
+        if perDeviceEvalBatchSize < 1 || perDeviceEvalBatchSize > 1 << 30 {
+            throw ValidationError("--per-device-eval-batch-size must be in [1, 2^30], got \(perDeviceEvalBatchSize)")
+        }
+        if let l = saveTotalLimit, l < 1 { throw ValidationError("--save-total-limit must be >= 1, got \(l)") }
         if let t = threads, t < 1 { throw ValidationError("--threads must be >= 1, got \(t)") }
         if let f = saveFormat, f != "safetensors" && f != "gguf" {
             throw ValidationError("--save-format must be safetensors or gguf, got '\(f)'")
@@ -104,32 +116,38 @@ struct TrainingOptions: ParsableArguments {
         return .gguf(GGUFSaveType(name: saveDtype) ?? .f32, tokenizer: tokenizer)
     }
 
-    /// Optimizer steps of the run: --max-steps, or the epochs' worth of micro-batches.
-    func resolvedMaxSteps(examples: Int) -> Int {
-        if maxSteps > 0 { return maxSteps }
-        let perEpoch = Double((examples + perDeviceTrainBatchSize - 1) / perDeviceTrainBatchSize)
-        // Capped at the engine's 2^40 steps (whose own check then names max_steps).
-        return max(1, Int(min((perEpoch * numTrainEpochs / Double(gradientAccumulationSteps)).rounded(.up), 0x1p41)))
+    /// The loop's settings (transformers' TrainingArguments), for `examples` training examples.
+    func trainingArguments(evalData: Bool) throws -> TrainingArguments {
+        var a = TrainingArguments()
+        a.outputDir = output
+        a.numTrainEpochs = numTrainEpochs; a.maxSteps = maxSteps
+        a.perDeviceTrainBatchSize = perDeviceTrainBatchSize; a.perDeviceEvalBatchSize = perDeviceEvalBatchSize
+        a.gradientAccumulationSteps = gradientAccumulationSteps
+        a.loggingSteps = loggingSteps
+        a.loggingLastStep = true  // the command line has always logged the last step
+        a.evalStrategy = evalData ? try IntervalStrategy(name: evalStrategy ?? "steps", field: "--eval-strategy") : .no
+        a.evalSteps = evalSteps
+        a.saveStrategy = try IntervalStrategy(name: saveStrategy ?? (saveSteps == nil ? "no" : "steps"), field: "--save-strategy")
+        a.saveSteps = saveSteps ?? a.saveSteps
+        a.saveTotalLimit = saveTotalLimit
+        a.seed = UInt64(seed); a.dataSeed = dataSeed.map(UInt64.init)
+        a.dataloaderDropLast = dataloaderDropLast
+        a.resumeFromCheckpoint = resume
+        a.reportTo = reportTo.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        try a.validate()
+        return a
     }
 
-    func apply(to o: inout OptimizerConfig, examples: Int) throws {
+    /// The optimizer and schedule fields; the schedule's length is the run's max_steps.
+    func apply(to o: inout OptimizerConfig, args: TrainingArguments, examples: Int) throws {
         if let learningRate { o.learningRate = learningRate }
         o.weightDecay = weightDecay; o.adamBeta1 = adamBeta1; o.adamBeta2 = adamBeta2; o.adamEpsilon = adamEpsilon
         o.maxGradNorm = maxGradNorm
         o.lrSchedulerType = try LRSchedulerType(name: lrSchedulerType)
         o.warmupSteps = warmupSteps; o.warmupRatio = warmupRatio
-        o.maxSteps = resolvedMaxSteps(examples: examples)
+        o.maxSteps = try args.resolvedMaxSteps(examples: examples)
         o.gradientAccumulationSteps = gradientAccumulationSteps
         o.seed = UInt64(seed)
-    }
-
-    func runOptions(title: String, maxSteps: Int, evalData: Bool) -> RunOptions {
-        var r = RunOptions(output: output, title: title)
-        r.batchSize = perDeviceTrainBatchSize; r.maxSteps = maxSteps
-        r.gradientAccumulationSteps = gradientAccumulationSteps; r.seed = UInt64(seed)
-        r.loggingSteps = loggingSteps; r.evalSteps = evalData ? (evalSteps ?? loggingSteps) : nil
-        r.saveSteps = saveSteps; r.resume = resume
-        return r
     }
 }
 

@@ -27,16 +27,17 @@ struct SFT: ParsableCommand {
         let train = trainFile.rows, eval = evalFile?.rows
         var c = SFTConfig()
         c.maxLength = maxLength == 0 ? nil : maxLength
-        try training.apply(to: &c.optimizer, examples: train.count)
+        let args = try training.trainingArguments(evalData: eval != nil)
+        try training.apply(to: &c.optimizer, args: args, examples: train.count)
         let trainer = try SFTTrainer(model: model, config: c)
         try trainFile.check(trainer.check)
         try evalFile?.check(trainer.check)
-        var opts = training.runOptions(title: "sft", maxSteps: c.optimizer.maxSteps, evalData: eval != nil)
+        var opts = RunOptions(title: "sft")
         opts.plotMetrics = ["loss", "mean_token_accuracy"]
         opts.logMetrics = ["mean_token_accuracy"]
         opts.finalSave = try training.finalSave(modelPath: source.model, codec: codec)
         print("sft: \(train.count) examples, \(c.optimizer.maxSteps) steps, model with \(model.parameterCount) parameters -> \(training.output)")
-        let run = TrainingRun(trainer: trainer, train: train, eval: eval, options: opts)
+        let run = try TrainingRun(trainer: trainer, args: args, train: train, eval: eval, options: opts)
         if try !run.run() { throw ExitCode(130) }
         print("sft: done; model saved to \(run.savedModelPath)")
     }
@@ -68,7 +69,8 @@ struct Train: ParsableCommand {
         var train = trainFile.rows, eval = evalFile?.rows
         var c = DPOConfig()
         try dpo.apply(to: &c)
-        try training.apply(to: &c.optimizer, examples: train.count)
+        let args = try training.trainingArguments(evalData: eval != nil)
+        try training.apply(to: &c.optimizer, args: args, examples: train.count)
         try c.validate()
         var trainer = try DPOTrainer(policy: policy, reference: ref, config: c)
         try trainFile.check(trainer.check)
@@ -81,12 +83,12 @@ struct Train: ParsableCommand {
             eval = try eval.map { try attachReferenceLogProbs($0, trainer, batch: training.perDeviceTrainBatchSize) }
             trainer = try DPOTrainer(policy: policy, reference: nil, config: c)
         }
-        var opts = training.runOptions(title: "dpo", maxSteps: c.optimizer.maxSteps, evalData: eval != nil)
+        var opts = RunOptions(title: "dpo")
         opts.plotMetrics = ["loss", "rewards/margins", "rewards/accuracies"]
         opts.logMetrics = ["rewards/accuracies", "rewards/margins"]
         opts.finalSave = try training.finalSave(modelPath: source.model, codec: codec)
         print("train: \(train.count) pairs, \(c.optimizer.maxSteps) steps, beta \(c.beta), loss \(c.lossType.map(\.rawValue).joined(separator: "+")), reference \(trainer.referenceKind.rawValue) -> \(training.output)")
-        let run = TrainingRun(trainer: trainer, train: train, eval: eval, options: opts)
+        let run = try TrainingRun(trainer: trainer, args: args, train: train, eval: eval, options: opts)
         if try !run.run() { throw ExitCode(130) }
         print("train: done; model saved to \(run.savedModelPath)")
     }
@@ -129,8 +131,10 @@ struct Eval: ParsableCommand {
         try c.validate()
         let trainer = try DPOTrainer(policy: policy, reference: ref, config: c)
         try file.check(trainer.check)
-        let run = TrainingRun(trainer: trainer, train: [], eval: pairs, options: RunOptions(output: "", title: "eval", batchSize: batchSize))
-        let m = try run.evaluate() ?? [:]
+        var args = TrainingArguments()
+        args.perDeviceEvalBatchSize = batchSize
+        args.reportTo = ["none"]
+        let m = try TrainingLoop(trainer: trainer, args: args, trainDataset: [], evalDataset: pairs).evaluate()
         if json {
             print("{" + m.keys.sorted().map { "\"\($0)\": \(jsonNumber(m[$0]!))" }.joined(separator: ", ") + "}")
         } else {

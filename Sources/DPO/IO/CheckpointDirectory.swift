@@ -173,3 +173,14 @@ func verifyManifest(_ directory: String, required: [String]) throws {
         }
     }
 }
+
+/// Removes the checkpoint directory `path` (holding its parent's lock): only a swift-dpo trainer
+/// checkpoint (`isCheckpoint`) is removed, its manifest first; anything else is an error.
+func removeCheckpointDirectory(_ path: String, isCheckpoint: (String) -> Bool) throws {
+    let (target, lock) = try lockForSaving(path, what: "a checkpoint")
+    defer { lock.release() }
+    guard isDirectory(target), isCheckpoint(target) else {
+        throw DPOError.io("'\(target)' is not a swift-dpo checkpoint; it is not removed")
+    }
+    discardCheckpointFolder(target)
+}

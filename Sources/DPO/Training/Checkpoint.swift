@@ -134,6 +134,14 @@ func readCheckpointState(_ dir: String, kind: String) throws -> JSONObject {
     return state
 }
 
+/// Adds `extra`'s keys to a checkpoint's state; refuses one the trainer already wrote.
+func merge(_ extra: JSONObject, into state: inout JSONObject) throws {
+    for key in extra.keys {
+        if state[key] != nil { throw DPOError.internal("checkpoint state key '\(key)' is written by the trainer") }
+        state[key] = extra[key]
+    }
+}
+
 func newCheckpointState(kind: String) -> JSONObject {
     var s = JSONObject()
     s["format"] = .string(CheckpointFormat.name)
@@ -163,7 +171,11 @@ extension DPOMetrics {
 extension DPOTrainer {
     /// Writes a checkpoint directory, all-or-nothing. An existing directory at the path is
     /// replaced only if it is empty or a swift-dpo checkpoint; anything else is refused.
-    public func saveCheckpoint(directory: String) throws {
+    public func saveCheckpoint(directory: String) throws { try saveCheckpoint(directory: directory, extraState: [:]) }
+
+    /// `saveCheckpoint`, with `extraState`'s keys added to trainer_state.json (the training loop's
+    /// state; a key the trainer writes itself is an error).
+    public func saveCheckpoint(directory: String, extraState: JSONObject) throws {
         try writeCheckpointDirectory(directory, isCheckpoint: isTrainerCheckpoint) { dir in
             var state = newCheckpointState(kind: "dpo")
             try self.state.writeFiles(into: dir, state: &state)
@@ -171,18 +183,21 @@ extension DPOTrainer {
             state["reference_kind"] = .string(referenceKind.rawValue)
             state["pending_metrics"] = .array(pendingMetrics.map { .object($0.jsonObject) })
             if let reference { try reference.save(directory: joinPath(dir, "reference")) }
+            try merge(extraState, into: &state)
             try writeFileAtomically(joinPath(dir, "trainer_state.json"), bytes: Array((JSON.serialize(.object(state)) + "\n").utf8))
         }
     }
 
     /// Restores a checkpoint written by `saveCheckpoint` into this trainer: policy weights,
     /// reference, optimizer moments, accumulated gradients, counters, RNG and config. The trainer
-    /// must have been created with the same model config and reference kind.
-    public func loadCheckpoint(directory: String) throws {
+    /// must have been created with the same model config and reference kind. Returns the
+    /// checkpoint's trainer_state.json (with any extra state the training loop wrote).
+    @discardableResult
+    public func loadCheckpoint(directory: String) throws -> JSONObject {
         try readCheckpointDirectory(directory) { try restore(directory) }
     }
 
-    private func restore(_ directory: String) throws {
+    private func restore(_ directory: String) throws -> JSONObject {
         let state = try readCheckpointState(directory, kind: "dpo")
         guard let configJSON = state["config"]?.object else { throw DPOError.format("checkpoint '\(directory)': no config") }
         let restoredConfig = try DPOConfig(json: configJSON)
@@ -208,5 +223,6 @@ extension DPOTrainer {
         } else if referenceKind == .snapshot {
             reference = nil  // the snapshot had not been taken yet
         }
+        return state
     }
 }

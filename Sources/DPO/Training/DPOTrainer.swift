@@ -144,8 +144,8 @@ public final class DPOTrainer {
     /// with `grad_norm` and `learning_rate`.
     public func applyOptimizer() throws -> DPOMetrics { try applyOptimizer(knownNorm: nil) }
 
-    func applyOptimizer(knownNorm: Double?) throws -> DPOMetrics {
-        let (norm, lr) = try state.applyOptimizer(knownNorm: knownNorm)
+    func applyOptimizer(knownNorm: Double?, accumulationScale: Double = 1) throws -> DPOMetrics {
+        let (norm, lr) = try state.applyOptimizer(knownNorm: knownNorm, accumulationScale: accumulationScale)
         var metrics = DPOMetrics.mean(pendingMetrics)
         pendingMetrics = []
         metrics.gradNorm = norm

@@ -72,22 +72,27 @@ final class OptimizationState {
     /// Clips, steps AdamW with the scheduled rate and clears the accumulation. Returns the
     /// pre-clip gradient norm and the learning rate used. A step that would make the weights or
     /// moments non-finite throws `DPOError.numeric` and changes nothing (gradients included).
-    func applyOptimizer(knownNorm: Double? = nil) throws -> (gradNorm: Double, learningRate: Double) {
+    /// `accumulationScale` multiplies the accumulated gradient (norm, clipping and step see the
+    /// scaled one; the buffer is not changed): k / r for a step of r < k micro-batches whose
+    /// gradients were each divided by k, so the step uses their mean (transformers' last step of
+    /// an epoch).
+    func applyOptimizer(knownNorm: Double? = nil, accumulationScale: Double = 1) throws -> (gradNorm: Double, learningRate: Double) {
         guard pendingMicroBatches > 0, let g = model.gradients else {
             throw DPOError.wrongState("apply_optimizer: no gradients have been accumulated")
         }
         guard model.gradientHolder === self else {
             throw DPOError.wrongState("apply_optimizer: the model's gradient buffer holds another trainer's micro-batches, not this trainer's")
         }
-        let norm = knownNorm ?? globalNorm(g.pointer, count: g.count)
+        let norm = (knownNorm ?? globalNorm(g.pointer, count: g.count)) * accumulationScale
         if !norm.isFinite { throw DPOError.numeric("the gradient norm is \(norm); nothing was changed") }
         // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is < 1
         // (applied inside the AdamW step, so a refused step leaves the buffer as it was).
-        var scale: Float = 1
+        var clip = 1.0
         if config.maxGradNorm > 0 {
             let coef = config.maxGradNorm / (norm + 1e-6)
-            if coef < 1 { scale = Float(coef) }
+            if coef < 1 { clip = coef }
         }
+        let scale = Float(accumulationScale * clip)
         let lr = config.learningRate(afterSteps: globalStep)
         try adam.step(parameters: model.parameters.pointer, gradients: g.pointer, gradientScale: scale, lr: lr, config: config)
         globalStep += 1

@@ -150,8 +150,8 @@ public final class SFTTrainer {
 
     public func applyOptimizer() throws -> SFTMetrics { try applyOptimizer(knownNorm: nil) }
 
-    func applyOptimizer(knownNorm: Double?) throws -> SFTMetrics {
-        let (norm, lr) = try state.applyOptimizer(knownNorm: knownNorm)
+    func applyOptimizer(knownNorm: Double?, accumulationScale: Double = 1) throws -> SFTMetrics {
+        let (norm, lr) = try state.applyOptimizer(knownNorm: knownNorm, accumulationScale: accumulationScale)
         let k = Double(max(pendingMetrics.count, 1))
         var m = SFTMetrics()
         m.loss = pendingMetrics.reduce(0) { $0 + $1.loss } / k
@@ -174,7 +174,11 @@ public final class SFTTrainer {
         return m
     }
 
-    public func saveCheckpoint(directory: String) throws {
+    public func saveCheckpoint(directory: String) throws { try saveCheckpoint(directory: directory, extraState: [:]) }
+
+    /// `saveCheckpoint`, with `extraState`'s keys added to trainer_state.json (the training loop's
+    /// state; a key the trainer writes itself is an error).
+    public func saveCheckpoint(directory: String, extraState: JSONObject) throws {
         try writeCheckpointDirectory(directory, isCheckpoint: isTrainerCheckpoint) { dir in
             var s = newCheckpointState(kind: "sft")
             try state.writeFiles(into: dir, state: &s)
@@ -185,15 +189,19 @@ public final class SFTTrainer {
             s["pending_metrics"] = .array(pendingMetrics.map { m in
                 .object(["loss": .number(m.loss), "mean_token_accuracy": .number(m.meanTokenAccuracy), "entropy": .number(m.entropy)])
             })
+            try merge(extraState, into: &s)
             try writeFileAtomically(joinPath(dir, "trainer_state.json"), bytes: Array((JSON.serialize(.object(s)) + "\n").utf8))
         }
     }
 
-    public func loadCheckpoint(directory: String) throws {
+    /// Restores a checkpoint written by `saveCheckpoint`; returns its trainer_state.json (with any
+    /// extra state the training loop wrote).
+    @discardableResult
+    public func loadCheckpoint(directory: String) throws -> JSONObject {
         try readCheckpointDirectory(directory) { try restore(directory) }
     }
 
-    private func restore(_ directory: String) throws {
+    private func restore(_ directory: String) throws -> JSONObject {
         let s = try readCheckpointState(directory, kind: "sft")
         var restored = SFTConfig()
         for (key, value) in (s["config"]?.object).map({ o in o.keys.map { ($0, o[$0]!) } }) ?? [] {
@@ -212,5 +220,6 @@ public final class SFTTrainer {
                 return m
             }
         }
+        return s
     }
 }
