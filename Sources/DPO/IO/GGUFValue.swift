@@ -72,28 +72,8 @@ public indirect enum GGUFValue: Equatable, Sendable {
     }
 }
 
-/// The metadata of a GGUF file in file order, with lookup by key.
-public struct GGUFMetadata: Equatable, Sendable {
-    public private(set) var keys: [String] = []
-    private var values: [String: GGUFValue] = [:]
-
-    public init() {}
-
-    public subscript(key: String) -> GGUFValue? {
-        get { values[key] }
-        set {
-            if let newValue {
-                if values.updateValue(newValue, forKey: key) == nil { keys.append(key) }
-            } else if values.removeValue(forKey: key) != nil {
-                keys.removeAll { $0 == key }
-            }
-        }
-    }
-
-    public var count: Int { keys.count }
-    /// (key, value) pairs in file order.
-    public var entries: [(key: String, value: GGUFValue)] { keys.compactMap { k in values[k].map { (k, $0) } } }
-}
+/// The metadata of a GGUF file in file order, with lookup by key (equality ignores the order).
+public typealias GGUFMetadata = OrderedMap<GGUFValue>
 
 extension GGUFValueType {
     /// Every type by its `name` ("UINT32" -> .uint32).

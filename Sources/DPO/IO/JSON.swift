@@ -16,44 +16,8 @@ public enum JSONValue: Equatable, Sendable {
     case object(JSONObject)
 }
 
-/// A JSON object that remembers the insertion order of its keys.
-///
-/// Equality ignores key order: two objects are equal when they hold the same keys with equal values.
-public struct JSONObject: Equatable, Sendable, ExpressibleByDictionaryLiteral {
-    /// The keys in insertion order.
-    public private(set) var keys: [String] = []
-    private var values: [String: JSONValue] = [:]
-
-    /// An empty object.
-    public init() {}
-
-    /// An object with the given pairs in order; a repeated key keeps its first position and last value.
-    public init(dictionaryLiteral elements: (String, JSONValue)...) {
-        for (key, value) in elements { self[key] = value }
-    }
-
-    /// The value for `key`. Setting `nil` removes the key; setting a new key appends it.
-    public subscript(key: String) -> JSONValue? {
-        get { values[key] }
-        set {
-            if let newValue {
-                if values.updateValue(newValue, forKey: key) == nil { keys.append(key) }
-            } else if values.removeValue(forKey: key) != nil {
-                keys.removeAll { $0 == key }
-            }
-        }
-    }
-
-    /// The number of keys.
-    public var count: Int { keys.count }
-
-    /// Whether the object has no keys.
-    public var isEmpty: Bool { keys.isEmpty }
-
-    public static func == (lhs: JSONObject, rhs: JSONObject) -> Bool {
-        lhs.values == rhs.values
-    }
-}
+/// A JSON object that remembers the insertion order of its keys (equality ignores the order).
+public typealias JSONObject = OrderedMap<JSONValue>
 
 // MARK: - Accessors
 
