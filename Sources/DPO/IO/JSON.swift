@@ -382,7 +382,7 @@ private func writeValue(_ value: JSONValue, into out: inout String, pretty: Bool
     case .null: out += "null"
     case .bool(let b): out += b ? "true" : "false"
     case .number(let d): out += formatNumber(d)
-    case .string(let s): writeString(s, into: &out)
+    case .string(let s): writeJSONString(s, into: &out)
     case .array(let items):
         if items.isEmpty { out += "[]"; return }
         out += "["
@@ -399,7 +399,7 @@ private func writeValue(_ value: JSONValue, into out: inout String, pretty: Bool
         for (i, key) in object.keys.enumerated() {
             if i > 0 { out += "," }
             newline(&out, pretty: pretty, indent: indent + 1)
-            writeString(key, into: &out)
+            writeJSONString(key, into: &out)
             out += pretty ? ": " : ":"
             writeValue(object[key] ?? .null, into: &out, pretty: pretty, indent: indent + 1)
         }
@@ -426,7 +426,10 @@ func formatNumber(_ d: Double) -> String {
     return d.description
 }
 
-private func writeString(_ s: String, into out: inout String) {
+/// `s` as a JSON string literal: quotes, backslashes and control characters escaped, and with
+/// `ensureASCII` every character above U+007E as `\uXXXX` (surrogate pairs above U+FFFF), as
+/// Python's `json.dumps(ensure_ascii=True)` writes it (the chat templates' `tojson` uses that).
+func writeJSONString(_ s: String, ensureASCII: Bool = false, into out: inout String) {
     out += "\""
     // Copy runs of characters that need no escaping in one go.
     var pending = s.unicodeScalars.startIndex
@@ -443,7 +446,17 @@ private func writeString(_ s: String, into out: inout String) {
         case "\t": escape = "\\t"
         case "\u{08}": escape = "\\b"
         case "\u{0C}": escape = "\\f"
-        default: escape = c.value < 0x20 ? "\\u00" + hex2(UInt8(c.value)) : nil
+        default:
+            if c.value < 0x20 || (ensureASCII && c.value > 0x7E) {
+                if c.value > 0xFFFF {
+                    let v = c.value - 0x10000
+                    escape = "\\u" + hex4(0xD800 + (v >> 10)) + "\\u" + hex4(0xDC00 + (v & 0x3FF))
+                } else {
+                    escape = "\\u" + hex4(c.value)
+                }
+            } else {
+                escape = nil
+            }
         }
         if let escape {
             out.unicodeScalars.append(contentsOf: scalars[pending..<i])

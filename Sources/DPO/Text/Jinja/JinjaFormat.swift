@@ -204,29 +204,3 @@ private func writeJSON(_ value: JinjaValue, _ options: JSONDumpOptions, _ itemSe
     }
 }
 
-private func writeJSONString(_ s: String, ensureASCII: Bool, into out: inout String) {
-    out += "\""
-    for c in s.unicodeScalars {
-        switch c {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        case "\u{08}": out += "\\b"
-        case "\u{0C}": out += "\\f"
-        default:
-            if c.value < 0x20 || (ensureASCII && c.value > 0x7E) {
-                if c.value > 0xFFFF {
-                    let v = c.value - 0x10000
-                    out += "\\u" + hexDigits(0xD800 + (v >> 10), width: 4) + "\\u" + hexDigits(0xDC00 + (v & 0x3FF), width: 4)
-                } else {
-                    out += "\\u" + hexDigits(c.value, width: 4)
-                }
-            } else {
-                out.unicodeScalars.append(c)
-            }
-        }
-    }
-    out += "\""
-}
