@@ -1,0 +1,172 @@
+import ArgumentParser
+import DPO
+import Foundation
+
+/// `dpo demo --model FILE.gguf`: DPO of a real chat model (SmolLM2-135M-Instruct) on its own
+/// answers, judged by a rule that needs no reward model (conciseness, `ConcisenessRule`).
+///
+/// 1. Sample several answers to each training instruction (RealDemoInstructions, chat-templated
+///    with the model's template and generation prompt) and several to each held-out one.
+/// 2. Pair them by the rule: a short complete answer (EOS within the limit) is chosen over one
+///    cut off at the limit. The held-out answers give the held-out pairs.
+/// 3. DPO against the frozen initial model through the engine's TrainingLoop.
+/// 4. Sample the trained policy on the held-out instructions and compare it with the reference:
+///    the rule's rate, mean length, reward accuracy and margin on the held-out pairs, the
+///    log-ratio (KL) per answer, and fluency (the policy's answers scored by the reference).
+struct RealDemo {
+    /// The run's sizes, hyperparameters and targets.
+    struct Plan {
+        var trainInstructions = RealDemoInstructions.training.count
+        var samplesPerInstruction = 8
+        var maxPairsPerInstruction = 4
+        var heldOutInstructions = RealDemoInstructions.heldOut.count
+        var samplesPerHeldOut = 4
+        /// The rule: EOS within this many tokens. Generation stops there too.
+        var limit = 60
+        var temperature = 0.7
+        var steps = 60
+        var batchSize = 8
+        var beta = 0.1
+        var learningRate = 5e-6
+        var warmupSteps = 5
+        /// Targets: the rule's rate on held-out prompts rises by `minRise` and reaches `minRate`;
+        /// the policy's answers' mean log-prob per token under the reference stays within
+        /// `fluencyBound` nats of the reference's own answers'; the run ends within `maxSeconds`.
+        var minRise = 0.30, minRate = 0.80, fluencyBound = 0.5
+        var maxSeconds: Double? = 15 * 60
+
+        static func full() -> Plan { Plan() }
+
+        /// The shortened run of the tests: fewer instructions, answers and steps; lower bars.
+        static func quick() -> Plan {
+            var p = Plan()
+            p.trainInstructions = 32; p.samplesPerInstruction = 4; p.maxPairsPerInstruction = 2
+            p.heldOutInstructions = 16; p.samplesPerHeldOut = 4
+            p.steps = 12; p.batchSize = 4; p.warmupSteps = 2
+            p.learningRate = 1e-5
+            p.minRise = 0.15; p.minRate = 0.5
+            p.maxSeconds = nil
+            return p
+        }
+    }
+
+    let modelPath: String
+    let output: String
+    let plan: Plan
+    let seed: UInt64
+
+    func run() throws {
+        let start = now()
+        let p = plan
+        let policy = try LlamaModel.load(path: modelPath)
+        let tokenizer = try Tokenizer.load(path: modelPath)
+        guard tokenizer.chatTemplate != nil else { throw CLIError("\(modelPath): the tokenizer has no chat template (the real demo needs a chat model)") }
+        guard let eos = tokenizer.eosTokenID else { throw CLIError("\(modelPath): the tokenizer has no EOS token") }
+        if tokenizer.idCount > policy.config.vocabSize {
+            throw CLIError("the tokenizer of \(modelPath) has token ids up to \(tokenizer.idCount - 1), beyond the model's vocab_size \(policy.config.vocabSize)")
+        }
+        let reference = try LlamaModel(config: policy.config)
+        reference.parameters.copy(from: policy.parameters)
+        let rule = ConcisenessRule(limit: p.limit, eos: eos, tokenizer: tokenizer)
+        func chat(_ text: String) throws -> [Int32] {
+            try tokenizer.chatTemplateIDs([ChatMessage(role: "user", content: text)], addGenerationPrompt: true)
+        }
+        let trainText = Array(RealDemoInstructions.training.prefix(p.trainInstructions))
+        let heldText = Array(RealDemoInstructions.heldOut.prefix(p.heldOutInstructions))
+        let trainPrompts = try trainText.map(chat), heldPrompts = try heldText.map(chat)
+        print("""
+        swift-dpo real demo: DPO of \(modelPath) on its own answers, judged by a rule.
+          Rule: an answer is short and complete when it ends (EOS) within \(p.limit) tokens; DPO prefers
+          such an answer over one cut off at \(p.limit) tokens. No reward model.
+          Data: \(trainText.count) training instructions x \(p.samplesPerInstruction) sampled answers; \(heldText.count) held-out
+          instructions x \(p.samplesPerHeldOut) for the evaluation (written for this project, Sources/dpo-cli/RealDemoInstructions.swift).
+          Model: \(policy.parameterCount) parameters, reference = a frozen copy; \(Threads.count) threads.
+
+        """)
+
+        // 1. Answers of the initial model (the reference): training and held-out instructions.
+        var g = GenerationConfig()
+        g.maxNewTokens = p.limit; g.temperature = p.temperature; g.eosTokenIds = [eos]
+        var sampler = AnswerSampler(generation: g, chunk: 64)
+        print("Phase 1: sampling the model's answers (temperature \(p.temperature), at most \(p.limit) tokens)")
+        let trainAnswers = try sampler.sample(reference, prompts: trainPrompts, perPrompt: p.samplesPerInstruction, seed: seed &+ 100, label: "training instructions")
+        let refHeld = try sampler.sample(reference, prompts: heldPrompts, perPrompt: p.samplesPerHeldOut, seed: seed &+ 200, label: "held-out instructions")
+        let trainPairs = zip(trainPrompts, trainAnswers).flatMap { rule.pairs(prompt: $0.0, answers: $0.1, maxPairs: p.maxPairsPerInstruction) }
+        let heldPairs = zip(heldPrompts, refHeld).flatMap { rule.pairs(prompt: $0.0, answers: $0.1, maxPairs: p.maxPairsPerInstruction) }
+        let trainRate = Double(trainAnswers.joined().filter(rule.accepts).count) / Double(max(trainAnswers.joined().count, 1))
+        let samplingSeconds = now() - start
+        print(String(format: "  %d training pairs from %d instructions (%.1f%% of the answers are short and complete), %d held-out pairs; %.0f new tokens/s",
+                     trainPairs.count, Set(trainPairs.map(\.promptIds)).count, 100 * trainRate, heldPairs.count, sampler.tokensPerSecond))
+        if trainPairs.isEmpty || heldPairs.isEmpty {
+            throw CLIError("the model's answers gave no \(trainPairs.isEmpty ? "training" : "held-out") pairs: none or all of them are short and complete")
+        }
+
+        // 2. DPO against the frozen reference.
+        var dc = DPOConfig()
+        dc.beta = p.beta
+        dc.optimizer.learningRate = p.learningRate
+        dc.optimizer.lrSchedulerType = .linear
+        dc.optimizer.warmupSteps = p.warmupSteps
+        dc.optimizer.maxSteps = p.steps
+        dc.optimizer.seed = seed
+        let dpo = try DPOTrainer(policy: policy, reference: reference, config: dc)
+        var args = Demo.arguments(output: output, batchSize: p.batchSize, maxSteps: p.steps, seed: seed,
+                                  loggingSteps: max(1, p.steps / 10), evalSteps: p.steps)
+        args.perDeviceEvalBatchSize = 16
+        var runOptions = RunOptions(title: "dpo")
+        runOptions.plotMetrics = ["loss", "rewards/margins", "rewards/accuracies"]
+        runOptions.logMetrics = ["rewards/accuracies", "rewards/margins"]
+        let trainStart = now()
+        print("\nPhase 2: DPO (beta \(p.beta), learning rate \(p.learningRate)), \(p.steps) steps of \(p.batchSize) pairs")
+        let training = try TrainingRun(trainer: dpo, args: args, train: trainPairs, eval: heldPairs, options: runOptions)
+        let before = try training.loop.evaluate()
+        try training.run()
+        let after = try training.loop.evaluate()
+        let trainingSeconds = now() - trainStart
+
+        // 3. The trained policy on the held-out instructions, against the reference.
+        let evalStart = now()
+        print("\nPhase 3: evaluation on the \(heldText.count) held-out instructions")
+        let polHeld = try sampler.sample(policy, prompts: heldPrompts, perPrompt: p.samplesPerHeldOut, seed: seed &+ 200, label: "policy, held-out instructions")
+        let prompts = heldPrompts.flatMap { [[Int32]](repeating: $0, count: p.samplesPerHeldOut) }
+        let refAnswers = Array(refHeld.joined()), polAnswers = Array(polHeld.joined())
+        let refStats = try AnswerStats(answers: refAnswers, rule: rule, prompts: prompts, reference: reference)
+        let polStats = try AnswerStats(answers: polAnswers, rule: rule, prompts: prompts, reference: reference)
+        // KL(policy || reference) per answer on the policy's own answers: mean of log pi - log pi_ref.
+        let items = zip(prompts, polAnswers).filter { !$0.1.isEmpty }.map { (prompt: $0.0, completion: $0.1) }
+        let lpPolicy = try sequenceLogProbsBatched(policy, items), lpReference = try sequenceLogProbsBatched(reference, items)
+        let kl = zip(lpPolicy, lpReference).map { $0 - $1 }.reduce(0, +) / Double(max(items.count, 1))
+        let evalSeconds = now() - evalStart
+
+        try policy.saveGGUF(path: output + "/model.gguf", type: .f16)
+        let seconds = now() - start
+
+        let report = RealDemoReport(
+            plan: p, reference: refStats, policy: polStats, kl: kl,
+            accuracyBefore: before["eval_rewards/accuracies"] ?? 0, accuracyAfter: after["eval_rewards/accuracies"] ?? 0,
+            marginBefore: before["eval_rewards/margins"] ?? 0, marginAfter: after["eval_rewards/margins"] ?? 0,
+            heldOutPairs: heldPairs.count, trainPairs: trainPairs.count, trainRate: trainRate,
+            tokensPerSecond: sampler.tokensPerSecond, samplingSeconds: samplingSeconds,
+            trainingSeconds: trainingSeconds, evaluationSeconds: evalSeconds, seconds: seconds)
+        report.printTable(answers: p.samplesPerHeldOut)
+        report.printSideBySide(prompts: heldText, perPrompt: p.samplesPerHeldOut, reference: refAnswers, policy: polAnswers,
+                               rule: rule, tokenizer: tokenizer)
+        print("Run directory \(output): summary.json, metrics.jsonl, metrics.svg, model/ (Hugging Face format), model.gguf (f16).")
+        print(report.verdictLine)
+        try writeFileAtomically(output + "/summary.json", bytes: Array(JSON.serialize(.object(report.summary), pretty: true).utf8) + [10])
+        if !report.passed { throw ExitCode(1) }
+    }
+}
+
+extension Demo {
+    /// `dpo demo --model FILE`: the real demo with the plan of --quick or the full run, the given
+    /// hyperparameters replacing the plan's.
+    func runReal(model: String) throws {
+        var plan = quick ? RealDemo.Plan.quick() : RealDemo.Plan.full()
+        if let beta { plan.beta = beta }
+        if let learningRate { plan.learningRate = learningRate }
+        if let dpoSteps { plan.steps = dpoSteps }
+        if seed < 0 { throw ValidationError("--seed must be >= 0, got \(seed)") }
+        try RealDemo(modelPath: model, output: output ?? "runs/demo-real", plan: plan, seed: UInt64(seed)).run()
+    }
+}

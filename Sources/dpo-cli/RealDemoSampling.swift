@@ -1,0 +1,97 @@
+import DPO
+import Foundation
+
+/// The real demo's rule, decided on an answer's token ids alone (no reward model): an answer is
+/// short and complete when it ends with EOS within `limit` tokens (the EOS counted) and has text
+/// before that EOS. Anything else (cut off at the limit, or nothing but an EOS) is not.
+struct ConcisenessRule {
+    let limit: Int
+    let eos: Int32
+    let tokenizer: Tokenizer
+
+    func accepts(_ ids: [Int32]) -> Bool {
+        guard ids.count >= 2, ids.count <= limit, ids.last == eos else { return false }
+        let text = (try? tokenizer.decode(Array(ids.dropLast()), skipSpecialTokens: true)) ?? ""
+        return !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty
+    }
+
+    /// Preference pairs of one prompt's sampled answers: each chosen answer is one the rule
+    /// accepts, each rejected one it does not, every answer used at most once (so at most
+    /// min(accepted, refused) pairs, and at most `maxPairs`).
+    func pairs(prompt: [Int32], answers: [[Int32]], maxPairs: Int) -> [PreferencePair] {
+        let good = answers.filter(accepts), bad = answers.filter { !accepts($0) && !$0.isEmpty }
+        return zip(good, bad).prefix(maxPairs).map { PreferencePair(promptIds: prompt, chosenIds: $0.0, rejectedIds: $0.1) }
+    }
+}
+
+/// Samples answers of a model to chat prompts, a chunk of sequences at a time (one batched
+/// KV-cached generation per chunk), and reports the speed.
+struct AnswerSampler {
+    var generation: GenerationConfig
+    /// Sequences generated together.
+    var chunk: Int
+    /// Generated tokens and seconds so far (all calls).
+    private(set) var tokens = 0
+    private(set) var seconds = 0.0
+
+    var tokensPerSecond: Double { seconds > 0 ? Double(tokens) / seconds : 0 }
+
+    /// `perPrompt` answers to each prompt: result[i][j] is prompt i's j-th answer (its new tokens,
+    /// a stopping EOS included). Chunk c is sampled with seed `seed + c`.
+    mutating func sample(_ model: LlamaModel, prompts: [[Int32]], perPrompt: Int, seed: UInt64, label: String) throws -> [[[Int32]]] {
+        let jobs = prompts.indices.flatMap { i in [Int](repeating: i, count: perPrompt) }
+        var answers = prompts.map { _ in [[Int32]]() }
+        let start = now(), tokensBefore = tokens
+        var done = 0
+        while done < jobs.count {
+            let part = Array(jobs[done..<min(done + chunk, jobs.count)])
+            var g = generation
+            g.seed = seed &+ UInt64(done / chunk)
+            let out = try model.generate(part.map { prompts[$0] }, config: g)
+            for (i, ids) in zip(part, out) { answers[i].append(ids) }
+            tokens += out.reduce(0) { $0 + $1.count }
+            done += part.count
+            let elapsed = now() - start
+            print(String(format: "  %@: %d/%d answers, %.0f new tokens/s", label, done, jobs.count,
+                         Double(tokens - tokensBefore) / max(elapsed, 1e-9)))
+        }
+        seconds += now() - start
+        return answers
+    }
+}
+
+/// What the evaluation measures of one model's answers to the held-out prompts.
+struct AnswerStats {
+    /// Share of answers the rule accepts.
+    var ruleRate = 0.0
+    /// Mean answer length in tokens (an EOS counted; answers cut off at the limit count the limit).
+    var meanLength = 0.0
+    /// Mean per-token log-prob of the answers' text (EOS excluded) under the reference model.
+    var referenceLogProbPerToken = 0.0
+
+    init(answers: [[Int32]], rule: ConcisenessRule, prompts: [[Int32]], reference: LlamaModel) throws {
+        let n = Double(max(answers.count, 1))
+        ruleRate = Double(answers.filter(rule.accepts).count) / n
+        meanLength = Double(answers.reduce(0) { $0 + $1.count }) / n
+        var items: [(prompt: [Int32], completion: [Int32])] = []
+        for (p, a) in zip(prompts, answers) {
+            let text = a.last == rule.eos ? Array(a.dropLast()) : a
+            if !text.isEmpty { items.append((p, text)) }
+        }
+        let lp = try sequenceLogProbsBatched(reference, items)
+        let count = items.reduce(0) { $0 + $1.completion.count }
+        referenceLogProbPerToken = lp.reduce(0, +) / Double(max(count, 1))
+    }
+}
+
+/// `sequenceLogProbs` in batches of `batch` items (bounded memory).
+func sequenceLogProbsBatched(_ model: LlamaModel, _ items: [(prompt: [Int32], completion: [Int32])], batch: Int = 32) throws -> [Double] {
+    var out: [Double] = []
+    var i = 0
+    while i < items.count {
+        let hi = min(i + batch, items.count)
+        out += try model.sequenceLogProbs(Array(items[i..<hi]))
+        i = hi
+    }
+    return out
+}
