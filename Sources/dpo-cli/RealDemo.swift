@@ -119,9 +119,13 @@ struct RealDemo {
         let trainStart = now()
         print("\nPhase 2: DPO (beta \(p.beta), learning rate \(p.learningRate)), \(p.steps) steps of \(p.batchSize) pairs")
         let training = try TrainingRun(trainer: dpo, args: args, train: trainPairs, eval: heldPairs, options: runOptions)
+        // Before training the policy is the reference: its rewards are 0 (measured all the same).
         let before = try training.loop.evaluate()
         try training.run()
-        let after = try training.loop.evaluate()
+        // The loop evaluates after its last step.
+        guard let after = training.loop.state.logHistory.last(where: { $0["eval_loss"] != nil }) else {
+            throw CLIError("internal: the training loop did not evaluate the held-out pairs")
+        }
         let trainingSeconds = now() - trainStart
 
         // 3. The trained policy on the held-out instructions, against the reference.
