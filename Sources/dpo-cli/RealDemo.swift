@@ -132,14 +132,17 @@ struct RealDemo {
         let evalStart = now()
         print("\nPhase 3: evaluation on the \(heldText.count) held-out instructions")
         let polHeld = try sampler.sample(policy, prompts: heldPrompts, perPrompt: p.samplesPerHeldOut, seed: seed &+ 200, label: "policy, held-out instructions")
-        let prompts = heldPrompts.flatMap { [[Int32]](repeating: $0, count: p.samplesPerHeldOut) }
         let refAnswers = Array(refHeld.joined()), polAnswers = Array(polHeld.joined())
-        let refStats = try AnswerStats(answers: refAnswers, rule: rule, prompts: prompts, reference: reference)
-        let polStats = try AnswerStats(answers: polAnswers, rule: rule, prompts: prompts, reference: reference)
+        // Each model's answers scored by the reference (fluency), the policy's also by the policy (KL).
+        let refByRef = try answerTokenLogProbs(reference, prompts: heldPrompts, answers: refHeld).flatMap { $0 }
+        let polByRef = try answerTokenLogProbs(reference, prompts: heldPrompts, answers: polHeld).flatMap { $0 }
+        let polByPol = try answerTokenLogProbs(policy, prompts: heldPrompts, answers: polHeld).flatMap { $0 }
+        let refStats = AnswerStats(answers: refAnswers, rule: rule, referenceLogProbs: refByRef)
+        let polStats = AnswerStats(answers: polAnswers, rule: rule, referenceLogProbs: polByRef)
         // KL(policy || reference) per answer on the policy's own answers: mean of log pi - log pi_ref.
-        let items = zip(prompts, polAnswers).filter { !$0.1.isEmpty }.map { (prompt: $0.0, completion: $0.1) }
-        let lpPolicy = try sequenceLogProbsBatched(policy, items), lpReference = try sequenceLogProbsBatched(reference, items)
-        let kl = zip(lpPolicy, lpReference).map { $0 - $1 }.reduce(0, +) / Double(max(items.count, 1))
+        var logRatio = 0.0
+        for (lp, lr) in zip(polByPol, polByRef) { logRatio += lp.reduce(0, +) - lr.reduce(0, +) }
+        let kl = logRatio / Double(max(polAnswers.count, 1))
         let evalSeconds = now() - evalStart
 
         try policy.saveGGUF(path: output + "/model.gguf", type: .f16)

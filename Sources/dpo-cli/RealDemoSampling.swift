@@ -66,32 +66,61 @@ struct AnswerStats {
     var ruleRate = 0.0
     /// Mean answer length in tokens (an EOS counted; answers cut off at the limit count the limit).
     var meanLength = 0.0
-    /// Mean per-token log-prob of the answers' text (EOS excluded) under the reference model.
+    /// Mean per-token log-prob of the answers' text (EOS excluded) under the reference model:
+    /// the text tokens' summed log-probs over their count.
     var referenceLogProbPerToken = 0.0
 
-    init(answers: [[Int32]], rule: ConcisenessRule, prompts: [[Int32]], reference: LlamaModel) throws {
+    /// `referenceLogProbs[i][j]`: the reference's log-probs of answer i's tokens.
+    init(answers: [[Int32]], rule: ConcisenessRule, referenceLogProbs: [[Double]]) {
         let n = Double(max(answers.count, 1))
         ruleRate = Double(answers.filter(rule.accepts).count) / n
         meanLength = Double(answers.reduce(0) { $0 + $1.count }) / n
-        var items: [(prompt: [Int32], completion: [Int32])] = []
-        for (p, a) in zip(prompts, answers) {
-            let text = a.last == rule.eos ? Array(a.dropLast()) : a
-            if !text.isEmpty { items.append((p, text)) }
+        var sum = 0.0, count = 0
+        for (a, lp) in zip(answers, referenceLogProbs) {
+            let text = a.last == rule.eos ? lp.dropLast() : lp[...]
+            sum += text.reduce(0, +); count += text.count
         }
-        let lp = try sequenceLogProbsBatched(reference, items)
-        let count = items.reduce(0) { $0 + $1.completion.count }
-        referenceLogProbPerToken = lp.reduce(0, +) / Double(max(count, 1))
+        referenceLogProbPerToken = sum / Double(max(count, 1))
     }
 }
 
-/// `sequenceLogProbs` in batches of `batch` items (bounded memory).
-func sequenceLogProbsBatched(_ model: LlamaModel, _ items: [(prompt: [Int32], completion: [Int32])], batch: Int = 32) throws -> [Double] {
-    var out: [Double] = []
-    var i = 0
-    while i < items.count {
-        let hi = min(i + batch, items.count)
-        out += try model.sequenceLogProbs(Array(items[i..<hi]))
-        i = hi
+/// Per-token log-probs of sampled answers under `model`: result[i][j][t] = log p(answers[i][j][t] |
+/// prompts[i], answers[i][j][..<t]). Each prompt is computed once, its answers packed as segments
+/// that see it (PackedTokens' shared prompt), `promptsPerBatch` prompts per forward.
+func answerTokenLogProbs(_ model: LlamaModel, prompts: [[Int32]], answers: [[[Int32]]],
+                         promptsPerBatch: Int = 8) throws -> [[[Double]]] {
+    var result: [[[Double]]] = []
+    var lo = 0
+    while lo < prompts.count {
+        let hi = min(lo + promptsPerBatch, prompts.count)
+        var tokens: [Int32] = [], positions: [Int32] = [], segments: [PackedTokens.Segment] = []
+        var rows: [Int32] = [], labels: [Int32] = []
+        for i in lo..<hi {
+            let prompt = prompts[i], parent = segments.count, promptEnd = tokens.count + prompt.count
+            segments.append(.init(start: tokens.count, count: prompt.count))
+            tokens += prompt; positions += (0..<prompt.count).map { Int32($0) }
+            for answer in answers[i] where !answer.isEmpty {
+                let start = tokens.count
+                segments.append(.init(start: start, count: answer.count, parent: parent))
+                tokens += answer; positions += (0..<answer.count).map { Int32(prompt.count + $0) }
+                for (t, label) in answer.enumerated() {
+                    rows.append(Int32(t == 0 ? promptEnd - 1 : start + t - 1)); labels.append(label)
+                }
+            }
+        }
+        let out = try model.forward(PackedTokens(tokens: tokens, positions: positions, segments: segments),
+                                    head: HeadQuery(rows: rows, labels: labels), keepActivations: false)
+        if let bad = out.logps.first(where: { !$0.isFinite }) {
+            throw CLIError("a log-prob of the answers is \(bad) (the model's weights or activations are not finite)")
+        }
+        var r = 0
+        for i in lo..<hi {
+            result.append(answers[i].map { answer in
+                defer { r += answer.count }
+                return (0..<answer.count).map { Double(out.logps[r + $0]) }
+            })
+        }
+        lo = hi
     }
-    return out
+    return result
 }
