@@ -153,8 +153,13 @@ extension LlamaModel {
                 let kc = cache.k[l].pointer, vc = cache.v[l].pointer
                 (kc + past * a.kvWidth).update(from: k + starts[b] * a.kvWidth, count: n * a.kvWidth)
                 (vc + past * a.kvWidth).update(from: v + starts[b] * a.kvWidth, count: n * a.kvWidth)
-                cachedAttention(out: att + starts[b] * a.qWidth, q: q + starts[b] * a.qWidth, k: kc, v: vc,
-                                newTokens: n, total: past + n, shape: a, scores: scores, tally: tally)
+                if n == 1 {
+                    singleTokenAttention(out: att + starts[b] * a.qWidth, q: q + starts[b] * a.qWidth, k: kc, v: vc,
+                                         total: past + 1, shape: a, scores: scores)
+                } else {
+                    cachedAttention(out: att + starts[b] * a.qWidth, q: q + starts[b] * a.qWidth, k: kc, v: vc,
+                                    newTokens: n, total: past + n, shape: a, scores: scores, tally: tally)
+                }
             }
             if B == 1 {
                 attend(0, scores: work.scores.pointer, tally: nil)
@@ -265,6 +270,47 @@ func cachedAttention(out: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>, 
         product(transB: false, m: n, n: a.headDim, k: total, alpha: 1, a: scores, lda: total, b: vg, ldb: a.kvWidth,
                 c: out + h * a.headDim, ldc: a.qWidth)
     }
+}
+
+/// Attention of one new query token (the last of `total` cached positions) against the cache,
+/// as `cachedAttention` computes it for n = 1, in plain loops: a decoding step would otherwise make
+/// two tiny matrix products per head and sequence, whose call overhead exceeds their arithmetic.
+func singleTokenAttention(out: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
+                          v: UnsafePointer<Float>, total: Int, shape a: AttentionShape,
+                          scores: UnsafeMutablePointer<Float>) {
+    let group = a.heads / a.kvHeads, d = a.headDim
+    for h in 0..<a.heads {
+        let g = h / group
+        let qh = q + h * d, kg = k + g * d, vg = v + g * d
+        var m = -Float.infinity
+        for j in 0..<total {
+            let s = a.scale * dot(qh, kg + j * a.kvWidth, d)
+            scores[j] = s
+            if s > m { m = s }
+        }
+        var sum: Float = 0
+        for j in 0..<total { let e = expf(scores[j] - m); scores[j] = e; sum += e }
+        let o = out + h * d
+        o.update(repeating: 0, count: d)
+        for j in 0..<total {
+            let w = scores[j] / sum, vj = vg + j * a.kvWidth
+            for i in 0..<d { o[i] += w * vj[i] }
+        }
+    }
+}
+
+/// sum_i x[i] y[i] over n floats, eight lanes at a time.
+@inline(__always)
+private func dot(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ n: Int) -> Float {
+    var acc = SIMD8<Float>(repeating: 0)
+    var i = 0
+    while i + 8 <= n {
+        acc += UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self) * UnsafeRawPointer(y + i).loadUnaligned(as: SIMD8<Float>.self)
+        i += 8
+    }
+    var s = acc.sum()
+    while i < n { s += x[i] * y[i]; i += 1 }
+    return s
 }
 
 /// Picks next tokens from logits rows, reusing its buffers across calls (a row is the whole
