@@ -17,18 +17,18 @@ struct RealDemo {
     /// The run's sizes, hyperparameters and targets.
     struct Plan {
         var trainInstructions = RealDemoInstructions.training.count
-        var samplesPerInstruction = 8
-        var maxPairsPerInstruction = 4
+        var samplesPerInstruction = 6
+        var maxPairsPerInstruction = 5
         var heldOutInstructions = RealDemoInstructions.heldOut.count
         var samplesPerHeldOut = 4
         /// The rule: EOS within this many tokens. Generation stops there too.
         var limit = 60
         var temperature = 0.7
-        var steps = 60
+        var steps = 20
         var batchSize = 8
         var beta = 0.1
-        var learningRate = 5e-6
-        var warmupSteps = 5
+        var learningRate = 7e-6
+        var warmupSteps = 3
         /// Targets: the rule's rate on held-out prompts rises by `minRise` and reaches `minRate`;
         /// the policy's answers' mean log-prob per token under the reference stays within
         /// `fluencyBound` nats of the reference's own answers'; the run ends within `maxSeconds`.

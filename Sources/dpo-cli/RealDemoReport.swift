@@ -40,6 +40,7 @@ struct RealDemoReport {
         \(row("  held-out reward margin", num(marginBefore), num(marginAfter)))
         \(row("  KL(policy || reference), nats/answer", "-", num(kl)))
         \(row("  log-prob/token under the reference", num(reference.referenceLogProbPerToken, 3), num(policy.referenceLogProbPerToken, 3)))
+        \(row("    of the short and complete answers only", num(reference.acceptedLogProbPerToken, 3), num(policy.acceptedLogProbPerToken, 3)))
           (\(plan.heldOutInstructions) instructions x \(perPrompt) answers each, temperature \(plan.temperature), at most \(plan.limit) tokens; reward
            accuracy and margin over \(heldOutPairs) held-out pairs of the reference's answers (the reference's own
            rewards are 0 by definition); KL is the mean of log pi(y|x) - log pi_ref(y|x) over the policy's
@@ -85,6 +86,8 @@ struct RealDemoReport {
             ("heldout_pairs", Double(heldOutPairs)), ("kl_policy_reference", kl),
             ("reference_logprob_per_token", reference.referenceLogProbPerToken),
             ("policy_logprob_per_token", policy.referenceLogProbPerToken), ("fluency_drop", fluencyDrop),
+            ("reference_accepted_logprob_per_token", reference.acceptedLogProbPerToken),
+            ("policy_accepted_logprob_per_token", policy.acceptedLogProbPerToken),
             ("train_pairs", Double(trainPairs)), ("train_answers_rule_rate", trainRate),
             ("sampling_tokens_per_second", tokensPerSecond),
             ("seconds_sampling", samplingSeconds), ("seconds_training", trainingSeconds),

@@ -15,12 +15,16 @@ struct ConcisenessRule {
         return !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty
     }
 
-    /// Preference pairs of one prompt's sampled answers: each chosen answer is one the rule
-    /// accepts, each rejected one it does not, every answer used at most once (so at most
-    /// min(accepted, refused) pairs, and at most `maxPairs`).
+    /// Preference pairs of one prompt's sampled answers: the chosen answer is one the rule
+    /// accepts, the rejected one it does not. Pair j takes accepted answer j and refused answer j,
+    /// each list taken round again when it is the shorter one, so every answer is used and none
+    /// twice in a row: max(accepted, refused) pairs (none if either list is empty), at most `maxPairs`.
     func pairs(prompt: [Int32], answers: [[Int32]], maxPairs: Int) -> [PreferencePair] {
         let good = answers.filter(accepts), bad = answers.filter { !accepts($0) && !$0.isEmpty }
-        return zip(good, bad).prefix(maxPairs).map { PreferencePair(promptIds: prompt, chosenIds: $0.0, rejectedIds: $0.1) }
+        if good.isEmpty || bad.isEmpty { return [] }
+        return (0..<min(maxPairs, max(good.count, bad.count))).map { j in
+            PreferencePair(promptIds: prompt, chosenIds: good[j % good.count], rejectedIds: bad[j % bad.count])
+        }
     }
 }
 
@@ -54,6 +58,7 @@ struct AnswerSampler {
             let elapsed = now() - start
             print(String(format: "  %@: %d/%d answers, %.0f new tokens/s", label, done, jobs.count,
                          Double(tokens - tokensBefore) / max(elapsed, 1e-9)))
+            fflush(stdout)
         }
         seconds += now() - start
         return answers
@@ -69,18 +74,23 @@ struct AnswerStats {
     /// Mean per-token log-prob of the answers' text (EOS excluded) under the reference model:
     /// the text tokens' summed log-probs over their count.
     var referenceLogProbPerToken = 0.0
+    /// The same over the answers the rule accepts only (short answers score lower per token:
+    /// their first words, the least predictable ones, weigh more).
+    var acceptedLogProbPerToken = 0.0
 
     /// `referenceLogProbs[i][j]`: the reference's log-probs of answer i's tokens.
     init(answers: [[Int32]], rule: ConcisenessRule, referenceLogProbs: [[Double]]) {
         let n = Double(max(answers.count, 1))
         ruleRate = Double(answers.filter(rule.accepts).count) / n
         meanLength = Double(answers.reduce(0) { $0 + $1.count }) / n
-        var sum = 0.0, count = 0
+        var sum = 0.0, count = 0, acceptedSum = 0.0, acceptedCount = 0
         for (a, lp) in zip(answers, referenceLogProbs) {
             let text = a.last == rule.eos ? lp.dropLast() : lp[...]
             sum += text.reduce(0, +); count += text.count
+            if rule.accepts(a) { acceptedSum += text.reduce(0, +); acceptedCount += text.count }
         }
         referenceLogProbPerToken = sum / Double(max(count, 1))
+        acceptedLogProbPerToken = acceptedSum / Double(max(acceptedCount, 1))
     }
 }
 
