@@ -64,6 +64,9 @@ public struct TrainingArguments: Equatable, Sendable {
     /// `report_to`: where log records go besides `state.logHistory` and the callbacks: "none", or
     /// "jsonl" (`output_dir/metrics.jsonl`, one record a line). "tensorboard" is reserved.
     public var reportTo: [String] = ["jsonl"]
+    /// `disable_tqdm`: no progress bar or log lines from the door that runs the loop (the
+    /// command line and the Python package print them by default; the engine prints nothing).
+    public var disableTqdm: Bool = false
 
     public init() {}
 
