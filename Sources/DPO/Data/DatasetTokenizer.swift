@@ -67,7 +67,7 @@ public struct DatasetTokenizer {
     /// The tokenizer, which every row of text needs.
     func textTokenizer(_ row: DatasetRow) throws -> Tokenizer {
         guard let tokenizer else {
-            throw DPOError.invalidArgument("\(row.location): a row of text needs a tokenizer (processing_class); without one only token-id rows can be used")
+            throw DPOError.invalidArgument("\(row.location): a row of text needs a tokenizer (the model's own, or one given: processing_class in Python, --tokenizer on the command line); without one only token-id rows can be used")
         }
         return tokenizer
     }

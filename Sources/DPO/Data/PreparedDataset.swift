@@ -14,6 +14,8 @@ public struct PreparedDataset {
     private var sftPreparer: SFTDatasetPreparer
     /// The index the next added row gets in error messages (rows read so far).
     public private(set) var nextIndex = 0
+    /// Where each kept row came from (its index, and file and line for files), for later errors.
+    public private(set) var locations: [RowLocation] = []
 
     public init(kind: Kind, tokenizer: DatasetTokenizer) {
         self.kind = kind
@@ -57,9 +59,14 @@ public struct PreparedDataset {
     private mutating func addOne(_ row: DatasetRow) throws {
         nextIndex += 1
         switch kind {
-        case .preference: if let r = try preferencePreparer.prepare(row) { preferenceRows.append(r) }
-        case .sft: if let r = try sftPreparer.prepare(row) { sftRows.append(r) }
+        case .preference:
+            guard let r = try preferencePreparer.prepare(row) else { return }
+            preferenceRows.append(r)
+        case .sft:
+            guard let r = try sftPreparer.prepare(row) else { return }
+            sftRows.append(r)
         }
+        locations.append(row.location)
     }
 
     /// The counts, once all rows are in: an error if the dataset has no rows or keeps none.

@@ -22,12 +22,7 @@ public struct DPOTrainingConfig: Equatable, Sendable {
     }
 
     /// How the trainer's datasets are tokenized: its `max_length` and `truncation_mode`.
-    public var data: DataConfig {
-        var d = DataConfig()
-        d.maxLength = trainer.maxLength
-        d.truncationMode = trainer.truncationMode
-        return d
-    }
+    public var data: DataConfig { trainer.dataConfig }
 
     /// From TRL-named fields (absent ones keep TRL's defaults), validated.
     public init(json: JSONObject) throws {
@@ -100,6 +95,16 @@ public struct SFTTrainingConfig: Equatable, Sendable {
         args.write(into: &o)
         data.write(into: &o)
         return o
+    }
+}
+
+extension DPOConfig {
+    /// The dataset settings of this config: `max_length` and `truncation_mode`.
+    public var dataConfig: DataConfig {
+        var d = DataConfig()
+        d.maxLength = maxLength
+        d.truncationMode = truncationMode
+        return d
     }
 }
 
