@@ -380,7 +380,23 @@ final class TrainingLoopTests: XCTestCase {
         let sft = try SFTTrainer(model: try LlamaModel.randomlyInitialized(config: PreferenceTask.config, seed: 5), config: c)
         let good = TokenizedSFT(inputIds: [1, 5, 6], labels: [-100, 5, 6])
         let twoRuns = TokenizedSFT(inputIds: [1, 5, 6, 7], labels: [-100, 5, -100, 7])
-        expectDPOError(["row 1", "not one run"]) { _ = try TrainingLoop(trainer: sft, args: args, trainRows: [good, twoRuns]) }
+        _ = try TrainingLoop(trainer: sft, args: args, trainRows: [good, twoRuns]).train()
+        XCTAssertEqual(sft.globalStep, 2)
+    }
+
+    /// A row whose learned tokens are two runs (two assistant turns) learns exactly those tokens:
+    /// its loss is the mean of the two tokens' losses, each with its own context.
+    func testSFTRowWithSeveralLearnedRuns() throws {
+        let sft = try SFTTrainer(model: try LlamaModel.randomlyInitialized(config: PreferenceTask.config, seed: 5), config: SFTConfig())
+        let masked = try TokenizedSFT(inputIds: [1, 5, 6, 7], labels: [-100, 5, -100, 7]).example()
+        XCTAssertEqual(masked.completionMask, [true, false, true])
+        let apart = [SFTExample(promptIds: [1], completionIds: [5]), SFTExample(promptIds: [1, 5, 6], completionIds: [7])]
+        let a = try sft.evaluate([masked]).loss, b = try sft.evaluate(apart).loss
+        XCTAssertEqual(a, b, accuracy: 1e-6 * abs(b))
+        XCTAssertNotEqual(a, try sft.evaluate([SFTExample(promptIds: [1], completionIds: [5, 6, 7])]).loss)
+        expectDPOError(["completion_mask has 2 flags for 3"]) {
+            _ = try sft.evaluate([SFTExample(promptIds: [1], completionIds: [5, 6, 7], completionMask: [true, false])])
+        }
     }
 
     /// SFT goes through the same loop: prepared rows from the data layer train as step() does.

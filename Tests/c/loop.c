@@ -177,7 +177,7 @@ static void test_datasets(void) {
                                   "{\"prompt_ids\":[1],\"chosen_ids\":[99],\"rejected_ids\":[6]}]"),
           DPO_ERR_INVALID_ARGUMENT, "outside the vocabulary");
     FAILS(add(d, "{\"prompt\": \"hi\", \"chosen\": \"a\", \"rejected\": \"b\"}"),
-          DPO_ERR_INVALID_ARGUMENT, "the dataset is tokenized preference");
+          DPO_ERR_INVALID_ARGUMENT, "the row is standard preference, the dataset tokenized preference");
     FAILS(add(d, "[1, 2]"), DPO_ERR_INVALID_ARGUMENT, "JSON object");
     FAILS(add(d, "{\"prompt_ids\": [1"), DPO_ERR_INVALID_ARGUMENT, "bad JSON");
     FAILS(dpo_dataset_add_rows(d, NULL, 3), DPO_ERR_INVALID_ARGUMENT, "json");

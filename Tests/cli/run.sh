@@ -218,7 +218,7 @@ J
            --output "$tmp/smol-sft" >"$tmp/log" 2>&1 && [ -s "$tmp/smol-sft/model/model.safetensors" ]; then
         ok "sft of conversations from a GGUF saved as safetensors (--save-format)"
     else fail "sft from a GGUF with --save-format safetensors" "$tmp/log"; fi
-    expect_error "a row of another format is named" "conv-pairs.jsonl:2): the row is conversational implicit prompt preference but the dataset is conversational preference" -- \
+    expect_error "a row of another format is named" "conv-pairs.jsonl:2): .prompt. is missing (the row is conversational implicit prompt preference, the dataset conversational preference" -- \
         "$DPO" eval --model "$GGUF" --data "$tmp/conv-pairs.jsonl"
     head -1 "$tmp/conv-pairs.jsonl" > "$tmp/conv1.jsonl"
     if "$DPO" eval --model "$GGUF" --data "$tmp/conv1.jsonl" --json >"$tmp/log" 2>&1 && grep -q '"eval_loss": 0.693147' "$tmp/log"; then

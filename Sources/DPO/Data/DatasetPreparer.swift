@@ -30,9 +30,10 @@ public struct PreferenceDatasetPreparer {
     /// The row's ids, or nil when TRL drops the row (counted in `counts.dropped`).
     public mutating func prepare(_ row: DatasetRow) throws -> TokenizedPreference? {
         let format = try self.format ?? DatasetFormat.preference(of: row)
-        if self.format != nil { try checkSameFormat(row, format, (try? DatasetFormat.preference(of: row))) }
+        let t = try explained(row, format, (try? DatasetFormat.preference(of: row))) {
+            try tokenizer.preference(row, format: format)
+        }
         self.format = format
-        let t = try tokenizer.preference(row, format: format)
         counts.rows += 1
         let config = tokenizer.config
         if t.isDropped(maxLength: config.maxLength, truncationMode: config.truncationMode) {
@@ -65,9 +66,10 @@ public struct SFTDatasetPreparer {
     public mutating func prepare(_ row: DatasetRow) throws -> TokenizedSFT? {
         let textField = tokenizer.config.datasetTextField
         let format = try self.format ?? DatasetFormat.sft(of: row, textField: textField)
-        if self.format != nil { try checkSameFormat(row, format, (try? DatasetFormat.sft(of: row, textField: textField))) }
+        let t = try explained(row, format, (try? DatasetFormat.sft(of: row, textField: textField))) {
+            try tokenizer.sft(row, format: format)
+        }
         self.format = format
-        let t = try tokenizer.sft(row, format: format)
         counts.rows += 1
         // TRL filters only after truncating, so only with max_length set.
         if tokenizer.config.maxLength != nil && !t.hasLearnedTokens {
@@ -86,11 +88,13 @@ public struct SFTDatasetPreparer {
     }
 }
 
-/// A later row whose columns make another format than the dataset's (fixed by its first row) is
-/// refused by name rather than by the first column it lacks.
-private func checkSameFormat(_ row: DatasetRow, _ dataset: DatasetFormat, _ own: DatasetFormat?) throws {
-    guard let own, own != dataset else { return }
-    throw DPOError.invalidArgument("\(row.location): the row is \(own.rawValue) but the dataset is \(dataset.rawValue) (its first row's format; every row must have the same columns)")
+/// Runs `prepare`; when it refuses a row whose columns make another format than the dataset's
+/// (fixed by its first row), the error says so after naming the field.
+private func explained<T>(_ row: DatasetRow, _ dataset: DatasetFormat, _ own: DatasetFormat?, _ prepare: () throws -> T) throws -> T {
+    do { return try prepare() } catch DPOError.invalidArgument(let message) {
+        guard let own, own != dataset else { throw DPOError.invalidArgument(message) }
+        throw DPOError.invalidArgument("\(message) (the row is \(own.rawValue), the dataset \(dataset.rawValue): every row must have its first row's columns)")
+    }
 }
 
 private func checkCounts(_ counts: DatasetCounts, maxLength: Int?) throws {

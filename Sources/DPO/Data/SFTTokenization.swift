@@ -7,14 +7,14 @@ extension DatasetTokenizer {
     /// on exactly for prompt-completion datasets.
     public func completionOnlyLoss(for format: DatasetFormat) -> Bool {
         config.completionOnlyLoss ?? (format == .standardPromptCompletion || format == .conversationalPromptCompletion
-                                      || format == .tokenizedSFT)
+                                      || format == .tokenizedPromptCompletion)
     }
 
     /// The row tokenized, labelled and truncated as SFTTrainer prepares it. `format` is the
     /// dataset's (`DatasetFormat.sft(of:textField:)` of its first row). Whether TRL would then drop
     /// it is `hasLearnedTokens` of the result (`SFTDatasetPreparer` drops and counts).
     public func sft(_ row: DatasetRow, format: DatasetFormat) throws -> TokenizedSFT {
-        if config.assistantOnlyLoss && format != .tokenizedSFT {
+        if config.assistantOnlyLoss && format != .tokenizedLanguageModeling && format != .tokenizedPromptCompletion {
             guard format.isConversational else {
                 throw DPOError.invalidArgument("\(row.location): assistant_only_loss needs a conversational dataset (this one is \(format.rawValue))")
             }
@@ -44,7 +44,7 @@ extension DatasetTokenizer {
             let promptIDs = try encodeConversation(prompt, addGenerationPrompt: true, row: row)
             (ids, assistantMask) = try encodeMasked(prompt + completion, row: row)
             completionMask = Self.completionMask(prompt: promptIDs, full: ids)
-        case .tokenizedSFT:
+        case .tokenizedLanguageModeling, .tokenizedPromptCompletion:
             (ids, completionMask, assistantMask) = try tokenized(row)
         default:
             throw DPOError.invalidArgument("\(row.location): \(format.rawValue) is not an SFT format")

@@ -1,9 +1,13 @@
-/// One supervised example: the prompt is context only, the completion is learned.
+/// One supervised example: the prompt is context only, the completion is learned (all of it, or
+/// the tokens `completionMask` marks: a conversation with several assistant turns under
+/// `assistant_only_loss`, where the user turns between them are context).
 public struct SFTExample: Equatable, Sendable {
     public var promptIds: [Int32]
     public var completionIds: [Int32]
-    public init(promptIds: [Int32], completionIds: [Int32]) {
-        self.promptIds = promptIds; self.completionIds = completionIds
+    /// One flag per completion token: true = learned. nil: every completion token is learned.
+    public var completionMask: [Bool]?
+    public init(promptIds: [Int32], completionIds: [Int32], completionMask: [Bool]? = nil) {
+        self.promptIds = promptIds; self.completionIds = completionIds; self.completionMask = completionMask
     }
 }
 
@@ -81,15 +85,19 @@ public final class SFTTrainer {
                 }
             }
             if e.completionIds.isEmpty { throw DPOError.invalidArgument("example \(i): completion_ids is empty") }
+            if let mask = e.completionMask, mask.count != e.completionIds.count {
+                throw DPOError.invalidArgument("example \(i): completion_mask has \(mask.count) flags for \(e.completionIds.count) completion tokens")
+            }
             if let m = config.maxLength, e.promptIds.count >= m {
                 throw DPOError.invalidArgument("example \(i): the prompt alone has \(e.promptIds.count) tokens, max_length is \(m)")
             }
             let s = MaskedSequence(prompt: e.promptIds, completion: e.completionIds, maxLength: config.maxLength, mode: .keepStart)
-            if s.scoredTokens == 0 {
-                throw DPOError.invalidArgument("example \(i): no completion token has a preceding token to predict it (give a prompt)")
-            }
-            for t in max(s.promptLength, 1)..<s.tokens.count {
+            let before = rows.count
+            for t in max(s.promptLength, 1)..<max(s.tokens.count, 1) where e.completionMask?[t - s.promptLength] ?? true {
                 rows.append(Int32(start + t - 1)); labels.append(s.tokens[t])
+            }
+            if rows.count == before {
+                throw DPOError.invalidArgument("example \(i): no learned completion token has a preceding token to predict it (give a prompt)")
             }
             sequences.append(s.tokens)
             start += s.tokens.count

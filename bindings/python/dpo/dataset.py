@@ -2,6 +2,7 @@
 token ids in; token ids kept), and how a trainer's processing_class becomes a dpo.Tokenizer."""
 import ctypes
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Mapping
@@ -11,6 +12,8 @@ from . import _lib
 from .errors import InvalidArgumentError
 from .model import Handle, _jsonable
 from .tokenizer import Tokenizer
+
+logger = logging.getLogger("dpo")
 
 # Rows cross into the library in chunks of this many (one JSON array per call).
 _CHUNK_ROWS = 256
@@ -82,7 +85,7 @@ def prepare(create, trainer_handle, tokenizer, data, name):
     ds = PreparedDataset(out.value)
     if isinstance(data, (str, bytes, os.PathLike)):
         _lib.check(_lib.lib.dpo_dataset_add_file(ds._handle, _lib.encode_path(data)))
-        return ds
+        return _counted(ds, name)
     if isinstance(data, Mapping):
         raise InvalidArgumentError("%s must be rows (a list of dicts, a datasets.Dataset) or a file path, got a dict" % name)
     try:
@@ -101,6 +104,16 @@ def prepare(create, trainer_handle, tokenizer, data, name):
         _add(ds, chunk)
     if index == 0:
         raise InvalidArgumentError("%s is empty" % name)
+    return _counted(ds, name)
+
+
+def _counted(ds, name):
+    """Logs what TRL would: rows dropped and truncated by max_length (nothing is lost silently)."""
+    info = ds.info
+    if info["dropped"] or info["truncated"]:
+        logger.warning("%s: %d rows (%s): %d dropped as TRL drops them (the prompt fills max_length), "
+                       "%d truncated to max_length", name, info["rows"], info["format"], info["dropped"],
+                       info["truncated"])
     return ds
 
 

@@ -75,7 +75,8 @@ def test_train_dataset_rows_equal_trl(case, tok, wide_model, tmp_path):
             else:
                 assert row["input_ids"] == _ids(case["input_ids"][i]), (case["name"], i)
                 learned = [1] * len(row["input_ids"])
-                if "completion_mask" in row and config.get("completion_only_loss", True):
+                prompt_completion = ds.info["format"].endswith("prompt-completion")  # TRL's default
+                if "completion_mask" in row and config.get("completion_only_loss", prompt_completion):
                     learned = [a & b for a, b in zip(learned, row["completion_mask"])]
                 if config.get("assistant_only_loss"):
                     learned = [a & b for a, b in zip(learned, row["assistant_masks"])]
