@@ -262,6 +262,10 @@ final class TensorBoardLogSinkTests: XCTestCase {
         let shown = EventFileReader.scalars(try EventFileReader.events(file: first) + replay)
         XCTAssertEqual(shown.map(\.step), [1, 2, 3, 4])
         XCTAssertEqual(shown.map(\.value), [1, 2, 3, 40])
+
+        let other = try makeScratchDirectory() + "/b"
+        expectDPOError(["integral 'step'"]) { try TensorBoardLogSink(directory: other).begin(history: [["loss": 1]]) }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: other), "a refused history creates nothing")
     }
 
     /// A failed write leaves the file ending at its last complete record, and the sink writing on.

@@ -20,7 +20,8 @@ import Synchronization
 /// has the steps before its checkpoint, and one resumed into the same run directory (an explicit
 /// `logging_dir`, or the default one within the same second) does not show the steps the
 /// interrupted run logged after the checkpoint twice. Replayed events carry the replay's wall time
-/// (records keep none).
+/// (records keep none). (TensorBoard reads a directory's files in name order, which is the order
+/// they were begun unless the pid or n gains a digit within the same second.)
 ///
 /// Writes append, without fsync: event files are append-only logs that TensorBoard follows while
 /// they grow, through the file it has open, so rewriting the file and renaming it into place
@@ -47,8 +48,7 @@ public final class TensorBoardLogSink: LogSink {
     deinit { closeFile() }
 
     /// transformers' `rewrite_logs`: `eval_x` -> `eval/x`, `test_x` -> `test/x`, any other
-    /// `x` -> `train/x`.
-    /// (Python's prefix test and slice: Unicode scalars, not Swift's Characters.)
+    /// `x` -> `train/x` (prefix and slice on Unicode scalars, as Python's, not on Characters).
     public static func tag(for name: String) -> String {
         for group in ["eval", "test"] {
             let prefix = (group + "_").unicodeScalars
@@ -62,16 +62,16 @@ public final class TensorBoardLogSink: LogSink {
     public func begin(history: [LogRecord]) throws {
         closeFile()
         damaged = false
-        try makeDirectories(directory)
         let now = wallClockSeconds()
+        var bytes = TFRecord.frame(TensorBoardEvent.fileVersion(wallTime: now))
+        bytes += TFRecord.frame(TensorBoardEvent.sessionStart(wallTime: now, step: 0))
+        for record in history { bytes += try events(record, wallTime: now) }
+        try makeDirectories(directory)
         let name = "events.out.tfevents.\(paddedSeconds(now)).\(hostName()).\(getpid()).\(eventFileCounter.add(1, ordering: .relaxed).oldValue)"
         let filePath = joinPath(directory, name)
         let fd = try openFile(filePath, O_WRONLY | O_CREAT | O_EXCL, mode: 0o644)
         file = FileWriter(fd: fd, path: filePath)
         path = filePath
-        var bytes = TFRecord.frame(TensorBoardEvent.fileVersion(wallTime: now))
-        bytes += TFRecord.frame(TensorBoardEvent.sessionStart(wallTime: now, step: 0))
-        for record in history { bytes += try events(record, wallTime: now) }
         try append(bytes)
     }
 
