@@ -318,6 +318,14 @@ final class TensorBoardLogSinkTests: XCTestCase {
         expectDPOError(["logging_dir must be a directory path"]) { try a.validate() }
 
         a.loggingDir = "/tmp/tb-here"
+        var o = JSONObject()
+        a.write(into: &o)
+        XCTAssertEqual(o["logging_dir"], .string("/tmp/tb-here"))
+        var fromJSON = TrainingArguments()
+        XCTAssertTrue(try fromJSON.set("logging_dir", .string("/tmp/tb-here")))
+        XCTAssertEqual(fromJSON.loggingDir, "/tmp/tb-here")
+        XCTAssertTrue(try fromJSON.set("logging_dir", .null))
+        XCTAssertNil(fromJSON.loggingDir)
         let sinks = a.makeLogSinks()
         XCTAssertEqual((sinks[0] as? JSONLLogSink)?.path, "out/metrics.jsonl")
         XCTAssertEqual((sinks[1] as? TensorBoardLogSink)?.directory, "/tmp/tb-here")

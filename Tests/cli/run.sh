@@ -244,16 +244,31 @@ J
        && grep -q 'policy:    "The capital' "$tmp/gen"; then
         ok "train from a GGUF: text tokenized by its tokenizer, saved as a q8_0 GGUF that answers"
     else fail "train from a GGUF and save a GGUF" "$tmp/log"; cat "$tmp/gen" 2>/dev/null | head -5; fi
-    if "$DPO" sft --model "$GGUF" --data "$tmp/sft.jsonl" --max-steps 1 --per-device-train-batch-size 1 --save-format safetensors \
+    # TRL's formats through the data layer: conversations (chat template), and a text file.
+    cat >"$tmp/chat-sft.jsonl" <<'J'
+{"messages": [{"role": "user", "content": "Name a fruit."}, {"role": "assistant", "content": "An apple."}]}
+{"messages": [{"role": "user", "content": "Name a color."}, {"role": "assistant", "content": "Blue."}]}
+J
+    cat >"$tmp/conv-pairs.jsonl" <<'J'
+{"prompt": [{"role": "user", "content": "Name a fruit."}], "chosen": [{"role": "assistant", "content": "An apple."}], "rejected": [{"role": "assistant", "content": "A chair."}]}
+{"chosen": [{"role": "user", "content": "Sky color?"}, {"role": "assistant", "content": "Blue."}], "rejected": [{"role": "user", "content": "Sky color?"}, {"role": "assistant", "content": "Green."}]}
+J
+    if "$DPO" sft --model "$GGUF" --data "$tmp/chat-sft.jsonl" --max-steps 1 --per-device-train-batch-size 1 --save-format safetensors \
            --output "$tmp/smol-sft" >"$tmp/log" 2>&1 && [ -s "$tmp/smol-sft/model/model.safetensors" ]; then
-        ok "sft from a GGUF saved as safetensors (--save-format)"
+        ok "sft of conversations from a GGUF saved as safetensors (--save-format)"
     else fail "sft from a GGUF with --save-format safetensors" "$tmp/log"; fi
+    expect_error "a row of another format is named" "conv-pairs.jsonl:2): the row is conversational implicit prompt preference but the dataset is conversational preference" -- \
+        "$DPO" eval --model "$GGUF" --data "$tmp/conv-pairs.jsonl"
+    head -1 "$tmp/conv-pairs.jsonl" > "$tmp/conv1.jsonl"
+    if "$DPO" eval --model "$GGUF" --data "$tmp/conv1.jsonl" --json >"$tmp/log" 2>&1 && grep -q '"eval_loss": 0.693147' "$tmp/log"; then
+        ok "eval of conversational pairs (chat template) from a GGUF"
+    else fail "eval of conversational pairs" "$tmp/log"; fi
     expect_error "--save-dtype without gguf is refused" "needs --save-format gguf" -- "$DPO" train --model "$GGUF" --data "$tmp/chat-pairs.jsonl" --save-format safetensors --save-dtype f16
     expect_error "--save-dtype q4_0 is refused" "--save-dtype must be" -- "$DPO" train --model "$GGUF" --data "$tmp/chat-pairs.jsonl" --save-dtype q4_0
     expect_error "a corrupt GGUF names the file" "truncated_data.gguf" -- "$DPO" generate --model "$(dirname "$0")/../DPOTests/Fixtures/gguf/corrupt/truncated_data.gguf" --prompt x
     # A model without a tokenizer and a vocabulary that is not the byte tokenizer's: text is refused.
     mkdir -p "$tmp/notok"
-    "$DPO" sft --model "$GGUF" --data "$tmp/sft.jsonl" --max-steps 1 --per-device-train-batch-size 1 --save-format safetensors --output "$tmp/notok" >/dev/null 2>&1
+    "$DPO" sft --model "$GGUF" --data "$tmp/chat-sft.jsonl" --max-steps 1 --per-device-train-batch-size 1 --save-format safetensors --output "$tmp/notok" >/dev/null 2>&1
     expect_error "text for a model without a tokenizer is refused" "has no tokenizer" -- "$DPO" generate --model "$tmp/notok/model" --prompt hi
     if "$DPO" generate --model "$tmp/notok/model" --tokenizer "$GGUF" --prompt "Hi" --max-new-tokens 2 >"$tmp/gen" 2>&1; then
         ok "--tokenizer gives a tokenizer-less model its text"

@@ -22,6 +22,9 @@ public enum DatasetFormat: String, CaseIterable, Sendable {
     case standardPromptCompletion = "standard prompt-completion"
     /// `prompt` and `completion` lists of messages.
     case conversationalPromptCompletion = "conversational prompt-completion"
+    /// Tokenized already: `input_ids` (with `completion_mask` and `assistant_masks` if any, TRL's
+    /// processed columns), or `prompt_ids` and `completion_ids`.
+    case tokenizedSFT = "tokenized"
 
     public var isConversational: Bool {
         switch self {
@@ -57,6 +60,7 @@ public enum DatasetFormat: String, CaseIterable, Sendable {
     /// The SFT format of a (first) row, as SFTTrainer decides: prompt-completion when the row has a
     /// "prompt", otherwise language modeling on `messages` (a conversation) or `textField`.
     public static func sft(of row: DatasetRow, textField: String) throws -> DatasetFormat {
+        if row.has("input_ids") || (row.has("prompt_ids") && row.has("completion_ids")) { return .tokenizedSFT }
         if row.has("prompt") {
             return try row.required("prompt").isConversation ? .conversationalPromptCompletion : .standardPromptCompletion
         }

@@ -30,6 +30,7 @@ public struct PreferenceDatasetPreparer {
     /// The row's ids, or nil when TRL drops the row (counted in `counts.dropped`).
     public mutating func prepare(_ row: DatasetRow) throws -> TokenizedPreference? {
         let format = try self.format ?? DatasetFormat.preference(of: row)
+        if self.format != nil { try checkSameFormat(row, format, (try? DatasetFormat.preference(of: row))) }
         self.format = format
         let t = try tokenizer.preference(row, format: format)
         counts.rows += 1
@@ -62,7 +63,9 @@ public struct SFTDatasetPreparer {
     /// The row's ids and labels, or nil when TRL drops the row (counted in `counts.dropped`).
     /// Without `max_length` TRL keeps a row with no learned token; its `example()` is then an error.
     public mutating func prepare(_ row: DatasetRow) throws -> TokenizedSFT? {
-        let format = try self.format ?? DatasetFormat.sft(of: row, textField: tokenizer.config.datasetTextField)
+        let textField = tokenizer.config.datasetTextField
+        let format = try self.format ?? DatasetFormat.sft(of: row, textField: textField)
+        if self.format != nil { try checkSameFormat(row, format, (try? DatasetFormat.sft(of: row, textField: textField))) }
         self.format = format
         let t = try tokenizer.sft(row, format: format)
         counts.rows += 1
@@ -81,6 +84,13 @@ public struct SFTDatasetPreparer {
         try checkCounts(counts, maxLength: tokenizer.config.maxLength)
         return counts
     }
+}
+
+/// A later row whose columns make another format than the dataset's (fixed by its first row) is
+/// refused by name rather than by the first column it lacks.
+private func checkSameFormat(_ row: DatasetRow, _ dataset: DatasetFormat, _ own: DatasetFormat?) throws {
+    guard let own, own != dataset else { return }
+    throw DPOError.invalidArgument("\(row.location): the row is \(own.rawValue) but the dataset is \(dataset.rawValue) (its first row's format; every row must have the same columns)")
 }
 
 private func checkCounts(_ counts: DatasetCounts, maxLength: Int?) throws {

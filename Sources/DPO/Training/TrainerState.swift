@@ -74,8 +74,17 @@ public struct TrainerState: Equatable, Sendable {
         return o
     }
 
+    /// The state as transformers' trainer_state.json names it: `global_step`, `epoch`,
+    /// `max_steps`, ..., `log_history` (what the bindings show as `trainer.state`).
+    public var jsonObject: JSONObject {
+        var o = JSONObject()
+        o["global_step"] = .number(Double(globalStep))
+        for key in checkpointFields.keys where key != "log_window" { o[key] = checkpointFields[key] }
+        return o
+    }
+
     /// A record as a JSON object: `step` first, then the names sorted (non-finite values as null).
-    static func recordJSON(_ r: LogRecord) -> JSONObject {
+    public static func recordJSON(_ r: LogRecord) -> JSONObject {
         var o = JSONObject()
         if let step = r["step"] { o["step"] = .number(step) }
         for k in r.keys.sorted() where k != "step" { o[k] = r[k]!.isFinite ? .number(r[k]!) : .null }

@@ -71,6 +71,9 @@ public struct TrainingArguments: Equatable, Sendable {
     /// expanded), else `output_dir/runs/<%b%d_%H-%M-%S>_<hostname>` (local time), at the time the
     /// `TrainingLoop` is made (`resolvedLoggingDir()`).
     public var loggingDir: String? = nil
+    /// `disable_tqdm`: no progress bar or log lines from the door that runs the loop (the
+    /// command line and the Python package print them by default; the engine prints nothing).
+    public var disableTqdm: Bool = false
 
     public init() {}
 

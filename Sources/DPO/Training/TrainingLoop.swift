@@ -211,12 +211,13 @@ public final class TrainingLoop<T: Trainer> {
         sinksOpen = true
     }
 
-    /// Metrics of the model on `evalDataset` (batches of `per_device_eval_batch_size`, in order),
-    /// `eval_` names, each the mean over the examples (batch means weighted by batch size); logged
-    /// as a record.
+    /// Metrics of the model on `dataset` (default `evalDataset`; batches of
+    /// `per_device_eval_batch_size`, in order), `eval_` names, each the mean over the examples
+    /// (batch means weighted by batch size); logged as a record.
     @discardableResult
-    public func evaluate() throws -> [String: Double] {
-        guard let eval = evalDataset, !eval.isEmpty else { throw DPOError.invalidArgument("evaluate: there is no eval_dataset") }
+    public func evaluate(_ dataset: [T.Example]? = nil) throws -> [String: Double] {
+        guard let eval = dataset ?? evalDataset else { throw DPOError.invalidArgument("evaluate: there is no eval_dataset") }
+        if eval.isEmpty { throw DPOError.invalidArgument("evaluate: the eval dataset is empty") }
         var names: [String] = [], sums: [String: Double] = [:]
         var i = 0
         while i < eval.count {

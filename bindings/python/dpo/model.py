@@ -79,7 +79,9 @@ class Model(Handle):
         exactly as ggml does). Local files only."""
         out = c_void_p()
         _lib.check(_lib.lib.dpo_model_load(_lib.encode_path(path), ctypes.byref(out)))
-        return cls(out.value)
+        model = cls(out.value)
+        model._source = path  # where a trainer finds the model's own tokenizer
+        return model
 
     @classmethod
     def from_config(cls, config, seed=0):
