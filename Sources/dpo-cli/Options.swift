@@ -70,7 +70,7 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "save_strategy: no, steps or epoch (default: steps with --save-steps, else no).") var saveStrategy: String?
     @Option(help: "save_steps: write a checkpoint every N steps (and at the last step).") var saveSteps: Int?
     @Option(help: "save_total_limit: keep at most N checkpoints in --output, deleting the oldest.") var saveTotalLimit: Int?
-    @Option(help: "report_to: none or jsonl (<output>/metrics.jsonl).") var reportTo: String = "jsonl"
+    @Option(help: "report_to: none, or jsonl (<output>/metrics.jsonl), tensorboard (event files in $TENSORBOARD_LOGGING_DIR, else <output>/runs/<date>_<host>) or both, comma-separated.") var reportTo: String = "jsonl"
     @Option(help: "Directory for metrics.jsonl, metrics.svg, checkpoints and the final model.") var output: String = "runs/dpo"
     @Option(help: "Resume from this checkpoint directory.") var resume: String?
     @Option(help: "Threads (default: all cores).") var threads: Int?

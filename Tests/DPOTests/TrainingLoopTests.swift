@@ -336,7 +336,6 @@ final class TrainingLoopTests: XCTestCase {
             ("gradient_accumulation_steps must be in [1, 2^30]", { $0.gradientAccumulationSteps = 0 }),
             ("num_train_epochs must be in (0, 1e6]", { $0.numTrainEpochs = .nan }),
             ("save_total_limit must be >= 1", { $0.saveTotalLimit = 0 }),
-            ("report_to: 'tensorboard' is not available yet", { $0.reportTo = ["tensorboard"] }),
             ("report_to: unknown value 'wandb'", { $0.reportTo = ["wandb"] }),
             ("eval_steps must be >= 1", { $0.evalSteps = 0 }),
         ]

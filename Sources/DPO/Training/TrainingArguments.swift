@@ -62,8 +62,15 @@ public struct TrainingArguments: Equatable, Sendable {
     /// `resume_from_checkpoint`: a `checkpoint-<step>` folder `train()` resumes from.
     public var resumeFromCheckpoint: String? = nil
     /// `report_to`: where log records go besides `state.logHistory` and the callbacks: "none", or
-    /// "jsonl" (`output_dir/metrics.jsonl`, one record a line). "tensorboard" is reserved.
+    /// any of "jsonl" (`output_dir/metrics.jsonl`, one record a line) and "tensorboard" (event
+    /// files in `logging_dir`, see `TensorBoardLogSink`).
     public var reportTo: [String] = ["jsonl"]
+    /// `logging_dir`: the TensorBoard run directory. transformers 5 dropped this field for the
+    /// environment variable `TENSORBOARD_LOGGING_DIR`; swift-dpo keeps transformers 4's field and
+    /// resolves as transformers 5 does when it is nil: `TENSORBOARD_LOGGING_DIR` (with `~`
+    /// expanded), else `output_dir/runs/<%b%d_%H-%M-%S>_<hostname>` (local time), at the time the
+    /// `TrainingLoop` is made (`resolvedLoggingDir()`).
+    public var loggingDir: String? = nil
     /// `disable_tqdm`: no progress bar or log lines from the door that runs the loop (the
     /// command line and the Python package print them by default; the engine prints nothing).
     public var disableTqdm: Bool = false
@@ -88,12 +95,10 @@ public struct TrainingArguments: Equatable, Sendable {
         if let e = evalSteps { try check(e >= 1, "eval_steps", e, ">= 1") }
         try check(saveSteps >= 1, "save_steps", saveSteps, ">= 1")
         if let l = saveTotalLimit { try check(l >= 1, "save_total_limit", l, ">= 1 or unset") }
-        for sink in reportTo where !["none", "jsonl"].contains(sink) {
-            if sink == "tensorboard" {
-                throw DPOError.invalidArgument("report_to: 'tensorboard' is not available yet (valid: none, jsonl)")
-            }
-            throw DPOError.invalidArgument("report_to: unknown value '\(sink)' (valid: none, jsonl)")
+        for sink in reportTo where !["none", "jsonl", "tensorboard"].contains(sink) {
+            throw DPOError.invalidArgument("report_to: unknown value '\(sink)' (valid: none, jsonl, tensorboard)")
         }
+        if let d = loggingDir { try check(!d.isEmpty, "logging_dir", "''", "a directory path or unset") }
         if reportTo.contains("none") && reportTo.count > 1 {
             throw DPOError.invalidArgument("report_to: 'none' cannot be combined with other values, got \(reportTo)")
         }

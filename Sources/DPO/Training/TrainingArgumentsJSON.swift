@@ -7,7 +7,7 @@ extension TrainingArguments {
                                     "per_device_eval_batch_size", "gradient_accumulation_steps", "logging_steps",
                                     "logging_first_step", "logging_last_step", "eval_strategy", "eval_steps",
                                     "save_strategy", "save_steps", "save_total_limit", "seed", "data_seed", "shuffle",
-                                    "dataloader_drop_last", "resume_from_checkpoint", "report_to", "disable_tqdm"]
+                                    "dataloader_drop_last", "resume_from_checkpoint", "report_to", "logging_dir", "disable_tqdm"]
 
     public func write(into o: inout JSONObject) {
         o["output_dir"] = .string(outputDir)
@@ -30,6 +30,7 @@ extension TrainingArguments {
         o["dataloader_drop_last"] = .bool(dataloaderDropLast)
         o["resume_from_checkpoint"] = resumeFromCheckpoint.map { .string($0) } ?? .null
         o["report_to"] = .array(reportTo.map { .string($0) })
+        o["logging_dir"] = loggingDir.map { .string($0) } ?? .null
         o["disable_tqdm"] = .bool(disableTqdm)
     }
 
@@ -65,6 +66,7 @@ extension TrainingArguments {
             if let s = v.string { reportTo = [s] } else if let a = v.array {
                 reportTo = try a.map { try $0.requireString(key) }
             } else { throw DPOError.invalidArgument("report_to must be a string or a list of strings, got \(JSON.serialize(v, pretty: false))") }
+        case "logging_dir": loggingDir = v.isNull ? nil : try v.requireString(key)
         case "disable_tqdm": disableTqdm = try v.requireBool(key)
         default: return false
         }

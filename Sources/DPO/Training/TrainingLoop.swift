@@ -47,7 +47,7 @@ public final class TrainingLoop<T: Trainer> {
         self.trainDataset = trainDataset
         self.evalDataset = evalDataset
         self.callbacks = callbacks
-        logSinks = args.reportTo.contains("jsonl") ? [JSONLLogSink(path: joinPath(args.outputDir, "metrics.jsonl"))] : []
+        logSinks = args.makeLogSinks()
     }
 
     // MARK: - Training
