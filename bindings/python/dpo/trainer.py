@@ -80,7 +80,8 @@ class DPOConfig(_Config):
     gradient_accumulation_steps, seed) and its loop fields (output_dir, num_train_epochs,
     per_device_train_batch_size, per_device_eval_batch_size, logging_steps, logging_first_step,
     eval_strategy, eval_steps, save_strategy, save_steps, save_total_limit, data_seed, shuffle,
-    dataloader_drop_last, resume_from_checkpoint, report_to, disable_tqdm), with TRL's defaults."""
+    dataloader_drop_last, resume_from_checkpoint, report_to (none, jsonl, tensorboard), logging_dir,
+    disable_tqdm), with TRL's defaults."""
 
     _resolve = _lib.lib.dpo_trainer_config_json
 
