@@ -61,6 +61,13 @@ public final class DPOTrainer {
     /// Micro-batches accumulated since the last optimizer step.
     public var pendingMicroBatches: Int { state.pendingMicroBatches }
 
+    /// The ranks this trainer trains with (data parallelism, see `Communicator`), nil for one process.
+    public var communicator: Communicator? { state.communicator }
+
+    /// Makes the trainer's calls collective over `communicator`'s ranks (nil: one process again).
+    /// Refused while micro-batches are accumulated.
+    public func setCommunicator(_ communicator: Communicator?) throws { try state.setCommunicator(communicator) }
+
     // MARK: - Training
 
     /// One micro-batch: forward of policy and reference, loss, backward into the accumulated
@@ -71,6 +78,9 @@ public final class DPOTrainer {
         try undoingSnapshot {
             let tokens = state.numTokens
             let metrics = try accumulate(pairs)
+            if state.readyToApply && communicator != nil {
+                return DPOStepResult(metrics: try applyOptimizer(knownNorm: nil), optimizerStepped: true, globalStep: globalStep)
+            }
             if state.readyToApply {
                 do {
                     // The norm of the buffer this call's backward just left is still exact.
@@ -106,6 +116,7 @@ public final class DPOTrainer {
     }
 
     func accumulateBatch(_ pairs: [PreferencePair]) throws -> DPOMetrics {
+        if let c = communicator { return try accumulateShard(pairs, c) }
         let batch = try pack(pairs)
         let (refChosen, refRejected) = try referenceSums(pairs, batch)
         let out = try policy.forward(batch.packed, head: batch.head, keepActivations: true)
@@ -145,7 +156,11 @@ public final class DPOTrainer {
     public func applyOptimizer() throws -> DPOMetrics { try applyOptimizer(knownNorm: nil) }
 
     func applyOptimizer(knownNorm: Double?, accumulationScale: Double = 1) throws -> DPOMetrics {
-        let (norm, lr) = try state.applyOptimizer(knownNorm: knownNorm, accumulationScale: accumulationScale)
+        let norm: Double, lr: Double
+        do { (norm, lr) = try state.applyOptimizer(knownNorm: knownNorm, accumulationScale: accumulationScale) } catch {
+            if communicator != nil && state.pendingMicroBatches == 0 { pendingMetrics = [] }  // dropped on every rank
+            throw error
+        }
         var metrics = DPOMetrics.mean(pendingMetrics)
         pendingMetrics = []
         metrics.gradNorm = norm
@@ -168,6 +183,7 @@ public final class DPOTrainer {
     }
 
     func evaluateBatch(_ pairs: [PreferencePair]) throws -> DPOMetrics {
+        if let c = communicator { return try evaluateShard(pairs, c) }
         let batch = try pack(pairs)
         let (refChosen, refRejected) = try referenceSums(pairs, batch)
         let out = try policy.forward(batch.packed, head: batch.head, keepActivations: false)

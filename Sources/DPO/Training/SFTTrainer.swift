@@ -68,6 +68,13 @@ public final class SFTTrainer {
     /// Micro-batches accumulated since the last optimizer step.
     public var pendingMicroBatches: Int { state.pendingMicroBatches }
 
+    /// The ranks this trainer trains with (data parallelism, see `Communicator`), nil for one process.
+    public var communicator: Communicator? { state.communicator }
+
+    /// Makes the trainer's calls collective over `communicator`'s ranks (nil: one process again).
+    /// Refused while micro-batches are accumulated.
+    public func setCommunicator(_ communicator: Communicator?) throws { try state.setCommunicator(communicator) }
+
     struct Packed {
         let packed: PackedTokens, head: HeadQuery, numTokens: Int
     }
@@ -122,6 +129,7 @@ public final class SFTTrainer {
     public func step(_ examples: [SFTExample]) throws -> (metrics: SFTMetrics, optimizerStepped: Bool) {
         let tokens = state.numTokens
         let m = try accumulate(examples)
+        if state.readyToApply && communicator != nil { return (try applyOptimizer(knownNorm: nil), true) }
         if state.readyToApply {
             do { return (try applyOptimizer(knownNorm: state.lastBackwardNorm), true) } catch {
                 // The optimizer refused the step: take this call's micro-batch back too.
@@ -135,6 +143,7 @@ public final class SFTTrainer {
 
     @discardableResult
     public func accumulate(_ examples: [SFTExample]) throws -> SFTMetrics {
+        if let c = communicator { return try accumulateShard(examples, c) }
         let p = try pack(examples)
         let out = try model.forward(p.packed, head: p.head, keepActivations: true)
         do { try out.requireFinite("model") } catch {
@@ -159,7 +168,11 @@ public final class SFTTrainer {
     public func applyOptimizer() throws -> SFTMetrics { try applyOptimizer(knownNorm: nil) }
 
     func applyOptimizer(knownNorm: Double?, accumulationScale: Double = 1) throws -> SFTMetrics {
-        let (norm, lr) = try state.applyOptimizer(knownNorm: knownNorm, accumulationScale: accumulationScale)
+        let norm: Double, lr: Double
+        do { (norm, lr) = try state.applyOptimizer(knownNorm: knownNorm, accumulationScale: accumulationScale) } catch {
+            if communicator != nil && state.pendingMicroBatches == 0 { pendingMetrics = [] }  // dropped on every rank
+            throw error
+        }
         let k = Double(max(pendingMetrics.count, 1))
         var m = SFTMetrics()
         m.loss = pendingMetrics.reduce(0) { $0 + $1.loss } / k
@@ -174,6 +187,7 @@ public final class SFTTrainer {
 
     /// Metrics without an update (non-finite log-probs throw `DPOError.numeric`).
     public func evaluate(_ examples: [SFTExample]) throws -> SFTMetrics {
+        if let c = communicator { return try evaluateShard(examples, c) }
         let p = try pack(examples)
         let out = try model.forward(p.packed, head: p.head, keepActivations: false)
         try out.requireFinite("model")

@@ -29,6 +29,13 @@ public protocol Trainer: AnyObject {
     func saveCheckpoint(directory: String, extraState: JSONObject) throws
     /// Restores a checkpoint; returns its trainer_state.json.
     @discardableResult func loadCheckpoint(directory: String) throws -> JSONObject
+    /// The ranks of data-parallel training (see `Communicator`); nil (the default) for one process.
+    /// With one, `trainStep`, `applyOptimizerAtEpochEnd` and `evaluationMetrics` are collective.
+    var communicator: Communicator? { get }
+}
+
+extension Trainer {
+    public var communicator: Communicator? { nil }
 }
 
 /// The result of one micro-batch of `Trainer.trainStep`.
