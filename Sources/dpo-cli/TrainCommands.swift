@@ -42,18 +42,19 @@ struct SFT: ParsableCommand {
         let evalFile = try evalData.map { try loadSFTExamples($0, vocabSize: model.config.vocabSize, codec: codec, data: data) }
         let train = trainFile.rows, eval = evalFile?.rows
         let args = try training.trainingArguments(evalData: eval != nil)
-        try training.apply(to: &c.optimizer, args: args, examples: train.count)
+        try training.apply(to: &c.optimizer, args: args, examples: train.count, worldSize: DataParallel.size)
         let trainer = try SFTTrainer(model: model, config: c)
+        if let mpi = DataParallel.communicator { try trainer.setCommunicator(mpi) }
         try trainFile.check(trainer.check)
         try evalFile?.check(trainer.check)
         var opts = RunOptions(title: "sft")
         opts.plotMetrics = ["loss", "mean_token_accuracy"]
         opts.logMetrics = ["mean_token_accuracy"]
         opts.finalSave = try training.finalSave(modelPath: source.model, codec: codec)
-        print("sft: \(train.count) examples, \(c.optimizer.maxSteps) steps, model with \(model.parameterCount) parameters -> \(training.output)")
+        say("sft: \(train.count) examples, \(c.optimizer.maxSteps) steps, model with \(model.parameterCount) parameters -> \(training.output)")
         let run = try TrainingRun(trainer: trainer, args: args, train: train, eval: eval, options: opts)
         if try !run.run() { throw ExitCode(130) }
-        print("sft: done; model saved to \(run.savedModelPath)")
+        say("sft: done; model saved to \(run.savedModelPath)")
     }
 }
 
@@ -87,7 +88,7 @@ struct Train: ParsableCommand {
         let evalFile = try evalData.map { try loadPreferencePairs($0, vocabSize: policy.config.vocabSize, codec: codec, data: c.dataConfig) }
         var train = trainFile.rows, eval = evalFile?.rows
         let args = try training.trainingArguments(evalData: eval != nil)
-        try training.apply(to: &c.optimizer, args: args, examples: train.count)
+        try training.apply(to: &c.optimizer, args: args, examples: train.count, worldSize: DataParallel.size)
         try c.validate()
         var trainer = try DPOTrainer(policy: policy, reference: ref, config: c)
         try trainFile.check(trainer.check)
@@ -95,19 +96,20 @@ struct Train: ParsableCommand {
         if c.precomputeRefLogProbs {
             // Reference log-probs once up front (with the reference, or the initial policy), then
             // a trainer that holds no reference model.
-            print("train: precomputing reference log-probs of \(train.count + (eval?.count ?? 0)) pairs")
+            say("train: precomputing reference log-probs of \(train.count + (eval?.count ?? 0)) pairs")
             train = try attachReferenceLogProbs(train, trainer, batch: training.perDeviceTrainBatchSize)
             eval = try eval.map { try attachReferenceLogProbs($0, trainer, batch: training.perDeviceTrainBatchSize) }
             trainer = try DPOTrainer(policy: policy, reference: nil, config: c)
         }
+        if let mpi = DataParallel.communicator { try trainer.setCommunicator(mpi) }
         var opts = RunOptions(title: "dpo")
         opts.plotMetrics = ["loss", "rewards/margins", "rewards/accuracies"]
         opts.logMetrics = ["rewards/accuracies", "rewards/margins"]
         opts.finalSave = try training.finalSave(modelPath: source.model, codec: codec)
-        print("train: \(train.count) pairs, \(c.optimizer.maxSteps) steps, beta \(c.beta), loss \(c.lossType.map(\.rawValue).joined(separator: "+")), reference \(trainer.referenceKind.rawValue) -> \(training.output)")
+        say("train: \(train.count) pairs, \(c.optimizer.maxSteps) steps, beta \(c.beta), loss \(c.lossType.map(\.rawValue).joined(separator: "+")), reference \(trainer.referenceKind.rawValue) -> \(training.output)")
         let run = try TrainingRun(trainer: trainer, args: args, train: train, eval: eval, options: opts)
         if try !run.run() { throw ExitCode(130) }
-        print("train: done; model saved to \(run.savedModelPath)")
+        say("train: done; model saved to \(run.savedModelPath)")
     }
 }
 
