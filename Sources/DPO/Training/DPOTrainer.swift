@@ -110,6 +110,9 @@ public final class DPOTrainer {
 
     /// The distributed grain: forward and backward of one micro-batch, gradients (already divided
     /// by `gradient_accumulation_steps`) added to `policy.gradients`. Returns the micro-batch's metrics.
+    /// With a `communicator`: collective, `pairs` is this rank's shard (possibly empty) of the global
+    /// micro-batch; the metrics are the global batch's and the buffer gets this rank's part of its
+    /// gradient (see DataParallel.swift).
     @discardableResult
     public func accumulate(_ pairs: [PreferencePair]) throws -> DPOMetrics {
         try undoingSnapshot { try accumulateBatch(pairs) }
@@ -152,7 +155,8 @@ public final class DPOTrainer {
 
     /// The distributed grain: clip, step AdamW at the scheduled rate, sync the reference for
     /// TR-DPO, clear the accumulation. Returns the mean metrics of the accumulated micro-batches
-    /// with `grad_norm` and `learning_rate`.
+    /// with `grad_norm` and `learning_rate`. With a `communicator`: collective, the ranks' gradient
+    /// buffers are summed first.
     public func applyOptimizer() throws -> DPOMetrics { try applyOptimizer(knownNorm: nil) }
 
     func applyOptimizer(knownNorm: Double?, accumulationScale: Double = 1) throws -> DPOMetrics {
@@ -177,7 +181,8 @@ public final class DPOTrainer {
     }
 
     /// Metrics of a batch without any update or change of state (TRL's `evaluate`, `eval_` names).
-    /// Non-finite log-probs or loss throw `DPOError.numeric`.
+    /// Non-finite log-probs or loss throw `DPOError.numeric`. With a `communicator`: collective, the
+    /// global batch's metrics.
     public func evaluate(_ pairs: [PreferencePair]) throws -> DPOMetrics {
         try undoingSnapshot { try evaluateBatch(pairs) }
     }

@@ -141,6 +141,9 @@ public final class SFTTrainer {
         return (m, false)
     }
 
+    /// Forward and backward of one micro-batch into the accumulated gradient (divided by
+    /// `gradient_accumulation_steps`). With a `communicator`: collective, `examples` is this rank's
+    /// shard (possibly empty) of the global micro-batch, whose token mean is the loss.
     @discardableResult
     public func accumulate(_ examples: [SFTExample]) throws -> SFTMetrics {
         if let c = communicator { return try accumulateShard(examples, c) }
@@ -185,7 +188,8 @@ public final class SFTTrainer {
         return m
     }
 
-    /// Metrics without an update (non-finite log-probs throw `DPOError.numeric`).
+    /// Metrics without an update (non-finite log-probs throw `DPOError.numeric`). With a
+    /// `communicator`: collective, the global batch's metrics.
     public func evaluate(_ examples: [SFTExample]) throws -> SFTMetrics {
         if let c = communicator { return try evaluateShard(examples, c) }
         let p = try pack(examples)
