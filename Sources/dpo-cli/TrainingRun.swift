@@ -1,7 +1,9 @@
 import DPO
 import Foundation
 
-/// Set by SIGINT; the engine's loop checkpoints and stops at the next micro-batch boundary.
+/// Set by SIGINT (and, data parallel, SIGUSR1, which mpirun forwards to every rank: its own Ctrl-C
+/// ends the job at once); the engine's loop checkpoints and stops at the next micro-batch boundary
+/// (data parallel: at the next optimizer step, on every rank).
 nonisolated(unsafe) var interrupted: sig_atomic_t = 0
 
 /// How a command presents its run (the loop itself is configured by TrainingArguments).
@@ -32,7 +34,7 @@ final class TrainingRun<T: Trainer> {
         let given = trainer.configFields
         printer = RunPrinter(options: options, resume: args.resumeFromCheckpoint, given: given,
                              restored: { [unowned trainer] in trainer.configFields })
-        if DataParallel.isPrimary { loop.callbacks.append(printer) }
+        loop.callbacks.append(DataParallel.isPrimary ? printer : StopOnSignal())
     }
 
     /// Trains to max_steps. Returns false when interrupted (a checkpoint was written).
@@ -40,7 +42,8 @@ final class TrainingRun<T: Trainer> {
     func run() throws -> Bool {
         if DataParallel.isPrimary { try makeDirectories(loop.args.outputDir) }  // a DPOError naming the path, e.g. when it is a file
         signal(SIGINT) { _ in interrupted = 1 }
-        defer { signal(SIGINT, SIG_DFL) }
+        if DataParallel.communicator != nil { signal(SIGUSR1) { _ in interrupted = 1 } }
+        defer { signal(SIGINT, SIG_DFL); signal(SIGUSR1, SIG_DFL) }
         let start = now(), initialStep = loop.trainer.globalStep
         let out = try loop.train()
         if let dir = out.interruptedCheckpoint {
@@ -57,6 +60,11 @@ final class TrainingRun<T: Trainer> {
         try writeFileAtomically(loop.args.outputDir + "/metrics.svg", bytes: Array(svg.utf8))
         return true
     }
+}
+
+/// The stop of a rank that prints nothing (data parallel, rank > 0).
+final class StopOnSignal: TrainerCallback {
+    func shouldStop(state: TrainerState) -> Bool { interrupted != 0 }
 }
 
 /// The loop's callback for the terminal: progress bar and log lines, the note when --resume

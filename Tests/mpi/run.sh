@@ -114,15 +114,22 @@ else fail "resume with another global batch: the message" "$tmp/log"; fi
 
 # 4. Failures end the job within the timeout, non-zero, naming the rank.
 # A rank killed mid-run (kill -9 of rank 1 once checkpoints are being written).
+# rank_pid JOB RANK: the pid of rank RANK of the job started as JOB (timeout -> mpirun -> ranks).
+rank_pid() {
+    local p c
+    for p in $(pgrep -P "$1"); do
+        for c in $(pgrep -P "$p"); do
+            tr '\0' '\n' <"/proc/$c/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2" && echo "$c"
+        done
+    done
+}
 "${MPIRUN[@]}" "$DPO" train --config "$tmp/config.json" --data "$tmp/pairs.jsonl" --max-steps 1000000 --learning-rate 1e-3 \
     --per-device-train-batch-size 2 --save-steps 20 --save-total-limit 2 --logging-steps 1000 --output "$tmp/killed" >"$tmp/kill.log" 2>&1 &
 job=$!
 victim=""
 for _ in $(seq 1 300); do
     if [ -z "$victim" ] && ls -d "$tmp/killed/checkpoint-"* >/dev/null 2>&1; then
-        for pid in $(pgrep -f "$DPO train"); do
-            if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx 'OMPI_COMM_WORLD_RANK=1'; then victim=$pid; fi
-        done
+        victim=$(rank_pid $job 1)
         [ -n "$victim" ] && kill -9 "$victim"
     fi
     kill -0 $job 2>/dev/null || break
@@ -140,6 +147,30 @@ if [ -n "$last" ] && [ -z "$incomplete" ] \
         --per-device-train-batch-size 4 --resume "$tmp/killed/checkpoint-$last" --output "$tmp/after-kill" >"$tmp/log" 2>&1; then
     ok "after the kill: every checkpoint is complete, the last (step $last) resumes"
 else echo "     last '$last', incomplete '$incomplete'"; fail "checkpoints after the kill" "$tmp/log"; fi
+
+# SIGUSR1 to mpirun (which forwards it to every rank; its own Ctrl-C ends the job at once): every
+# rank stops at the next optimizer step, rank 0 writes a checkpoint, exit 130; resuming from it gives
+# the uninterrupted run's weights.
+ucommon=(--config "$tmp/config.json" --data "$tmp/pairs.jsonl" --learning-rate 1e-3 --lr-scheduler-type constant
+         --per-device-train-batch-size 2 --gradient-accumulation-steps 2 --logging-steps 50)
+"${MPIRUN[@]}" "$DPO" train "${ucommon[@]}" --max-steps 1000000 --output "$tmp/usr1" >"$tmp/usr1.log" 2>&1 &
+job=$!
+sent=""
+for _ in $(seq 1 300); do
+    if [ -z "$sent" ] && [ -s "$tmp/usr1/metrics.jsonl" ]; then
+        kill -USR1 "$(pgrep -P $job)"; sent=1
+    fi
+    kill -0 $job 2>/dev/null || break
+    sleep 0.2
+done
+wait $job; rc=$?
+stop=$(sed -n 's/.*checkpoint written to .*checkpoint-\([0-9]*\) .*/\1/p' "$tmp/usr1.log" | head -1)
+if [ $rc = 130 ] && [ -n "$stop" ] \
+   && "${MPIRUN[@]}" "$DPO" train "${ucommon[@]}" --max-steps $((stop + 2)) --resume "$tmp/usr1/checkpoint-$stop" --output "$tmp/usr1-resumed" >"$tmp/log" 2>&1 \
+   && "${MPIRUN[@]}" "$DPO" train "${ucommon[@]}" --max-steps $((stop + 2)) --output "$tmp/usr1-full" >>"$tmp/log" 2>&1 \
+   && cmp "$tmp/usr1-full/model/model.safetensors" "$tmp/usr1-resumed/model/model.safetensors" >>"$tmp/log" 2>&1; then
+    ok "SIGUSR1: every rank stops at step $stop with rank 0's checkpoint (exit 130), which resumes bit-identically"
+else echo "     status $rc, stop '$stop'"; cat "$tmp/usr1.log" >>"$tmp/log"; fail "SIGUSR1 stop" "$tmp/log"; fi
 
 # A rank that fails before training (its data file is missing): it names itself and ends the job.
 mpmd=(timeout 120 mpirun --oversubscribe -np 1 "$DPO" train --config "$tmp/config.json" --data "$tmp/pairs.jsonl" --max-steps 3 --output "$tmp/raise"
