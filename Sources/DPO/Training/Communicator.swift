@@ -25,14 +25,15 @@ public protocol Communicator: AnyObject {
 }
 
 extension Communicator {
-    func allreduceSum(_ values: inout [Double]) throws {
+    /// `allreduceSum` of an array.
+    public func allreduceSum(_ values: inout [Double]) throws {
         try values.withUnsafeMutableBufferPointer { try allreduceSum($0) }
     }
 
     /// Where this rank's shard of `total` examples starts when every rank takes `perRank`
     /// consecutive examples in rank order (Accelerate's split of a global batch): rank r gets
     /// `r * perRank ..< (r + 1) * perRank`, clipped to `total` (possibly empty).
-    func shard(of total: Int, perRank: Int) -> Range<Int> {
+    public func shard(of total: Int, perRank: Int) -> Range<Int> {
         let lo = min(rank * perRank, total), hi = min(lo + perRank, total)
         return lo..<hi
     }
