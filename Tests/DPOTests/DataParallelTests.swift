@@ -275,6 +275,25 @@ final class DataParallelTests: XCTestCase {
         }
     }
 
+    /// A host's communicator that returns garbage, or claims an impossible rank, is an error, never a trap.
+    func testBrokenCommunicatorIsAnError() throws {
+        final class Broken: Communicator {
+            let rank: Int, size: Int
+            init(rank: Int, size: Int) { self.rank = rank; self.size = size }
+            func allreduceSum(_ values: UnsafeMutableBufferPointer<Float>) throws { for i in values.indices { values[i] = .nan } }
+            func allreduceSum(_ values: UnsafeMutableBufferPointer<Double>) throws { for i in values.indices { values[i] = 1e300 } }
+        }
+        let t = try dpoTrainer()
+        expectDPOError(["communicator: rank 2 of size 2 is not a rank"]) { try t.setCommunicator(Broken(rank: 2, size: 2)) }
+        expectDPOError(["communicator: rank 0 of size 0"]) { try t.setCommunicator(Broken(rank: 0, size: 0)) }
+        try t.setCommunicator(Broken(rank: 0, size: 2))
+        expectDPOError(["came back from the allreduce as 1e+300, not a count"]) { try t.accumulate(Self.pairs(1, seed: 3)) }
+        XCTAssertEqual(t.pendingMicroBatches, 0)
+        let sft = try sftTrainer()
+        try sft.setCommunicator(Broken(rank: 1, size: 2))
+        expectDPOError(["not a count"]) { _ = try sft.evaluate(Self.sftExamples(1, seed: 3)) }
+    }
+
     /// Between optimizer steps only: a rank's pending gradients are its part alone.
     func testCheckpointMidAccumulationIsRefused() throws {
         let data = Self.pairs(2, seed: 9)

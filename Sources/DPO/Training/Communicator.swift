@@ -39,6 +39,22 @@ extension Communicator {
     }
 }
 
+/// The communicator's rank and size, checked before they index or size anything.
+func checkRanks(_ c: Communicator) throws {
+    guard c.size >= 1 && c.size <= 1 << 20 && c.rank >= 0 && c.rank < c.size else {
+        throw DPOError.invalidArgument("communicator: rank \(c.rank) of size \(c.size) is not a rank of 1 ... 2^20 ranks")
+    }
+}
+
+/// A count that came back from an allreduce: an integer in [0, 2^40] (the sum of the ranks' counts),
+/// or an error naming it; never a trap on a communicator that returned something else.
+func exactCount(_ x: Double, _ what: String) throws -> Int {
+    guard x >= 0 && x <= 0x1p40 && x == x.rounded() else {
+        throw DPOError.internal("communicator: \(what) came back from the allreduce as \(x), not a count")
+    }
+    return Int(x)
+}
+
 /// One collective call's view of the global batch: which examples are this rank's, found with one
 /// allreduce of the ranks' counts. The same allreduce carries whether each rank's local part
 /// (packing, forward) failed, so that all ranks throw together instead of waiting forever for a
@@ -50,6 +66,7 @@ struct GlobalBatch {
     /// Collective. `localFailure` is this rank's error of the local part, if any: then every rank
     /// throws (this one its own error, the others an error of the same kind naming the rank).
     init(count: Int, localFailure: Error?, _ c: Communicator) throws {
+        try checkRanks(c)
         let n = c.size
         // [count of each rank | error kind + 1 of each rank (0: fine)]
         var v = [Double](repeating: 0, count: 2 * n)
@@ -57,12 +74,14 @@ struct GlobalBatch {
         if let e = localFailure { v[n + c.rank] = Double(GlobalBatch.kindCode(e)) }
         try c.allreduceSum(&v)
         if let e = localFailure { throw e }
-        if let r = (0..<n).first(where: { v[n + $0] != 0 }) {
-            throw GlobalBatch.error(kind: Int(v[n + r]), "rank \(r) of \(n) failed on its part of this batch (its own message says why); nothing was changed")
+        let counts = try v.map { try exactCount($0, "a rank's example count or error code") }
+        if let r = (0..<n).first(where: { counts[n + $0] != 0 }) {
+            throw GlobalBatch.error(kind: counts[n + r], "rank \(r) of \(n) failed on its part of this batch (its own message says why); nothing was changed")
         }
+        if counts[c.rank] != count { throw DPOError.internal("communicator: the allreduce changed this rank's own count \(count) to \(counts[c.rank])") }
         self.count = count
-        offset = Int(v[..<c.rank].reduce(0, +))
-        total = Int(v[..<n].reduce(0, +))
+        offset = counts[..<c.rank].reduce(0, +)
+        total = counts[..<n].reduce(0, +)
     }
 
     /// The ranks' per-example columns concatenated in rank order (each given column holds this

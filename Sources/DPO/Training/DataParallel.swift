@@ -40,12 +40,12 @@ extension OptimizationState {
 
 extension PairStatistics {
     /// The statistics of a gathered global batch (no per-row factors: those stay with each rank).
-    init(chosen: [Double], rejected: [Double], pairWeights: [Double], sums s: [Double]) {
+    init(chosen: [Double], rejected: [Double], pairWeights: [Double], sums s: [Double]) throws {
         self.chosen = chosen; self.rejected = rejected; self.pairWeights = pairWeights
         rowFactor = []
-        chosenTokenLogpSum = s[0]; chosenTokenCount = Int(s[1])
+        chosenTokenLogpSum = s[0]; chosenTokenCount = try exactCount(s[1], "the chosen token count")
         chosenMeanLogitSum = s[2]; rejectedMeanLogitSum = s[3]
-        entropySum = s[4]; chosenArgmaxHits = s[5]; rejectedTokenCount = Int(s[6])
+        entropySum = s[4]; chosenArgmaxHits = s[5]; rejectedTokenCount = try exactCount(s[6], "the rejected token count")
     }
 
     /// The batch sums `init(chosen:rejected:pairWeights:sums:)` takes back.
@@ -94,14 +94,14 @@ extension DPOTrainer {
                 sums = s.sums + [Double(l.batch.numTokens)]
             }
             let (g, total) = try global.gather(columns: columns, sums: sums, c)
-            let globalStats = PairStatistics(chosen: g[0], rejected: g[1], pairWeights: g[6], sums: total)
+            let globalStats = try PairStatistics(chosen: g[0], rejected: g[1], pairWeights: g[6], sums: total)
             let input = DPOLossInput(policyChosen: g[0], policyRejected: g[1], refChosen: g[2], refRejected: g[3],
                                      chosenTokens: g[4], rejectedTokens: g[5],
                                      pairWeights: config.useWeighting ? g[6] : nil,
-                                     chosenTokenLogpSum: total[0], chosenTokenCount: Int(total[1]))
+                                     chosenTokenLogpSum: total[0], chosenTokenCount: globalStats.chosenTokenCount)
             return GatheredPairs(global: global, local: local.flatMap { l in stats.map { (l.batch, $0) } },
                                  input: input, stats: globalStats, refChosen: g[2], refRejected: g[3],
-                                 numTokens: Int(total[7]))
+                                 numTokens: try exactCount(total[7], "the token count"))
         } catch {
             if train { policy.pending = nil }
             throw error
@@ -173,7 +173,10 @@ extension SFTTrainer {
                         Double(p.numTokens)]
             }
             let total = try global.gather(columns: [], sums: sums, c).sums
-            return (total, local?.out, Int(total[4]))
+            if try exactCount(total[0], "the learned token count") == 0 {
+                throw DPOError.internal("communicator: the global batch has no learned tokens")
+            }
+            return (total, local?.out, try exactCount(total[4], "the token count"))
         } catch {
             if train { model.pending = nil }
             throw error

@@ -66,9 +66,7 @@ final class OptimizationState {
         if pendingMicroBatches > 0 {
             throw DPOError.wrongState("the communicator cannot change while \(pendingMicroBatches) micro-batches wait for the optimizer")
         }
-        if let c, c.size < 1 || c.rank < 0 || c.rank >= c.size {
-            throw DPOError.invalidArgument("communicator: rank \(c.rank) of size \(c.size) is not a valid rank")
-        }
+        if let c { try checkRanks(c) }
         communicator = c
     }
 
