@@ -205,10 +205,8 @@ public final class TrainingLoop<T: Trainer> {
         if let bytes = try? readFile(joinPath(directory, "trainer_state.json")), let s = try? JSON.parse(bytes).object {
             let pre = try TrainerState.fromCheckpoint(s, directory: directory)
             if let pre, pre.trainBatchSize * pre.worldSize != args.perDeviceTrainBatchSize * worldSize {
-                func describe(_ b: Int, _ ranks: Int) -> String {
-                    ranks == 1 ? "per_device_train_batch_size \(b)" : "per_device_train_batch_size \(b) on \(ranks) ranks"
-                }
-                throw DPOError.invalidArgument("resume_from_checkpoint: '\(directory)' was trained with \(describe(pre.trainBatchSize, pre.worldSize)), the arguments give \(describe(args.perDeviceTrainBatchSize, worldSize)) (the batches would differ)")
+                func on(_ ranks: Int) -> String { ranks == 1 ? "" : " on \(ranks) ranks" }
+                throw DPOError.invalidArgument("resume_from_checkpoint: '\(directory)' was trained with per_device_train_batch_size \(pre.trainBatchSize)\(on(pre.worldSize)), the arguments give \(args.perDeviceTrainBatchSize)\(on(worldSize)) (the batches would differ)")
             }
             if let k = s["config"]?.object?["gradient_accumulation_steps"]?.int {
                 try checkAccumulation(k, "the checkpoint '\(directory)'")
