@@ -6,29 +6,13 @@
  * train() with the host callback (events, stop with a checkpoint, resume bit-identical to an
  * uninterrupted run), evaluate, log, state, save, and the wrong-handle cases. With the GGUF, a
  * conversational dataset tokenized by the model's tokenizer and chat template. Runs under valgrind. */
-#include "dpo.h"
+#include "check.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int checks = 0;
-static const char *scratch = ".";
-
-static void fail(const char *file, int line, const char *fmt, ...) {
-    va_list ap;
-    fprintf(stderr, "%s:%d: FAILED: ", file, line);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "\n  dpo_last_error(): %s\n", dpo_last_error());
-    exit(1);
-}
-
-#define CHECK(cond, ...) do { checks++; if (!(cond)) fail(__FILE__, __LINE__, __VA_ARGS__); } while (0)
-#define OK(call) do { dpo_status s_ = (call); checks++; \
-    if (s_ != DPO_OK) fail(__FILE__, __LINE__, "%s returned %s", #call, dpo_status_string(s_)); } while (0)
 /* The call fails with `want` and the thread's message contains `word`. */
 #define FAILS(call, want, word) do { dpo_status s_ = (call); checks++; \
     if (s_ != (want)) fail(__FILE__, __LINE__, "%s returned %s, expected %s", #call, dpo_status_string(s_), dpo_status_string(want)); \
@@ -37,14 +21,6 @@ static void fail(const char *file, int line, const char *fmt, ...) {
 
 /* Adds JSON text to a dataset. */
 static dpo_status add(dpo_dataset *d, const char *json) { return dpo_dataset_add_rows(d, json, strlen(json)); }
-
-static char *path(const char *name) {
-    static char buf[4][1024];
-    static int next = 0;
-    char *p = buf[next++ % 4];
-    snprintf(p, sizeof buf[0], "%s/%s", scratch, name);
-    return p;
-}
 
 static dpo_model *tiny_model(int64_t vocab, uint64_t seed) {
     dpo_model_config cfg;
