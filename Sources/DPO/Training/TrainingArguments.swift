@@ -86,6 +86,9 @@ public struct TrainingArguments: Equatable, Sendable {
             if !ok { throw DPOError.invalidArgument("\(field) must be \(rule), got \(value)") }
         }
         try check(!outputDir.isEmpty, "output_dir", "''", "a directory path")
+        for (field, path) in [("output_dir", outputDir), ("logging_dir", loggingDir), ("resume_from_checkpoint", resumeFromCheckpoint)] {
+            if let path, path.utf8.contains(0) { throw DPOError.invalidArgument("\(field) must not contain a NUL character") }
+        }
         try check(numTrainEpochs > 0 && numTrainEpochs <= 1e6, "num_train_epochs", numTrainEpochs, "in (0, 1e6]")
         try check(maxSteps <= 1 << 40, "max_steps", maxSteps, "<= 2^40 (or <= 0 for epochs)")
         try check(perDeviceTrainBatchSize >= 1 && perDeviceTrainBatchSize <= 1 << 30, "per_device_train_batch_size", perDeviceTrainBatchSize, "in [1, 2^30]")

@@ -49,13 +49,19 @@ public final class TrainingLoop<T: Trainer> {
     ///     `TokenizedPreference.pair`, `TokenizedSFT.example()`). May be empty for a loop that only
     ///     evaluates; `train()` then refuses.
     ///   - evalDataset: needed by `evaluate()` and by an `eval_strategy` other than "no".
+    ///   - trainLocations / evalLocations: where each example came from (a prepared dataset's
+    ///     `locations`), for the messages of examples refused here; default: their index.
     public init(trainer: T, args: TrainingArguments, trainDataset: [T.Example], evalDataset: [T.Example]? = nil,
-                callbacks: [TrainerCallback] = []) throws {
+                callbacks: [TrainerCallback] = [], trainLocations: [RowLocation]? = nil,
+                evalLocations: [RowLocation]? = nil) throws {
         try args.validate()
         if let e = evalDataset, e.isEmpty { throw DPOError.invalidArgument("eval_dataset is empty") }
         if args.evalStrategy != .no && evalDataset == nil {
             throw DPOError.invalidArgument("eval_strategy '\(args.evalStrategy.rawValue)' needs an eval_dataset")
         }
+        // Every example is checked now, so that none fails after optimizer steps have been taken.
+        try Self.check(trainDataset, trainLocations, "train_dataset", trainer)
+        if let evalDataset { try Self.check(evalDataset, evalLocations, "eval_dataset", trainer) }
         self.trainer = trainer
         self.args = args
         self.trainDataset = trainDataset
@@ -63,6 +69,18 @@ public final class TrainingLoop<T: Trainer> {
         self.callbacks = callbacks
         communicator = trainer.communicator
         logSinks = (communicator?.rank ?? 0) == 0 ? args.makeLogSinks() : []
+    }
+
+    /// `trainer.check` on every example; a refused one is named by its location.
+    private static func check(_ examples: [T.Example], _ locations: [RowLocation]?, _ name: String, _ trainer: T) throws {
+        for (i, e) in examples.enumerated() {
+            do { try trainer.check(e) } catch DPOError.invalidArgument(let message) {
+                var m = Substring(message)
+                for prefix in ["pair 0: ", "example 0: "] where m.hasPrefix(prefix) { m = m.dropFirst(prefix.count) }
+                let at = locations.flatMap { i < $0.count ? $0[i] : nil } ?? RowLocation(index: i)
+                throw DPOError.invalidArgument("\(name) \(at): \(m)")
+            }
+        }
     }
 
     // MARK: - Training
@@ -89,7 +107,14 @@ public final class TrainingLoop<T: Trainer> {
         next.saveSteps = args.saveSteps
         next.trainBatchSize = bs
         next.worldSize = worldSize
-        if let resume = resumeFromCheckpoint ?? args.resumeFromCheckpoint {
+        let resume = resumeFromCheckpoint ?? args.resumeFromCheckpoint
+        if resume == nil && trainer.globalStep >= maxSteps {
+            throw DPOError.invalidArgument("train(): the trainer has taken \(trainer.globalStep) optimizer steps and max_steps is \(maxSteps): nothing to train (raise max_steps or num_train_epochs)")
+        }
+        // A run that saves checkpoints finds out now, not after its first save_steps, that
+        // output_dir cannot be made (data parallel: rank 0, which writes them).
+        if args.saveStrategy != .no && rank == 0 { try makeDirectories(args.outputDir) }
+        if let resume {
             let loaded = try resumeTrainer(from: resume)
             next.logHistory = loaded?.logHistory ?? []
             next.window = loaded?.window ?? []
