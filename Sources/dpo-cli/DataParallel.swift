@@ -37,7 +37,8 @@ enum DataParallel {
         }
         communicator = try MPICommunicator(library: try library())
         // The ranks on this machine share its cores (--threads overrides).
-        let local = ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"].flatMap { Int($0) } ?? 1
+        let env = ProcessInfo.processInfo.environment
+        let local = (env["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? env["MPI_LOCALNRANKS"]).flatMap { Int($0) } ?? 1
         if local > 1 { Threads.setCount(max(1, Threads.count / local)) }
     }
 
