@@ -474,7 +474,11 @@ typedef struct dpo_trainer_params {
 dpo_status dpo_trainer_default_params(dpo_trainer_params *params);
 
 /* The complete DPOConfig as JSON (TRL names; loss_type as a list, None as null): the fields of
-   fields_json (a JSON object, or NULL for none) over the defaults, validated. Written
+   fields_json (a JSON object, or NULL for none) over the defaults, validated. As in TRL, where
+   DPOConfig extends transformers' TrainingArguments, it also holds the training loop's fields
+   (output_dir, num_train_epochs, per_device_train_batch_size, logging_steps, eval_strategy,
+   save_strategy, report_to, ...: see "Datasets and the training loop"); max_steps,
+   gradient_accumulation_steps and seed serve both the optimizer and the loop. Written
    NUL-terminated into the caller's buffer; *out_needed (if not NULL) gets the size needed
    including the NUL on DPO_OK and DPO_ERR_BUFFER_TOO_SMALL.
    Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (not a JSON object, unknown field, wrong type, invalid
@@ -634,7 +638,9 @@ typedef struct dpo_sft_params {
    Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT. */
 dpo_status dpo_sft_default_params(dpo_sft_params *params);
 
-/* The complete SFTConfig as JSON; as dpo_trainer_config_json(). */
+/* The complete SFTConfig as JSON; as dpo_trainer_config_json(). Besides max_length, the
+   optimizer and the loop's fields, it holds the dataset fields truncation_mode,
+   completion_only_loss (null = TRL's default), assistant_only_loss and dataset_text_field. */
 dpo_status dpo_sft_trainer_config_json(const char *fields_json, char *buffer, size_t capacity,
                                        size_t *out_needed);
 
@@ -691,6 +697,153 @@ dpo_status dpo_sft_trainer_global_step(dpo_sft_trainer *trainer, int64_t *out_st
 /* As dpo_trainer_save_checkpoint / dpo_trainer_load_checkpoint (a DPO checkpoint is refused). */
 dpo_status dpo_sft_trainer_save_checkpoint(dpo_sft_trainer *trainer, const char *directory);
 dpo_status dpo_sft_trainer_load_checkpoint(dpo_sft_trainer *trainer, const char *directory);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Datasets and the training loop                                                               */
+/* ------------------------------------------------------------------------------------------ */
+
+/* A dataset prepared for one trainer exactly as its TRL counterpart prepares train_dataset
+   (TRL 1.16): rows in TRL's formats are tokenized with the model's tokenizer and chat template
+   and kept as token ids. DPO rows: prompt/chosen/rejected strings or conversations (lists of
+   {"role", "content"}), chosen/rejected only (implicit prompt), or prompt_ids/chosen_ids/
+   rejected_ids. SFT rows: text (dataset_text_field), messages, prompt/completion (strings or
+   conversations), or input_ids (+ completion_mask, assistant_masks) or prompt_ids/completion_ids.
+   The format is fixed by the first row; a row that does not fit it, with a missing or mistyped
+   field, is refused naming its index (or file and line) and the field. Rows TRL drops (their
+   prompt alone fills max_length) are counted, never silently lost. Not thread-safe. */
+typedef struct dpo_dataset dpo_dataset;
+
+/* A new empty dataset for the trainer (its max_length, truncation_mode, SFT loss fields and its
+   model's vocabulary). tokenizer may be NULL: then only token-id rows are accepted. The dataset
+   does not keep the trainer or the tokenizer alive.
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (NULL out_dataset, invalid handles). */
+dpo_status dpo_trainer_dataset_create(dpo_trainer *trainer, dpo_tokenizer *tokenizer,
+                                      dpo_dataset **out_dataset);
+dpo_status dpo_sft_trainer_dataset_create(dpo_sft_trainer *trainer, dpo_tokenizer *tokenizer,
+                                          dpo_dataset **out_dataset);
+
+/* Adds rows given as JSON text of `length` bytes (UTF-8): one row object, or an array of row
+   objects. All or nothing: if a row is refused, none of the call's rows is added.
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (bad JSON, bad row; the message names the row). */
+dpo_status dpo_dataset_add_rows(dpo_dataset *dataset, const char *json, size_t length);
+
+/* Adds every row of a JSON Lines file (one object per line) or a JSON file holding an array of
+   row objects, read as a stream. All or nothing, as dpo_dataset_add_rows().
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (bad row: file and line named); DPO_ERR_FORMAT (a
+   line that is not JSON, or longer than 64 MiB); DPO_ERR_IO. */
+dpo_status dpo_dataset_add_file(dpo_dataset *dataset, const char *path);
+
+typedef struct dpo_dataset_info {
+    size_t struct_size;   /* sizeof(dpo_dataset_info), set by the caller */
+    int64_t rows;         /* rows added */
+    int64_t kept;         /* rows kept (rows - dropped) */
+    int64_t dropped;      /* rows TRL drops (DPO: the prompt fills max_length; SFT: no learned token left) */
+    int64_t truncated;    /* kept rows that max_length shortens */
+    const char *format;   /* the format, e.g. "conversational preference" ("" before the first row);
+                             a static string */
+} dpo_dataset_info;
+
+/* Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT. */
+dpo_status dpo_dataset_get_info(dpo_dataset *dataset, dpo_dataset_info *out_info);
+
+/* Kept row `index` as TRL's processed dataset holds it, as a JSON object: prompt_ids,
+   chosen_ids, rejected_ids (DPO, untruncated: the trainer truncates as TRL's collator does);
+   input_ids and completion_mask / assistant_masks where the row has them (SFT, truncated).
+   Written as dpo_trainer_config_json() writes.
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (index out of range); DPO_ERR_BUFFER_TOO_SMALL. */
+dpo_status dpo_dataset_row_json(dpo_dataset *dataset, int64_t index, char *buffer, size_t capacity,
+                                size_t *out_needed);
+
+/* Returns: DPO_OK (also for NULL); DPO_ERR_INVALID_ARGUMENT; DPO_ERR_WRONG_STATE. */
+dpo_status dpo_dataset_free(dpo_dataset *dataset);
+
+/* Lifetime as dpo_model_last_error(). */
+const char *dpo_dataset_last_error(const dpo_dataset *dataset);
+
+/* The training loop of transformers' Trainer.train() in the engine, for either trainer: epochs
+   over the train dataset in a seeded order (shuffle, data_seed), micro-batches of
+   per_device_train_batch_size, gradient accumulation, a log record every logging_steps (means
+   over the window), evaluation and checkpoints (checkpoint-<step> in output_dir) by strategy,
+   save_total_limit, resume with bit-identical weights, report_to sinks (metrics.jsonl). The same
+   loop runs the dpo command and Python's DPOTrainer.train(). Not thread-safe; while a loop call
+   runs, its trainer and models are in use (calls on them from the callback fail with
+   DPO_ERR_WRONG_STATE). */
+typedef struct dpo_loop dpo_loop;
+
+typedef enum dpo_loop_event {
+    DPO_EVENT_TRAIN_BEGIN = 0,  /* {"global_step", "max_steps", "epoch"} */
+    DPO_EVENT_STEP_END = 1,     /* an optimizer step: {"global_step", "max_steps", "epoch", "metrics": {...}} */
+    DPO_EVENT_LOG = 2,          /* a log record: {"step", "epoch", "loss", ...} (train, eval_ or summary) */
+    DPO_EVENT_SAVE = 3          /* a checkpoint was written: {"global_step", ..., "checkpoint": path} */
+} dpo_loop_event;
+
+/* Called on the thread that runs the loop with an event and its JSON (valid during the call).
+   Return 0 to go on; non-zero stops the run before the next micro-batch, after a checkpoint of
+   the exact state (named by dpo_loop_train's "interrupted_checkpoint"): e.g. on Ctrl-C. */
+typedef int32_t (*dpo_loop_callback)(void *user_data, int32_t event, const char *json);
+
+typedef struct dpo_loop_params {
+    size_t struct_size;          /* sizeof(dpo_loop_params) */
+    const char *args_json;       /* TrainingArguments fields over the trainer's config (NULL: as
+                                    the trainer was created), e.g. {"output_dir": "run", "num_train_epochs": 2} */
+    dpo_dataset *train_dataset;  /* NULL: the loop can only evaluate */
+    dpo_dataset *eval_dataset;   /* NULL unless eval_strategy is "steps" or "epoch" */
+    dpo_loop_callback callback;  /* may be NULL */
+    void *user_data;             /* passed to callback */
+} dpo_loop_params;
+
+/* A loop over the trainer (kept alive by the loop). The datasets' rows are copied: the dataset
+   handles may be freed afterwards; a dataset of the other trainer kind is refused; train and eval
+   may be the same dataset. Every example is checked as a step would check it (token ids within
+   the model's vocabulary, non-empty completions, prompts shorter than max_length, ...); the first
+   refused one is named by its row (and file and line).
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (NULL, wrong struct_size, unknown or invalid
+   argument, empty dataset, eval_strategy without eval_dataset). */
+dpo_status dpo_trainer_loop_create(dpo_trainer *trainer, const dpo_loop_params *params, dpo_loop **out_loop);
+dpo_status dpo_sft_trainer_loop_create(dpo_sft_trainer *trainer, const dpo_loop_params *params,
+                                       dpo_loop **out_loop);
+
+/* Trains to max_steps (or num_train_epochs), from resume_from_checkpoint if not NULL (a
+   checkpoint-<step> folder; else the args' resume_from_checkpoint). *out_json (may be NULL
+   for none) gets TrainOutput as JSON: {"global_step", "training_loss", "metrics": {train_runtime,
+   train_samples_per_second, train_steps_per_second, train_loss, epoch}, "interrupted_checkpoint"},
+   owned by the loop and valid until its next call.
+   The trainer continues from its own step count; one that already reached max_steps (without a
+   checkpoint to resume) is refused. Every example was checked when the loop was made, so no
+   example fails mid-run; a run that saves checkpoints makes output_dir before its first step.
+   Returns: DPO_OK (also when the callback stopped the run); DPO_ERR_INVALID_ARGUMENT (no train
+   dataset, nothing left to train, checkpoint of another run shape); DPO_ERR_IO; DPO_ERR_FORMAT;
+   DPO_ERR_NUMERIC; DPO_ERR_OUT_OF_MEMORY. */
+dpo_status dpo_loop_train(dpo_loop *loop, const char *resume_from_checkpoint, const char **out_json);
+
+/* Evaluates dataset (NULL: the loop's eval_dataset) in batches of per_device_eval_batch_size and
+   logs the record. *out_json: the eval_ metrics as a JSON object (lifetime as dpo_loop_train).
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (no dataset); DPO_ERR_NUMERIC; DPO_ERR_OUT_OF_MEMORY. */
+dpo_status dpo_loop_evaluate(dpo_loop *loop, dpo_dataset *dataset, const char **out_json);
+
+/* Logs a record (a JSON object of finite numbers) as transformers' Trainer.log: epoch and step
+   are added, it joins log_history and the report_to sinks, the callback gets it.
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT; DPO_ERR_IO. */
+dpo_status dpo_loop_log(dpo_loop *loop, const char *record_json);
+
+/* The loop's state as transformers' trainer_state.json names it: {"global_step", "epoch",
+   "max_steps", ..., "log_history": [...]}. Lifetime as dpo_loop_train.
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT. */
+dpo_status dpo_loop_state(dpo_loop *loop, const char **out_json);
+
+/* Saves the trained model (config.json + model.safetensors) to directory (NULL: output_dir).
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT; DPO_ERR_IO. */
+dpo_status dpo_loop_save_model(dpo_loop *loop, const char *directory);
+
+/* Writes output_dir/checkpoint-<step> now (then applies save_total_limit). *out_json (may be
+   NULL): {"checkpoint": path}. Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT; DPO_ERR_IO. */
+dpo_status dpo_loop_save_checkpoint(dpo_loop *loop, const char **out_json);
+
+/* Returns: DPO_OK (also for NULL); DPO_ERR_INVALID_ARGUMENT; DPO_ERR_WRONG_STATE. */
+dpo_status dpo_loop_free(dpo_loop *loop);
+
+/* Lifetime as dpo_model_last_error(). */
+const char *dpo_loop_last_error(const dpo_loop *loop);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -184,6 +184,16 @@ def messages_rows(rng):
 
 # MARK: - TRL
 
+def sft_token_id_rows(rng):
+    """TRL's processed SFT columns: input_ids with a completion_mask."""
+    rows = []
+    for _ in range(ROWS):
+        prompt, completion = rng.randint(0, 20), rng.randint(1, 20)
+        rows.append({"input_ids": [rng.randrange(49152) for _ in range(prompt + completion)],
+                     "completion_mask": [0] * prompt + [1] * completion})
+    return rows
+
+
 def hf_tokenizer():
     reader = gguf.GGUFReader(SMOLLM2_GGUF)
     f = reader.fields
@@ -318,6 +328,7 @@ FORMATS = {
     "implicit_conversational": implicit_conversational_rows, "token_ids": token_id_rows, "text": text_rows,
     "prompt_completion": prompt_completion_rows,
     "conversational_prompt_completion": conversational_prompt_completion_rows, "messages": messages_rows,
+    "sft_token_ids": sft_token_id_rows,
 }
 
 # (name, trainer, rows, config, template): config holds TRL's DPOConfig / SFTConfig names.
@@ -346,6 +357,10 @@ CASES = [
     ("sft_messages_assistant_keep_start_48", "sft", "messages", {"assistant_only_loss": True, "max_length": 48}, "generation"),
     ("sft_messages_assistant_keep_end_30", "sft", "messages",
      {"assistant_only_loss": True, "max_length": 30, "truncation_mode": "keep_end"}, "generation"),
+    ("sft_token_ids", "sft", "sft_token_ids", {}, "model"),
+    ("sft_token_ids_completion_only", "sft", "sft_token_ids", {"completion_only_loss": True}, "model"),
+    ("sft_token_ids_keep_start_12", "sft", "sft_token_ids", {"max_length": 12}, "model"),
+    ("sft_token_ids_keep_end_12", "sft", "sft_token_ids", {"max_length": 12, "truncation_mode": "keep_end"}, "model"),
 ]
 
 

@@ -22,25 +22,6 @@ final class ModelObject: HandleObject {
     init(_ model: LlamaModel) { self.model = model }
 }
 
-final class TrainerObject: HandleObject {
-    override class var typeName: String { "dpo_trainer" }
-    let trainer: DPOTrainer
-    let policy: ModelObject
-    let reference: ModelObject?
-    init(_ trainer: DPOTrainer, policy: ModelObject, reference: ModelObject?) {
-        self.trainer = trainer; self.policy = policy; self.reference = reference
-    }
-    override var dependencies: [HandleObject] { [policy] + (reference.map { [$0] } ?? []) }
-}
-
-final class SFTObject: HandleObject {
-    override class var typeName: String { "dpo_sft_trainer" }
-    let trainer: SFTTrainer
-    let model: ModelObject
-    init(_ trainer: SFTTrainer, model: ModelObject) { self.trainer = trainer; self.model = model }
-    override var dependencies: [HandleObject] { [model] }
-}
-
 /// The live handles. A handle is an opaque non-dereferenceable value built from a counter that
 /// never repeats, so a freed handle can never alias a newer one; any value not in the table
 /// (freed, foreign, of another type) is refused.
@@ -86,7 +67,7 @@ enum Registry {
             let object = try find(handle, type, argument)
             let all = [object] + object.dependencies
             if all.contains(where: { $0.busy }) {
-                throw APIError.wrongState("\(argument): the \(T.typeName) (or a model it uses) is in use by a call on another thread")
+                throw APIError.wrongState("\(argument): the \(T.typeName) (or a model it uses) is in use by another call (on another thread, or one whose callback is running)")
             }
             for o in all { o.busy = true }
             return (object, all)
@@ -104,7 +85,7 @@ enum Registry {
         guard handle != nil else { return }
         let removed: T = try locked {
             let object = try find(handle, type, argument)
-            if object.busy { throw APIError.wrongState("\(argument): the \(T.typeName) is in use by a call on another thread") }
+            if object.busy { throw APIError.wrongState("\(argument): the \(T.typeName) is in use by another call (on another thread, or one whose callback is running)") }
             live[UInt(bitPattern: handle)] = nil
             return object
         }

@@ -22,39 +22,4 @@ extension SFTConfig {
         optimizer.write(into: &p)
         return p
     }
-
-    /// A validated config from host JSON: `max_length` and the optimizer fields (set through
-    /// DPOConfig's TRL-named setter, which shares the optimizer fields).
-    init(fields text: UnsafePointer<CChar>?, _ argument: String) throws {
-        self.init()
-        let object = try readFieldsJSON(text, argument)
-        var carrier = DPOConfig()
-        carrier.optimizer = optimizer
-        for key in object.keys {
-            guard let value = object[key] else { continue }
-            if key == "max_length" {
-                if value.isNull { maxLength = nil } else {
-                    guard let m = value.int else { throw APIError.invalid("max_length must be an integer or null, got \(JSON.serialize(value, pretty: false))") }
-                    maxLength = m
-                }
-            } else if optimizerFieldNames.contains(key) {
-                try carrier.set(key, value)
-            } else {
-                throw APIError.invalid("unknown SFTConfig field '\(key)' (valid: max_length, \(optimizerFieldNames.joined(separator: ", ")))")
-            }
-        }
-        optimizer = carrier.optimizer
-        try validate()
-    }
-
-    /// Every field, TRL names.
-    var jsonObject: JSONObject {
-        var carrier = DPOConfig()
-        carrier.optimizer = optimizer
-        let all = carrier.jsonObject
-        var o = JSONObject()
-        o["max_length"] = maxLength.map { .number(Double($0)) } ?? .null
-        for key in optimizerFieldNames { o[key] = all[key] }
-        return o
-    }
 }

@@ -4,13 +4,11 @@ import DPO
 // DPOConfig from the C params struct and from a JSON object of TRL-named fields, and the pieces
 // SFTConfig shares (optimizer fields, max_length, the JSON reader).
 
-/// transformers' TrainingArguments fields shared by DPOConfig and SFTConfig.
-let optimizerFieldNames = ["learning_rate", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon",
-                           "max_grad_norm", "lr_scheduler_type", "warmup_steps", "warmup_ratio", "max_steps",
-                           "gradient_accumulation_steps", "seed"]
 /// Integer fields whose size is bounded (`maxCount`) before the engine computes with them.
 let countFieldNames: Set<String> = ["warmup_steps", "max_steps", "gradient_accumulation_steps",
-                                    "ref_model_sync_steps", "max_length"]
+                                    "ref_model_sync_steps", "max_length", "per_device_train_batch_size",
+                                    "per_device_eval_batch_size", "logging_steps", "eval_steps", "save_steps",
+                                    "save_total_limit"]
 
 /// A JSON object of config fields supplied by the host (NULL or empty text = no fields).
 func readFieldsJSON(_ text: UnsafePointer<CChar>?, _ argument: String) throws -> JSONObject {
@@ -122,11 +120,6 @@ extension DPOConfig {
         p.ref_model_sync_steps = Int64(refModelSyncSteps)
         optimizer.write(into: &p)
         return p
-    }
-
-    /// A validated config from host JSON (absent fields keep TRL's defaults).
-    init(fields text: UnsafePointer<CChar>?, _ argument: String) throws {
-        try self.init(json: try readFieldsJSON(text, argument))
     }
 }
 

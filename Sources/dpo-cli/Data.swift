@@ -78,10 +78,15 @@ struct DataFile<Row> {
     }
 }
 
-/// Preference pairs: {prompt, chosen, rejected} as text or *_ids. Text prompts get the
-/// tokenizer's BOS (the byte tokenizer's BOS) and text completions an EOS token, as TRL's text
-/// path appends EOS (TextCodec).
-func loadPreferencePairs(_ path: String, vocabSize: Int, codec: TextCodec) throws -> DataFile<PreferencePair> {
+/// Preference pairs of a JSONL / JSON file. With a tokenizer (or none, for token-id rows) the rows
+/// are TRL's formats, prepared by the engine's data layer exactly as TRL's DPOTrainer prepares
+/// them (`data`: max_length, truncation_mode). With the byte tokenizer of the demo's models:
+/// {prompt, chosen, rejected} text (BOS + prompt, completion + EOS) or *_ids.
+func loadPreferencePairs(_ path: String, vocabSize: Int, codec: TextCodec, data: DataConfig) throws -> DataFile<PreferencePair> {
+    guard case .bytes = codec else {
+        let d = try prepareDataset(path, kind: .preference, codec: codec, vocabSize: vocabSize, data: data)
+        return DataFile(path: path, rows: d.preferenceRows.map(\.pair), lines: d.locations.map(\.lineNumber))
+    }
     let objects = try readJSONL(path)
     let rows = try objects.map { line, o in
         func field(_ name: String, _ encode: (String) throws -> [Int32]) throws -> [Int32] {
@@ -96,8 +101,16 @@ func loadPreferencePairs(_ path: String, vocabSize: Int, codec: TextCodec) throw
     return DataFile(path: path, rows: rows, lines: objects.map(\.line))
 }
 
-/// SFT examples: {prompt, completion} as text or *_ids (text as in loadPreferencePairs).
-func loadSFTExamples(_ path: String, vocabSize: Int, codec: TextCodec) throws -> DataFile<SFTExample> {
+/// SFT examples of a file: TRL's SFT formats through the data layer (as loadPreferencePairs), or,
+/// with the byte tokenizer, {prompt, completion} text or *_ids.
+func loadSFTExamples(_ path: String, vocabSize: Int, codec: TextCodec, data: DataConfig) throws -> DataFile<SFTExample> {
+    guard case .bytes = codec else {
+        let d = try prepareDataset(path, kind: .sft, codec: codec, vocabSize: vocabSize, data: data)
+        let rows = try zip(d.sftRows, d.locations).map { row, at in
+            do { return try row.example(location: at) } catch let e as DPOError { throw CLIError(e.message) }
+        }
+        return DataFile(path: path, rows: rows, lines: d.locations.map(\.lineNumber))
+    }
     let objects = try readJSONL(path)
     let rows = try objects.map { line, o in
         let e = SFTExample(promptIds: try tokens(o, "prompt", line: line, path: path, vocabSize: vocabSize, encode: codec.encodePrompt),
@@ -106,6 +119,31 @@ func loadSFTExamples(_ path: String, vocabSize: Int, codec: TextCodec) throws ->
         return e
     }
     return DataFile(path: path, rows: rows, lines: objects.map(\.line))
+}
+
+/// A file prepared by the engine's data layer with the codec's tokenizer (none: token ids only);
+/// prints what TRL would log about dropped and truncated rows.
+func prepareDataset(_ path: String, kind: PreparedDataset.Kind, codec: TextCodec, vocabSize: Int,
+                    data: DataConfig) throws -> PreparedDataset {
+    guard fileExists(path) else { throw CLIError("\(path): no such file") }
+    var tokenizer: Tokenizer? = nil
+    if case .tokenizer(let t) = codec { tokenizer = t }
+    do {
+        var d = PreparedDataset(kind: kind, tokenizer: try DatasetTokenizer(tokenizer: tokenizer, vocabSize: vocabSize, config: data))
+        try d.addFile(path: path)
+        let c = try d.finish()
+        if c.dropped > 0 || c.truncated > 0 {
+            say("\(path): \(c.rows) rows (\(d.format?.rawValue ?? "")): \(c.dropped) dropped (as TRL drops them), \(c.truncated) truncated to max_length \(data.maxLength.map(String.init) ?? "none")")
+        }
+        return d
+    } catch let e as DPOError {
+        throw CLIError("\(path): \(e.message)")
+    }
+}
+
+extension RowLocation {
+    /// The file line, else the 1-based row number.
+    var lineNumber: Int { line ?? index + 1 }
 }
 
 /// A model from an HF directory or a GGUF file, or a fresh one from a config.json (random init

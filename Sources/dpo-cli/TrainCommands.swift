@@ -7,39 +7,54 @@ struct SFT: ParsableCommand {
         commandName: "sft",
         abstract: "Supervised fine-tuning on (prompt, completion) data: the first phase of the pipeline.",
         discussion: """
-        Data: JSONL lines with prompt_ids/completion_ids, or prompt/completion text (tokenized by the \
-        model's tokenizer: a GGUF file's, tokenizer.json in the model directory, or --tokenizer; \
-        the byte tokenizer for vocab_size 259 models). A text prompt gets the tokenizer's BOS, a text \
-        completion an EOS.
+        Data: a JSONL (or JSON array) file in TRL's SFT formats, tokenized by the model's tokenizer \
+        and chat template (a GGUF file's, tokenizer.json in the model directory, or --tokenizer) \
+        exactly as TRL's SFTTrainer prepares it: {"text": ...}, {"messages": [{"role", "content"}, \
+        ...]}, {"prompt", "completion"} as strings or conversations, or token ids (input_ids with \
+        completion_mask, or prompt_ids/completion_ids). Models sized for the byte tokenizer \
+        (vocab_size 259, the demo's) take prompt/completion text or *_ids.
         """)
     @OptionGroup var source: ModelOptions
     @Option(help: "Training data (JSONL).") var data: String
     @Option(help: "Evaluation data (JSONL), evaluated every --eval-steps.") var evalData: String?
     @Option(help: "max_length: longest prompt+completion (0 = no limit).") var maxLength: Int = 1024
+    @Option(help: "truncation_mode of rows longer than max_length: keep_start or keep_end.") var truncationMode: String = "keep_start"
+    @Option(help: "completion_only_loss: true or false (default: TRL's, on for prompt-completion data).") var completionOnlyLoss: Bool?
+    @Flag(help: "assistant_only_loss: learn only the assistant's turns (needs a template with {% generation %} blocks).") var assistantOnlyLoss = false
+    @Option(help: "chat_template_path: a Jinja chat template file used instead of the tokenizer's.") var chatTemplatePath: String?
+    @Option(help: "dataset_text_field: the column of language-modeling rows.") var datasetTextField: String = "text"
     @OptionGroup var training: TrainingOptions
 
     func run() throws {
         if let t = training.threads { Threads.setCount(t) }
         let model = try loadOrCreateModel(model: source.model, config: source.config, seed: UInt64(training.seed))
         let codec = try source.codec(vocabSize: model.config.vocabSize)
-        let trainFile = try loadSFTExamples(data, vocabSize: model.config.vocabSize, codec: codec)
-        let evalFile = try evalData.map { try loadSFTExamples($0, vocabSize: model.config.vocabSize, codec: codec) }
-        let train = trainFile.rows, eval = evalFile?.rows
         var c = SFTConfig()
         c.maxLength = maxLength == 0 ? nil : maxLength
+        var data = DataConfig()
+        data.maxLength = c.maxLength
+        data.truncationMode = try TruncationMode(name: truncationMode)
+        data.completionOnlyLoss = completionOnlyLoss
+        data.assistantOnlyLoss = assistantOnlyLoss
+        data.chatTemplatePath = chatTemplatePath
+        data.datasetTextField = datasetTextField
+        let trainFile = try loadSFTExamples(self.data, vocabSize: model.config.vocabSize, codec: codec, data: data)
+        let evalFile = try evalData.map { try loadSFTExamples($0, vocabSize: model.config.vocabSize, codec: codec, data: data) }
+        let train = trainFile.rows, eval = evalFile?.rows
         let args = try training.trainingArguments(evalData: eval != nil)
-        try training.apply(to: &c.optimizer, args: args, examples: train.count)
+        try training.apply(to: &c.optimizer, args: args, examples: train.count, worldSize: DataParallel.size)
         let trainer = try SFTTrainer(model: model, config: c)
+        if let mpi = DataParallel.communicator { try trainer.setCommunicator(mpi) }
         try trainFile.check(trainer.check)
         try evalFile?.check(trainer.check)
         var opts = RunOptions(title: "sft")
         opts.plotMetrics = ["loss", "mean_token_accuracy"]
         opts.logMetrics = ["mean_token_accuracy"]
         opts.finalSave = try training.finalSave(modelPath: source.model, codec: codec)
-        print("sft: \(train.count) examples, \(c.optimizer.maxSteps) steps, model with \(model.parameterCount) parameters -> \(training.output)")
+        say("sft: \(train.count) examples, \(c.optimizer.maxSteps) steps, model with \(model.parameterCount) parameters -> \(training.output)")
         let run = try TrainingRun(trainer: trainer, args: args, train: train, eval: eval, options: opts)
         if try !run.run() { throw ExitCode(130) }
-        print("sft: done; model saved to \(run.savedModelPath)")
+        say("sft: done; model saved to \(run.savedModelPath)")
     }
 }
 
@@ -48,9 +63,12 @@ struct Train: ParsableCommand {
         commandName: "train",
         abstract: "DPO training on preference data.",
         discussion: """
-        Data: JSONL lines with prompt_ids/chosen_ids/rejected_ids, or prompt/chosen/rejected text \
-        (tokenized by the model's tokenizer, as in `dpo sft`). The reference is --reference, or a \
-        snapshot of the initial policy.
+        Data: a JSONL (or JSON array) file in TRL's preference formats, tokenized by the model's \
+        tokenizer and chat template exactly as TRL's DPOTrainer prepares it: prompt/chosen/rejected \
+        as strings or conversations (lists of {"role", "content"}), only chosen/rejected (the shared \
+        start is the prompt), or prompt_ids/chosen_ids/rejected_ids. The byte tokenizer's models \
+        (vocab_size 259) take prompt/chosen/rejected text or *_ids. The reference is --reference, \
+        or a snapshot of the initial policy.
         """)
     @OptionGroup var source: ModelOptions
     @Option(help: "Reference model directory or GGUF file (default: a snapshot of the initial policy).") var reference: String?
@@ -64,13 +82,13 @@ struct Train: ParsableCommand {
         let policy = try loadOrCreateModel(model: source.model, config: source.config, seed: UInt64(training.seed))
         let ref = try reference.map { try LlamaModel.load(path: $0) }
         let codec = try source.codec(vocabSize: policy.config.vocabSize)
-        let trainFile = try loadPreferencePairs(data, vocabSize: policy.config.vocabSize, codec: codec)
-        let evalFile = try evalData.map { try loadPreferencePairs($0, vocabSize: policy.config.vocabSize, codec: codec) }
-        var train = trainFile.rows, eval = evalFile?.rows
         var c = DPOConfig()
         try dpo.apply(to: &c)
+        let trainFile = try loadPreferencePairs(data, vocabSize: policy.config.vocabSize, codec: codec, data: c.dataConfig)
+        let evalFile = try evalData.map { try loadPreferencePairs($0, vocabSize: policy.config.vocabSize, codec: codec, data: c.dataConfig) }
+        var train = trainFile.rows, eval = evalFile?.rows
         let args = try training.trainingArguments(evalData: eval != nil)
-        try training.apply(to: &c.optimizer, args: args, examples: train.count)
+        try training.apply(to: &c.optimizer, args: args, examples: train.count, worldSize: DataParallel.size)
         try c.validate()
         var trainer = try DPOTrainer(policy: policy, reference: ref, config: c)
         try trainFile.check(trainer.check)
@@ -78,32 +96,37 @@ struct Train: ParsableCommand {
         if c.precomputeRefLogProbs {
             // Reference log-probs once up front (with the reference, or the initial policy), then
             // a trainer that holds no reference model.
-            print("train: precomputing reference log-probs of \(train.count + (eval?.count ?? 0)) pairs")
+            say("train: precomputing reference log-probs of \(train.count + (eval?.count ?? 0)) pairs")
             train = try attachReferenceLogProbs(train, trainer, batch: training.perDeviceTrainBatchSize)
             eval = try eval.map { try attachReferenceLogProbs($0, trainer, batch: training.perDeviceTrainBatchSize) }
             trainer = try DPOTrainer(policy: policy, reference: nil, config: c)
         }
+        if let mpi = DataParallel.communicator { try trainer.setCommunicator(mpi) }
         var opts = RunOptions(title: "dpo")
         opts.plotMetrics = ["loss", "rewards/margins", "rewards/accuracies"]
         opts.logMetrics = ["rewards/accuracies", "rewards/margins"]
         opts.finalSave = try training.finalSave(modelPath: source.model, codec: codec)
-        print("train: \(train.count) pairs, \(c.optimizer.maxSteps) steps, beta \(c.beta), loss \(c.lossType.map(\.rawValue).joined(separator: "+")), reference \(trainer.referenceKind.rawValue) -> \(training.output)")
+        say("train: \(train.count) pairs, \(c.optimizer.maxSteps) steps, beta \(c.beta), loss \(c.lossType.map(\.rawValue).joined(separator: "+")), reference \(trainer.referenceKind.rawValue) -> \(training.output)")
         let run = try TrainingRun(trainer: trainer, args: args, train: train, eval: eval, options: opts)
         if try !run.run() { throw ExitCode(130) }
-        print("train: done; model saved to \(run.savedModelPath)")
+        say("train: done; model saved to \(run.savedModelPath)")
     }
 }
 
+/// Every pair with its reference log-probs, computed in batches of `batch` pairs. Data parallel,
+/// the ranks share the batches (rank r computes every N-th one from the r-th) and sum the results.
 func attachReferenceLogProbs(_ pairs: [PreferencePair], _ trainer: DPOTrainer, batch: Int) throws -> [PreferencePair] {
-    var out = pairs
-    var i = 0
-    while i < pairs.count {
+    let mpi = DataParallel.communicator
+    var logps = [Double](repeating: 0, count: 2 * pairs.count)  // chosen, rejected of each pair
+    for (index, i) in stride(from: 0, to: pairs.count, by: batch).enumerated() where index % (mpi?.size ?? 1) == (mpi?.rank ?? 0) {
         let hi = min(i + batch, pairs.count)
         for (k, r) in try trainer.precomputeReferenceLogProbs(Array(pairs[i..<hi])).enumerated() {
-            out[i + k].refChosenLogps = r.chosen; out[i + k].refRejectedLogps = r.rejected
+            logps[2 * (i + k)] = r.chosen; logps[2 * (i + k) + 1] = r.rejected
         }
-        i = hi
     }
+    try mpi?.allreduceSum(&logps)
+    var out = pairs
+    for i in out.indices { out[i].refChosenLogps = logps[2 * i]; out[i].refRejectedLogps = logps[2 * i + 1] }
     return out
 }
 
@@ -123,10 +146,10 @@ struct Eval: ParsableCommand {
         let policy = try LlamaModel.load(path: model)
         let ref = try reference.map { try LlamaModel.load(path: $0) }
         let codec = try TextCodec.forModel(path: model, tokenizerPath: tokenizer, vocabSize: policy.config.vocabSize)
-        let file = try loadPreferencePairs(data, vocabSize: policy.config.vocabSize, codec: codec)
-        let pairs = file.rows
         var c = DPOConfig()
         try dpo.apply(to: &c)
+        let file = try loadPreferencePairs(data, vocabSize: policy.config.vocabSize, codec: codec, data: c.dataConfig)
+        let pairs = file.rows
         c.precomputeRefLogProbs = false
         try c.validate()
         let trainer = try DPOTrainer(policy: policy, reference: ref, config: c)

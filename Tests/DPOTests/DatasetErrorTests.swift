@@ -137,7 +137,7 @@ final class DatasetErrorTests: XCTestCase {
         let trailing = TokenizedSFT(inputIds: [1, 2, 3, 4, 5], labels: [ignored, ignored, 3, 4, ignored])
         XCTAssertEqual(try trailing.example(), SFTExample(promptIds: [1, 2], completionIds: [3, 4]))
         let gaps = TokenizedSFT(inputIds: [1, 2, 3, 4], labels: [ignored, 2, ignored, 4])
-        expectDPOError(["row 3", "not one run"]) { _ = try gaps.example(location: RowLocation(index: 3)) }
+        XCTAssertEqual(try gaps.example(), SFTExample(promptIds: [1], completionIds: [2, 3, 4], completionMask: [true, false, true]))
         expectDPOError(["no token is learned"]) { _ = try TokenizedSFT(inputIds: [1], labels: [ignored]).example() }
         expectDPOError(["1 labels for 2 input ids"]) { _ = try TokenizedSFT(inputIds: [1, 2], labels: [1]).example() }
     }

@@ -36,6 +36,9 @@ final class RecordingTrainer: Trainer {
     }
     func saveCheckpoint(directory: String, extraState: JSONObject) throws { throw DPOError.internal("not used") }
     func loadCheckpoint(directory: String) throws -> JSONObject { throw DPOError.internal("not used") }
+    func check(_ example: Int) throws {
+        if example < 0 { throw DPOError.invalidArgument("example 0: \(example) is negative") }
+    }
 }
 
 final class TrainingLoopTests: XCTestCase {
@@ -336,7 +339,6 @@ final class TrainingLoopTests: XCTestCase {
             ("gradient_accumulation_steps must be in [1, 2^30]", { $0.gradientAccumulationSteps = 0 }),
             ("num_train_epochs must be in (0, 1e6]", { $0.numTrainEpochs = .nan }),
             ("save_total_limit must be >= 1", { $0.saveTotalLimit = 0 }),
-            ("report_to: 'tensorboard' is not available yet", { $0.reportTo = ["tensorboard"] }),
             ("report_to: unknown value 'wandb'", { $0.reportTo = ["wandb"] }),
             ("eval_steps must be >= 1", { $0.evalSteps = 0 }),
         ]
@@ -380,7 +382,40 @@ final class TrainingLoopTests: XCTestCase {
         let sft = try SFTTrainer(model: try LlamaModel.randomlyInitialized(config: PreferenceTask.config, seed: 5), config: c)
         let good = TokenizedSFT(inputIds: [1, 5, 6], labels: [-100, 5, 6])
         let twoRuns = TokenizedSFT(inputIds: [1, 5, 6, 7], labels: [-100, 5, -100, 7])
-        expectDPOError(["row 1", "not one run"]) { _ = try TrainingLoop(trainer: sft, args: args, trainRows: [good, twoRuns]) }
+        _ = try TrainingLoop(trainer: sft, args: args, trainRows: [good, twoRuns]).train()
+        XCTAssertEqual(sft.globalStep, 2)
+    }
+
+    /// Every example is checked before the first step (the bad one named), and a trainer that
+    /// reached max_steps is refused rather than silently doing nothing.
+    func testExamplesCheckedUpFrontAndNothingToTrain() throws {
+        let args = arguments(try makeScratchDirectory()) { $0.perDeviceTrainBatchSize = 2; $0.maxSteps = 2 }
+        let t = try RecordingTrainer()
+        expectDPOError(["train_dataset row 3: -4 is negative"]) { _ = try TrainingLoop(trainer: t, args: args, trainDataset: [1, 2, 3, -4]) }
+        expectDPOError(["eval_dataset row 0: -1 is negative"]) {
+            _ = try TrainingLoop(trainer: t, args: args, trainDataset: [1], evalDataset: [-1])
+        }
+        XCTAssertTrue(t.batches.isEmpty)
+        let loop = try TrainingLoop(trainer: t, args: args, trainDataset: [1, 2, 3, 4])
+        _ = try loop.train()
+        XCTAssertEqual(t.globalStep, 2)
+        expectDPOError(["2 optimizer steps", "nothing to train"]) { _ = try loop.train() }
+        XCTAssertEqual(t.batches.count, 2)
+    }
+
+    /// A row whose learned tokens are two runs (two assistant turns) learns exactly those tokens:
+    /// its loss is the mean of the two tokens' losses, each with its own context.
+    func testSFTRowWithSeveralLearnedRuns() throws {
+        let sft = try SFTTrainer(model: try LlamaModel.randomlyInitialized(config: PreferenceTask.config, seed: 5), config: SFTConfig())
+        let masked = try TokenizedSFT(inputIds: [1, 5, 6, 7], labels: [-100, 5, -100, 7]).example()
+        XCTAssertEqual(masked.completionMask, [true, false, true])
+        let apart = [SFTExample(promptIds: [1], completionIds: [5]), SFTExample(promptIds: [1, 5, 6], completionIds: [7])]
+        let a = try sft.evaluate([masked]).loss, b = try sft.evaluate(apart).loss
+        XCTAssertEqual(a, b, accuracy: 1e-6 * abs(b))
+        XCTAssertNotEqual(a, try sft.evaluate([SFTExample(promptIds: [1], completionIds: [5, 6, 7])]).loss)
+        expectDPOError(["completion_mask has 2 flags for 3"]) {
+            _ = try sft.evaluate([SFTExample(promptIds: [1], completionIds: [5, 6, 7], completionMask: [true, false])])
+        }
     }
 
     /// SFT goes through the same loop: prepared rows from the data layer train as step() does.

@@ -12,6 +12,8 @@
 #   9. Tests/c/text.c: tokenizers, chat templates, GGUF load/save, corrupt GGUF files, and the
 #      SmolLM2-135M-Instruct GGUF (make deps fetches it) against transformers' values; the tiny
 #      part also under valgrind.
+#  10. Tests/c/loop.c: datasets and the training loop (train, stop and resume, evaluate, log,
+#      state, bad rows and handles); the token-id part also under valgrind.
 # Usage: Tests/c/run.sh [library-dir] [portable-library-dir]
 #   library-dir: default .build/release, as `make build` leaves it.
 #   portable-library-dir: the library the valgrind stage runs (default: library-dir). valgrind 3.19
@@ -105,6 +107,11 @@ for g in d["greedy"]:
 PY
 "${clean_env[@]}" "$OUT/text" "$OUT/text-run" Tests/DPOTests/Fixtures "$TEST_MODEL" "$OUT/smollm2-golden.txt"
 
+echo "== datasets and the training loop (Tests/c/loop.c)"
+"$CC" "${CFLAGS[@]}" -O1 -g Tests/c/loop.c "${LINK[@]}" -o "$OUT/loop"
+mkdir "$OUT/loop-run" "$OUT/loop-vg"
+"${clean_env[@]}" "$OUT/loop" "$OUT/loop-run" "$TEST_MODEL"
+
 # run_valgrind NAME PROGRAM ARGS...: memcheck, no invalid access, no definitely lost block.
 run_valgrind() {
     local name=$1; shift
@@ -146,6 +153,9 @@ else
     echo "== tokenizers and GGUF files (tiny fixtures) under valgrind memcheck"
     "$CC" "${CFLAGS[@]}" -O1 -g Tests/c/text.c "${VG_LINK[@]}" -o "$OUT/text-valgrind"
     run_valgrind text "$OUT/text-valgrind" "$OUT/text-vg" Tests/DPOTests/Fixtures
+    echo "== datasets and the training loop (token ids) under valgrind memcheck"
+    "$CC" "${CFLAGS[@]}" -O1 -g Tests/c/loop.c "${VG_LINK[@]}" -o "$OUT/loop-valgrind"
+    run_valgrind loop "$OUT/loop-valgrind" "$OUT/loop-vg"
     echo "valgrind: no invalid reads or writes, no definitely lost blocks"
 fi
 echo "test-c: all passed"

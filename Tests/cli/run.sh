@@ -73,6 +73,45 @@ common=(--model "$SFT_MODEL" --data "$tmp/pairs.jsonl" --max-steps 4 --learning-
 if cmp -s "$tmp/full/model/model.safetensors" "$tmp/resumed/model/model.safetensors"; then ok "resume gives bit-identical weights"
 else fail "resume" "$tmp/log"; fi
 
+# 3b. --report-to jsonl,tensorboard, checked through TensorBoard's own reader (tools/read_tensorboard.py:
+#     EventAccumulator, from the tensorboard package `make deps` puts in .cache/tensorboard; the check
+#     fails, never skips, without it): the run directory <output>/runs/<date>_<host> holds every metric of
+#     metrics.jsonl, tagged as transformers' TensorBoardCallback tags it, at the same steps with the same
+#     values (float32), and nothing else; a run resumed into another --output has the whole history too.
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+PY=${PYTHON:-python3}
+tb_matches_jsonl() {  # OUTPUT_DIR: 0 if TensorBoard reads exactly metrics.jsonl's metrics; else why in $tmp/tb.err
+    local runs=("$1"/runs/*/)
+    if [ ${#runs[@]} -ne 1 ] || [ ! -d "${runs[0]}" ]; then echo "not one run directory in $1/runs: ${runs[*]}" >"$tmp/tb.err"; return 1; fi
+    PYTHONPATH="$ROOT/.cache/tensorboard${PYTHONPATH:+:$PYTHONPATH}" "$PY" "$ROOT/tools/read_tensorboard.py" "${runs[0]}" >"$tmp/tb.txt" 2>"$tmp/tb.err" \
+        || { echo "tools/read_tensorboard.py failed (is tensorboard installed? make deps)" >>"$tmp/tb.err"; return 1; }
+    "$PY" - "$1/metrics.jsonl" "$tmp/tb.txt" >"$tmp/tb.err" 2>&1 <<'PY'
+import json, struct, sys
+def f32(v): return struct.unpack("<f", struct.pack("<f", v))[0]
+def tag(name):  # transformers' rewrite_logs
+    for p in ("eval_", "test_"):
+        if name.startswith(p): return p[:-1] + "/" + name[len(p):]
+    return "train/" + name
+expected, got = {}, {}
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    for k, v in r.items():
+        if k != "step": expected.setdefault(tag(k), []).append((r["step"], f32(v)))
+for line in open(sys.argv[2]):
+    t, step, value = line.rsplit(" ", 2)
+    got.setdefault(t, []).append((int(step), float(value)))
+assert len(expected) >= 20 and "eval/loss" in expected and "train/loss" in expected, sorted(expected)
+assert got == expected, {t: (got.get(t), expected.get(t)) for t in set(got) | set(expected) if got.get(t) != expected.get(t)}
+print(sum(map(len, got.values())), "scalars")
+PY
+}
+tb=(--eval-data "$tmp/pairs.jsonl" --logging-steps 1 --report-to jsonl,tensorboard)
+if "$DPO" train "${common[@]}" "${tb[@]}" --save-steps 2 --output "$tmp/tb" >"$tmp/log" 2>&1 && tb_matches_jsonl "$tmp/tb"; then ok "--report-to tensorboard: TensorBoard reads every metric of metrics.jsonl ($(tail -1 "$tmp/tb.err"))"
+else cat "$tmp/tb.err" >>"$tmp/log"; fail "--report-to tensorboard" "$tmp/log"; fi
+if "$DPO" train "${common[@]}" "${tb[@]}" --resume "$tmp/tb/checkpoint-2" --output "$tmp/tb-resumed" >"$tmp/log" 2>&1 \
+   && grep -q '"step":1,' "$tmp/tb-resumed/metrics.jsonl" && tb_matches_jsonl "$tmp/tb-resumed"; then ok "--report-to tensorboard: a resumed run's TensorBoard holds the whole history"
+else cat "$tmp/tb.err" >>"$tmp/log"; fail "--report-to tensorboard, resumed" "$tmp/log"; fi
+
 # 4. Ctrl-C writes a checkpoint and exits 130.
 "$DPO" train --model "$SFT_MODEL" --data "$tmp/pairs.jsonl" --max-steps 100000 --per-device-train-batch-size 2 --output "$tmp/int" >"$tmp/log" 2>&1 &
 pid=$!
@@ -205,16 +244,31 @@ J
        && grep -q 'policy:    "The capital' "$tmp/gen"; then
         ok "train from a GGUF: text tokenized by its tokenizer, saved as a q8_0 GGUF that answers"
     else fail "train from a GGUF and save a GGUF" "$tmp/log"; cat "$tmp/gen" 2>/dev/null | head -5; fi
-    if "$DPO" sft --model "$GGUF" --data "$tmp/sft.jsonl" --max-steps 1 --per-device-train-batch-size 1 --save-format safetensors \
+    # TRL's formats through the data layer: conversations (chat template), and a text file.
+    cat >"$tmp/chat-sft.jsonl" <<'J'
+{"messages": [{"role": "user", "content": "Name a fruit."}, {"role": "assistant", "content": "An apple."}]}
+{"messages": [{"role": "user", "content": "Name a color."}, {"role": "assistant", "content": "Blue."}]}
+J
+    cat >"$tmp/conv-pairs.jsonl" <<'J'
+{"prompt": [{"role": "user", "content": "Name a fruit."}], "chosen": [{"role": "assistant", "content": "An apple."}], "rejected": [{"role": "assistant", "content": "A chair."}]}
+{"chosen": [{"role": "user", "content": "Sky color?"}, {"role": "assistant", "content": "Blue."}], "rejected": [{"role": "user", "content": "Sky color?"}, {"role": "assistant", "content": "Green."}]}
+J
+    if "$DPO" sft --model "$GGUF" --data "$tmp/chat-sft.jsonl" --max-steps 1 --per-device-train-batch-size 1 --save-format safetensors \
            --output "$tmp/smol-sft" >"$tmp/log" 2>&1 && [ -s "$tmp/smol-sft/model/model.safetensors" ]; then
-        ok "sft from a GGUF saved as safetensors (--save-format)"
+        ok "sft of conversations from a GGUF saved as safetensors (--save-format)"
     else fail "sft from a GGUF with --save-format safetensors" "$tmp/log"; fi
+    expect_error "a row of another format is named" "conv-pairs.jsonl:2): .prompt. is missing (the row is conversational implicit prompt preference, the dataset conversational preference" -- \
+        "$DPO" eval --model "$GGUF" --data "$tmp/conv-pairs.jsonl"
+    head -1 "$tmp/conv-pairs.jsonl" > "$tmp/conv1.jsonl"
+    if "$DPO" eval --model "$GGUF" --data "$tmp/conv1.jsonl" --json >"$tmp/log" 2>&1 && grep -q '"eval_loss": 0.693147' "$tmp/log"; then
+        ok "eval of conversational pairs (chat template) from a GGUF"
+    else fail "eval of conversational pairs" "$tmp/log"; fi
     expect_error "--save-dtype without gguf is refused" "needs --save-format gguf" -- "$DPO" train --model "$GGUF" --data "$tmp/chat-pairs.jsonl" --save-format safetensors --save-dtype f16
     expect_error "--save-dtype q4_0 is refused" "--save-dtype must be" -- "$DPO" train --model "$GGUF" --data "$tmp/chat-pairs.jsonl" --save-dtype q4_0
     expect_error "a corrupt GGUF names the file" "truncated_data.gguf" -- "$DPO" generate --model "$(dirname "$0")/../DPOTests/Fixtures/gguf/corrupt/truncated_data.gguf" --prompt x
     # A model without a tokenizer and a vocabulary that is not the byte tokenizer's: text is refused.
     mkdir -p "$tmp/notok"
-    "$DPO" sft --model "$GGUF" --data "$tmp/sft.jsonl" --max-steps 1 --per-device-train-batch-size 1 --save-format safetensors --output "$tmp/notok" >/dev/null 2>&1
+    "$DPO" sft --model "$GGUF" --data "$tmp/chat-sft.jsonl" --max-steps 1 --per-device-train-batch-size 1 --save-format safetensors --output "$tmp/notok" >/dev/null 2>&1
     expect_error "text for a model without a tokenizer is refused" "has no tokenizer" -- "$DPO" generate --model "$tmp/notok/model" --prompt hi
     if "$DPO" generate --model "$tmp/notok/model" --tokenizer "$GGUF" --prompt "Hi" --max-new-tokens 2 >"$tmp/gen" 2>&1; then
         ok "--tokenizer gives a tokenizer-less model its text"

@@ -19,6 +19,10 @@ public struct DataConfig: Equatable, Sendable {
     /// A chat template (Jinja source) used instead of the tokenizer's, as SFT's
     /// `chat_template_path` does; e.g. one with `{% generation %}` blocks for `assistantOnlyLoss`.
     public var chatTemplate: String? = nil
+    /// SFT's `chat_template_path`: a Jinja template file (or a directory holding
+    /// `chat_template.jinja`) used instead of the tokenizer's template; read when the datasets are
+    /// prepared. `chatTemplate`, if set, wins.
+    public var chatTemplatePath: String? = nil
 
     public init() {}
 

@@ -22,6 +22,12 @@ public enum DatasetFormat: String, CaseIterable, Sendable {
     case standardPromptCompletion = "standard prompt-completion"
     /// `prompt` and `completion` lists of messages.
     case conversationalPromptCompletion = "conversational prompt-completion"
+    /// Tokenized already: `input_ids` (with `completion_mask` and `assistant_masks` if any), TRL's
+    /// processed columns. As in TRL, the completion mask is used only with `completion_only_loss`.
+    case tokenizedLanguageModeling = "tokenized language modeling"
+    /// Tokenized already as `prompt_ids` and `completion_ids` (this project's batch items): like
+    /// prompt-completion rows, only the completion is learned unless `completion_only_loss` is false.
+    case tokenizedPromptCompletion = "tokenized prompt-completion"
 
     public var isConversational: Bool {
         switch self {
@@ -57,6 +63,8 @@ public enum DatasetFormat: String, CaseIterable, Sendable {
     /// The SFT format of a (first) row, as SFTTrainer decides: prompt-completion when the row has a
     /// "prompt", otherwise language modeling on `messages` (a conversation) or `textField`.
     public static func sft(of row: DatasetRow, textField: String) throws -> DatasetFormat {
+        if row.has("input_ids") { return .tokenizedLanguageModeling }
+        if row.has("prompt_ids") && row.has("completion_ids") { return .tokenizedPromptCompletion }
         if row.has("prompt") {
             return try row.required("prompt").isConversation ? .conversationalPromptCompletion : .standardPromptCompletion
         }

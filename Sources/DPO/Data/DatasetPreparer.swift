@@ -30,8 +30,10 @@ public struct PreferenceDatasetPreparer {
     /// The row's ids, or nil when TRL drops the row (counted in `counts.dropped`).
     public mutating func prepare(_ row: DatasetRow) throws -> TokenizedPreference? {
         let format = try self.format ?? DatasetFormat.preference(of: row)
+        let t = try explained(row, format, (try? DatasetFormat.preference(of: row))) {
+            try tokenizer.preference(row, format: format)
+        }
         self.format = format
-        let t = try tokenizer.preference(row, format: format)
         counts.rows += 1
         let config = tokenizer.config
         if t.isDropped(maxLength: config.maxLength, truncationMode: config.truncationMode) {
@@ -62,9 +64,12 @@ public struct SFTDatasetPreparer {
     /// The row's ids and labels, or nil when TRL drops the row (counted in `counts.dropped`).
     /// Without `max_length` TRL keeps a row with no learned token; its `example()` is then an error.
     public mutating func prepare(_ row: DatasetRow) throws -> TokenizedSFT? {
-        let format = try self.format ?? DatasetFormat.sft(of: row, textField: tokenizer.config.datasetTextField)
+        let textField = tokenizer.config.datasetTextField
+        let format = try self.format ?? DatasetFormat.sft(of: row, textField: textField)
+        let t = try explained(row, format, (try? DatasetFormat.sft(of: row, textField: textField))) {
+            try tokenizer.sft(row, format: format)
+        }
         self.format = format
-        let t = try tokenizer.sft(row, format: format)
         counts.rows += 1
         // TRL filters only after truncating, so only with max_length set.
         if tokenizer.config.maxLength != nil && !t.hasLearnedTokens {
@@ -80,6 +85,15 @@ public struct SFTDatasetPreparer {
     public func finish() throws -> DatasetCounts {
         try checkCounts(counts, maxLength: tokenizer.config.maxLength)
         return counts
+    }
+}
+
+/// Runs `prepare`; when it refuses a row whose columns make another format than the dataset's
+/// (fixed by its first row), the error says so after naming the field.
+private func explained<T>(_ row: DatasetRow, _ dataset: DatasetFormat, _ own: DatasetFormat?, _ prepare: () throws -> T) throws -> T {
+    do { return try prepare() } catch DPOError.invalidArgument(let message) {
+        guard let own, own != dataset else { throw DPOError.invalidArgument(message) }
+        throw DPOError.invalidArgument("\(message) (the row is \(own.rawValue), the dataset \(dataset.rawValue): every row must have its first row's columns)")
     }
 }
 

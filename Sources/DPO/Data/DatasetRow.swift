@@ -91,6 +91,17 @@ public struct DatasetRow: Equatable, Sendable {
     }
 
     /// Token ids in [0, vocabSize).
+    /// A list of 0/1 flags, one per token (`count`).
+    func mask(_ field: String, count: Int) throws -> [UInt8] {
+        let v = try required(field)
+        guard let list = v.array else { throw error(field, "must be a list of 0/1 flags, not \(v.kindName)") }
+        if list.count != count { throw error(field, "has \(list.count) flags for \(count) input_ids") }
+        return try list.enumerated().map { j, t in
+            guard let f = t.int, f == 0 || f == 1 else { throw error(field, "item \(j) is not 0 or 1") }
+            return UInt8(f)
+        }
+    }
+
     func tokenIDs(_ field: String, vocabSize: Int) throws -> [Int32] {
         let v = try required(field)
         guard let list = v.array else { throw error(field, "must be a list of token ids, not \(v.kindName)") }

@@ -12,7 +12,10 @@
 /// One row at a time (`preference(_:format:)`, `sft(_:format:)`), so rows can be streamed;
 /// `PreferenceDatasetPreparer` / `SFTDatasetPreparer` add what TRL does across the dataset.
 public struct DatasetTokenizer {
-    public let tokenizer: Tokenizer
+    /// nil: only rows of token ids can be prepared (a text row is an error that says so).
+    public let tokenizer: Tokenizer?
+    /// Token ids of token-id rows must be below this (the model's vocabulary; default the tokenizer's).
+    public let vocabSize: Int
     public let config: DataConfig
     /// The chat template in use (`config.chatTemplate`, else the tokenizer's), nil if neither.
     public let template: ChatTemplate?
@@ -21,30 +24,62 @@ public struct DatasetTokenizer {
     /// The special token strings transformers passes to every template (`special_tokens_map`).
     let specialTokens: [String: JinjaValue]
 
-    public init(tokenizer: Tokenizer, config: DataConfig = DataConfig()) throws {
+    /// - Parameters:
+    ///   - tokenizer: the model's tokenizer, or nil for datasets of token ids only.
+    ///   - vocabSize: the bound of token ids in token-id rows (the model's vocabulary size); nil:
+    ///     the tokenizer's `vocabSize`. One of the two is needed.
+    public init(tokenizer: Tokenizer?, vocabSize: Int? = nil, config: DataConfig = DataConfig()) throws {
         try config.validate()
+        guard let v = vocabSize ?? tokenizer?.vocabSize, v > 0 else {
+            throw DPOError.invalidArgument("a dataset needs a tokenizer or a vocabulary size")
+        }
         self.tokenizer = tokenizer
+        self.vocabSize = v
         self.config = config
-        template = try (config.chatTemplate ?? tokenizer.chatTemplate).map { try ChatTemplate(source: $0) }
+        let source = try config.chatTemplate ?? config.chatTemplatePath.map(Self.readTemplate) ?? tokenizer?.chatTemplate
+        template = try source.map { try ChatTemplate(source: $0) }
         templateHasGenerationBlocks = template?.hasGenerationBlocks ?? false
         var special: [String: JinjaValue] = [:]
-        let named: [(String, String?)] = [("bos_token", tokenizer.bosToken), ("eos_token", tokenizer.eosToken),
-                                          ("unk_token", tokenizer.unkTokenID.flatMap(tokenizer.token(for:))),
-                                          ("pad_token", tokenizer.padTokenID.flatMap(tokenizer.token(for:)))]
-        for case let (key, value?) in named { special[key] = .string(value) }
+        if let tokenizer {
+            let named: [(String, String?)] = [("bos_token", tokenizer.bosToken), ("eos_token", tokenizer.eosToken),
+                                              ("unk_token", tokenizer.unkTokenID.flatMap(tokenizer.token(for:))),
+                                              ("pad_token", tokenizer.padTokenID.flatMap(tokenizer.token(for:)))]
+            for case let (key, value?) in named { special[key] = .string(value) }
+        }
         specialTokens = special
+    }
+
+    /// The template of `chat_template_path`: the file, or `chat_template.jinja` in a directory.
+    static func readTemplate(_ path: String) throws -> String {
+        let file = isDirectory(path) ? joinPath(path, "chat_template.jinja") : path
+        let bytes: [UInt8]
+        do { bytes = try readFile(file, limit: 1 << 24) } catch let e as DPOError {
+            throw DPOError.invalidArgument("chat_template_path: \(e.message)")
+        }
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            throw DPOError.invalidArgument("chat_template_path: '\(file)' is not UTF-8 text")
+        }
+        return text
     }
 
     // MARK: Shared steps
 
+    /// The tokenizer, which every row of text needs.
+    func textTokenizer(_ row: DatasetRow) throws -> Tokenizer {
+        guard let tokenizer else {
+            throw DPOError.invalidArgument("\(row.location): a row of text needs a tokenizer (the model's own, or one given: processing_class in Python, --tokenizer on the command line); without one only token-id rows can be used")
+        }
+        return tokenizer
+    }
+
     /// `tokenizer(text)["input_ids"]`.
-    func encodeText(_ text: String) -> [Int32] {
-        tokenizer.encode(text, addSpecialTokens: true)
+    func encodeText(_ text: String, row: DatasetRow) throws -> [Int32] {
+        try textTokenizer(row).encode(text, addSpecialTokens: true)
     }
 
     /// The EOS token's text, which TRL appends to text completions.
     func eosText(_ row: DatasetRow) throws -> String {
-        guard let eos = tokenizer.eosToken else {
+        guard let eos = try textTokenizer(row).eosToken else {
             throw DPOError.invalidArgument("\(row.location): the tokenizer has no EOS token, which TRL appends to text completions")
         }
         return eos
@@ -61,6 +96,7 @@ public struct DatasetTokenizer {
     /// The chat template rendered over `messages` (transformers' `apply_chat_template`), with the
     /// row's `tools` and `chat_template_kwargs` as TRL passes them.
     func render(_ messages: [JSONValue], addGenerationPrompt: Bool, row: DatasetRow) throws -> (text: String, generationSpans: [Range<Int>]) {
+        _ = try textTokenizer(row)
         guard let template else {
             throw DPOError.invalidArgument("\(row.location): the row is conversational but the tokenizer has no chat template (set DataConfig.chatTemplate)")
         }
@@ -92,7 +128,7 @@ public struct DatasetTokenizer {
 
     /// `apply_chat_template(messages, tokenize=True)["input_ids"]`.
     func encodeConversation(_ messages: [JSONValue], addGenerationPrompt: Bool, row: DatasetRow) throws -> [Int32] {
-        tokenizer.encode(try render(messages, addGenerationPrompt: addGenerationPrompt, row: row).text, addSpecialTokens: false)
+        try textTokenizer(row).encode(try render(messages, addGenerationPrompt: addGenerationPrompt, row: row).text, addSpecialTokens: false)
     }
 
     /// TRL's `common_prefix_length`.

@@ -8,7 +8,7 @@ extension DatasetTokenizer {
     public func preference(_ row: DatasetRow, format: DatasetFormat) throws -> TokenizedPreference {
         switch format {
         case .tokenizedPreference:
-            let v = tokenizer.vocabSize
+            let v = vocabSize
             return TokenizedPreference(promptIds: try row.tokenIDs("prompt_ids", vocabSize: v),
                                        chosenIds: try row.tokenIDs("chosen_ids", vocabSize: v),
                                        rejectedIds: try row.tokenIDs("rejected_ids", vocabSize: v))
@@ -17,8 +17,8 @@ extension DatasetTokenizer {
             let eos = try eosText(row)
             chosen = Self.appending(eos, to: chosen)
             rejected = Self.appending(eos, to: rejected)
-            return split(prompt: encodeText(prompt), promptChosen: encodeText(prompt + chosen),
-                         promptRejected: encodeText(prompt + rejected))
+            return split(prompt: try encodeText(prompt, row: row), promptChosen: try encodeText(prompt + chosen, row: row),
+                         promptRejected: try encodeText(prompt + rejected, row: row))
         case .conversationalPreference, .conversationalImplicitPromptPreference:
             let (prompt, chosen, rejected) = try conversationParts(row, implicit: format == .conversationalImplicitPromptPreference)
             return split(prompt: try encodeConversation(prompt, addGenerationPrompt: true, row: row),

@@ -6,14 +6,15 @@ extension DatasetTokenizer {
     /// TRL's `completion_only_loss` for a dataset of `format`: the configured value, or by default
     /// on exactly for prompt-completion datasets.
     public func completionOnlyLoss(for format: DatasetFormat) -> Bool {
-        config.completionOnlyLoss ?? (format == .standardPromptCompletion || format == .conversationalPromptCompletion)
+        config.completionOnlyLoss ?? (format == .standardPromptCompletion || format == .conversationalPromptCompletion
+                                      || format == .tokenizedPromptCompletion)
     }
 
     /// The row tokenized, labelled and truncated as SFTTrainer prepares it. `format` is the
     /// dataset's (`DatasetFormat.sft(of:textField:)` of its first row). Whether TRL would then drop
     /// it is `hasLearnedTokens` of the result (`SFTDatasetPreparer` drops and counts).
     public func sft(_ row: DatasetRow, format: DatasetFormat) throws -> TokenizedSFT {
-        if config.assistantOnlyLoss {
+        if config.assistantOnlyLoss && format != .tokenizedLanguageModeling && format != .tokenizedPromptCompletion {
             guard format.isConversational else {
                 throw DPOError.invalidArgument("\(row.location): assistant_only_loss needs a conversational dataset (this one is \(format.rawValue))")
             }
@@ -26,7 +27,7 @@ extension DatasetTokenizer {
         var assistantMask: [UInt8]? = nil
         switch format {
         case .standardLanguageModeling:
-            ids = encodeText(Self.appending(try eosText(row), to: try row.string(config.datasetTextField)))
+            ids = try encodeText(Self.appending(try eosText(row), to: try row.string(config.datasetTextField)), row: row)
         case .conversationalLanguageModeling:
             (ids, assistantMask) = try encodeMasked(try row.messages("messages"), row: row)
         case .standardPromptCompletion:
@@ -35,14 +36,16 @@ extension DatasetTokenizer {
             // TRL's add_eos puts the EOS on the text column when the row has one, and then the
             // completion keeps none.
             if !row.has(config.datasetTextField) { completion = Self.appending(try eosText(row), to: completion) }
-            let promptIDs = encodeText(prompt)
-            ids = encodeText(prompt + completion)
+            let promptIDs = try encodeText(prompt, row: row)
+            ids = try encodeText(prompt + completion, row: row)
             completionMask = Self.completionMask(prompt: promptIDs, full: ids)
         case .conversationalPromptCompletion:
             let prompt = try row.messages("prompt"), completion = try row.messages("completion")
             let promptIDs = try encodeConversation(prompt, addGenerationPrompt: true, row: row)
             (ids, assistantMask) = try encodeMasked(prompt + completion, row: row)
             completionMask = Self.completionMask(prompt: promptIDs, full: ids)
+        case .tokenizedLanguageModeling, .tokenizedPromptCompletion:
+            (ids, completionMask, assistantMask) = try tokenized(row)
         default:
             throw DPOError.invalidArgument("\(row.location): \(format.rawValue) is not an SFT format")
         }
@@ -64,6 +67,29 @@ extension DatasetTokenizer {
         return out
     }
 
+    /// A tokenized row's ids and masks: `input_ids` with its `completion_mask` (if any) and, with
+    /// `assistantOnlyLoss`, its `assistant_masks`; or `prompt_ids` + `completion_ids`.
+    private func tokenized(_ row: DatasetRow) throws -> ([Int32], [UInt8]?, [UInt8]?) {
+        if !row.has("input_ids") {
+            let prompt = try row.tokenIDs("prompt_ids", vocabSize: vocabSize)
+            let completion = try row.tokenIDs("completion_ids", vocabSize: vocabSize)
+            if completion.isEmpty { throw row.error("completion_ids", "is empty") }
+            let mask = [UInt8](repeating: 0, count: prompt.count) + [UInt8](repeating: 1, count: completion.count)
+            return (prompt + completion, mask, nil)
+        }
+        let ids = try row.tokenIDs("input_ids", vocabSize: vocabSize)
+        if ids.isEmpty { throw row.error("input_ids", "is empty") }
+        let completion = row.has("completion_mask") ? try row.mask("completion_mask", count: ids.count) : nil
+        var assistant: [UInt8]? = nil
+        if config.assistantOnlyLoss {
+            guard row.has("assistant_masks") else {
+                throw row.error("assistant_masks", "is missing: assistant_only_loss on a tokenized dataset needs it")
+            }
+            assistant = try row.mask("assistant_masks", count: ids.count)
+        }
+        return (ids, completion, assistant)
+    }
+
     /// `[0] * prompt_len + [1] * (len(full) - prompt_len)` with TRL's `common_prefix_length`.
     static func completionMask(prompt: [Int32], full: [Int32]) -> [UInt8] {
         let n = commonPrefixLength(prompt, full)
@@ -75,6 +101,7 @@ extension DatasetTokenizer {
     /// overlaps a generation block's output (tokenization_utils_base.py, `assistant_masks`).
     private func encodeMasked(_ messages: [JSONValue], row: DatasetRow) throws -> ([Int32], [UInt8]?) {
         let rendered = try render(messages, addGenerationPrompt: false, row: row)
+        let tokenizer = try textTokenizer(row)
         guard config.assistantOnlyLoss else { return (tokenizer.encode(rendered.text, addSpecialTokens: false), nil) }
         let (ids, offsets) = try tokenizer.encodeWithOffsets(rendered.text)
         let spans = rendered.generationSpans

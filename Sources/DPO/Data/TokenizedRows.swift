@@ -54,10 +54,10 @@ public struct TokenizedSFT: Equatable, Sendable {
     public var hasLearnedTokens: Bool { labels.contains { $0 != Self.ignoredLabel } }
 
     /// The example for `SFTTrainer.step`: the tokens before the first learned one are the prompt,
-    /// the learned run is the completion, and unlearned tokens after it are left out (they only
-    /// follow the learned tokens, so no learned token's loss depends on them; `num_tokens` counts
-    /// without them). A row whose learned tokens are not one run (a multi-turn conversation under
-    /// `assistantOnlyLoss`) cannot be an `SFTExample`, which has one completion: an error.
+    /// the rest up to the last learned token is the completion, with a mask when unlearned tokens
+    /// lie between learned ones (several assistant turns under `assistantOnlyLoss`). Unlearned
+    /// tokens after the last learned one are left out (no learned token's loss depends on them;
+    /// `num_tokens` counts without them).
     public func example(location: RowLocation? = nil) throws -> SFTExample {
         let at = location.map { "\($0): " } ?? ""
         guard labels.count == inputIds.count else {
@@ -67,9 +67,8 @@ public struct TokenizedSFT: Equatable, Sendable {
               let last = labels.lastIndex(where: { $0 != Self.ignoredLabel }) else {
             throw DPOError.invalidArgument("\(at)no token is learned")
         }
-        if labels[first...last].contains(Self.ignoredLabel) {
-            throw DPOError.invalidArgument("\(at)the learned tokens are not one run (e.g. several assistant turns); an SFTExample has one completion")
-        }
-        return SFTExample(promptIds: Array(inputIds[..<first]), completionIds: Array(inputIds[first...last]))
+        let learned = labels[first...last].map { $0 != Self.ignoredLabel }
+        return SFTExample(promptIds: Array(inputIds[..<first]), completionIds: Array(inputIds[first...last]),
+                          completionMask: learned.allSatisfy { $0 } ? nil : learned)
     }
 }

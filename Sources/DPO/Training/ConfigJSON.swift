@@ -45,6 +45,9 @@ extension OptimizerConfig {
 }
 
 extension DPOConfig {
+    /// TRL's names of the fields (`jsonObject`'s keys).
+    public static let fieldNames: Set<String> = Set(DPOConfig().jsonObject.keys)
+
     /// Every field, TRL names.
     public var jsonObject: JSONObject {
         var o = JSONObject()

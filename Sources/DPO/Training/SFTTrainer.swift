@@ -1,9 +1,13 @@
-/// One supervised example: the prompt is context only, the completion is learned.
+/// One supervised example: the prompt is context only, the completion is learned (all of it, or
+/// the tokens `completionMask` marks: a conversation with several assistant turns under
+/// `assistant_only_loss`, where the user turns between them are context).
 public struct SFTExample: Equatable, Sendable {
     public var promptIds: [Int32]
     public var completionIds: [Int32]
-    public init(promptIds: [Int32], completionIds: [Int32]) {
-        self.promptIds = promptIds; self.completionIds = completionIds
+    /// One flag per completion token: true = learned. nil: every completion token is learned.
+    public var completionMask: [Bool]?
+    public init(promptIds: [Int32], completionIds: [Int32], completionMask: [Bool]? = nil) {
+        self.promptIds = promptIds; self.completionIds = completionIds; self.completionMask = completionMask
     }
 }
 
@@ -64,6 +68,13 @@ public final class SFTTrainer {
     /// Micro-batches accumulated since the last optimizer step.
     public var pendingMicroBatches: Int { state.pendingMicroBatches }
 
+    /// The ranks this trainer trains with (data parallelism, see `Communicator`), nil for one process.
+    public var communicator: Communicator? { state.communicator }
+
+    /// Makes the trainer's calls collective over `communicator`'s ranks (nil: one process again).
+    /// Refused while micro-batches are accumulated.
+    public func setCommunicator(_ communicator: Communicator?) throws { try state.setCommunicator(communicator) }
+
     struct Packed {
         let packed: PackedTokens, head: HeadQuery, numTokens: Int
     }
@@ -81,15 +92,19 @@ public final class SFTTrainer {
                 }
             }
             if e.completionIds.isEmpty { throw DPOError.invalidArgument("example \(i): completion_ids is empty") }
+            if let mask = e.completionMask, mask.count != e.completionIds.count {
+                throw DPOError.invalidArgument("example \(i): completion_mask has \(mask.count) flags for \(e.completionIds.count) completion tokens")
+            }
             if let m = config.maxLength, e.promptIds.count >= m {
                 throw DPOError.invalidArgument("example \(i): the prompt alone has \(e.promptIds.count) tokens, max_length is \(m)")
             }
             let s = MaskedSequence(prompt: e.promptIds, completion: e.completionIds, maxLength: config.maxLength, mode: .keepStart)
-            if s.scoredTokens == 0 {
-                throw DPOError.invalidArgument("example \(i): no completion token has a preceding token to predict it (give a prompt)")
-            }
-            for t in max(s.promptLength, 1)..<s.tokens.count {
+            let before = rows.count
+            for t in max(s.promptLength, 1)..<max(s.tokens.count, 1) where e.completionMask?[t - s.promptLength] ?? true {
                 rows.append(Int32(start + t - 1)); labels.append(s.tokens[t])
+            }
+            if rows.count == before {
+                throw DPOError.invalidArgument("example \(i): no learned completion token has a preceding token to predict it (give a prompt)")
             }
             sequences.append(s.tokens)
             start += s.tokens.count
@@ -114,6 +129,7 @@ public final class SFTTrainer {
     public func step(_ examples: [SFTExample]) throws -> (metrics: SFTMetrics, optimizerStepped: Bool) {
         let tokens = state.numTokens
         let m = try accumulate(examples)
+        if state.readyToApply && communicator != nil { return (try applyOptimizer(knownNorm: nil), true) }
         if state.readyToApply {
             do { return (try applyOptimizer(knownNorm: state.lastBackwardNorm), true) } catch {
                 // The optimizer refused the step: take this call's micro-batch back too.
@@ -125,8 +141,12 @@ public final class SFTTrainer {
         return (m, false)
     }
 
+    /// Forward and backward of one micro-batch into the accumulated gradient (divided by
+    /// `gradient_accumulation_steps`). With a `communicator`: collective, `examples` is this rank's
+    /// shard (possibly empty) of the global micro-batch, whose token mean is the loss.
     @discardableResult
     public func accumulate(_ examples: [SFTExample]) throws -> SFTMetrics {
+        if let c = communicator { return try accumulateShard(examples, c) }
         let p = try pack(examples)
         let out = try model.forward(p.packed, head: p.head, keepActivations: true)
         do { try out.requireFinite("model") } catch {
@@ -151,7 +171,11 @@ public final class SFTTrainer {
     public func applyOptimizer() throws -> SFTMetrics { try applyOptimizer(knownNorm: nil) }
 
     func applyOptimizer(knownNorm: Double?, accumulationScale: Double = 1) throws -> SFTMetrics {
-        let (norm, lr) = try state.applyOptimizer(knownNorm: knownNorm, accumulationScale: accumulationScale)
+        let norm: Double, lr: Double
+        do { (norm, lr) = try state.applyOptimizer(knownNorm: knownNorm, accumulationScale: accumulationScale) } catch {
+            if communicator != nil && state.pendingMicroBatches == 0 { pendingMetrics = [] }  // dropped on every rank
+            throw error
+        }
         let k = Double(max(pendingMetrics.count, 1))
         var m = SFTMetrics()
         m.loss = pendingMetrics.reduce(0) { $0 + $1.loss } / k
@@ -164,8 +188,10 @@ public final class SFTTrainer {
         return m
     }
 
-    /// Metrics without an update (non-finite log-probs throw `DPOError.numeric`).
+    /// Metrics without an update (non-finite log-probs throw `DPOError.numeric`). With a
+    /// `communicator`: collective, the global batch's metrics.
     public func evaluate(_ examples: [SFTExample]) throws -> SFTMetrics {
+        if let c = communicator { return try evaluateShard(examples, c) }
         let p = try pack(examples)
         let out = try model.forward(p.packed, head: p.head, keepActivations: false)
         try out.requireFinite("model")

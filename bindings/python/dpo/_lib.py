@@ -91,6 +91,23 @@ class ChatMessage(Structure):
     _fields_ = [("role", c_char_p), ("content", c_char_p)]
 
 
+class DatasetInfo(Structure):
+    _fields_ = [("struct_size", c_size_t), ("rows", c_int64), ("kept", c_int64), ("dropped", c_int64),
+                ("truncated", c_int64), ("format", c_char_p)]
+
+
+# int32_t (*dpo_loop_callback)(void *user_data, int32_t event, const char *json)
+LoopCallback = ctypes.CFUNCTYPE(c_int32, c_void_p, c_int32, c_char_p)
+
+
+class LoopParams(Structure):
+    _fields_ = [("struct_size", c_size_t), ("args_json", c_char_p), ("train_dataset", c_void_p),
+                ("eval_dataset", c_void_p), ("callback", LoopCallback), ("user_data", c_void_p)]
+
+
+EVENT_TRAIN_BEGIN, EVENT_STEP_END, EVENT_LOG, EVENT_SAVE = 0, 1, 2, 3
+
+
 def new(struct_type):
     """A zeroed struct with struct_size set."""
     s = struct_type()
@@ -157,6 +174,24 @@ _PROTOTYPES = {
     "dpo_sft_trainer_global_step": (_status, [_h, POINTER(c_int64)]),
     "dpo_sft_trainer_save_checkpoint": (_status, [_h, c_char_p]),
     "dpo_sft_trainer_load_checkpoint": (_status, [_h, c_char_p]),
+    "dpo_trainer_dataset_create": (_status, [_h, _h, _ph]),
+    "dpo_sft_trainer_dataset_create": (_status, [_h, _h, _ph]),
+    "dpo_dataset_add_rows": (_status, [_h, c_char_p, c_size_t]),
+    "dpo_dataset_add_file": (_status, [_h, c_char_p]),
+    "dpo_dataset_get_info": (_status, [_h, POINTER(DatasetInfo)]),
+    "dpo_dataset_row_json": (_status, [_h, c_int64, POINTER(c_char), c_size_t, POINTER(c_size_t)]),
+    "dpo_dataset_free": (_status, [_h]),
+    "dpo_dataset_last_error": (c_char_p, [_h]),
+    "dpo_trainer_loop_create": (_status, [_h, POINTER(LoopParams), _ph]),
+    "dpo_sft_trainer_loop_create": (_status, [_h, POINTER(LoopParams), _ph]),
+    "dpo_loop_train": (_status, [_h, c_char_p, POINTER(c_char_p)]),
+    "dpo_loop_evaluate": (_status, [_h, _h, POINTER(c_char_p)]),
+    "dpo_loop_log": (_status, [_h, c_char_p]),
+    "dpo_loop_state": (_status, [_h, POINTER(c_char_p)]),
+    "dpo_loop_save_model": (_status, [_h, c_char_p]),
+    "dpo_loop_save_checkpoint": (_status, [_h, POINTER(c_char_p)]),
+    "dpo_loop_free": (_status, [_h]),
+    "dpo_loop_last_error": (c_char_p, [_h]),
 }
 for _name, (_restype, _argtypes) in _PROTOTYPES.items():
     _f = getattr(lib, _name)

@@ -1,10 +1,13 @@
 """DPOConfig / DPOTrainer and SFTConfig / SFTTrainer with TRL's names, over libdpo."""
 import ctypes
 import json
+import threading
 from ctypes import POINTER, c_double, c_float, c_int64, c_void_p
 
 from . import _batch, _lib
+from .dataset import prepare, resolve_tokenizer
 from .errors import InvalidArgumentError
+from .loop import Loop, TrainerState, last_checkpoint
 from .model import Handle, Model, _json_fields
 
 # TRL's metric names, in TRL's logging order, for the fields of dpo_metrics / dpo_sft_metrics.
@@ -72,16 +75,22 @@ class _Config:
 class DPOConfig(_Config):
     """TRL's DPOConfig fields (beta, loss_type, loss_weights, label_smoothing, f_divergence_type,
     f_alpha_divergence_coef, ld_alpha, use_weighting, discopop_tau, max_length, truncation_mode,
-    precompute_ref_log_probs, sync_ref_model, ref_model_mixup_alpha, ref_model_sync_steps) and the
+    precompute_ref_log_probs, sync_ref_model, ref_model_mixup_alpha, ref_model_sync_steps), the
     optimizer fields of TrainingArguments (learning_rate, weight_decay, adam_beta1, adam_beta2,
     adam_epsilon, max_grad_norm, lr_scheduler_type, warmup_steps, warmup_ratio, max_steps,
-    gradient_accumulation_steps, seed), with TRL's defaults."""
+    gradient_accumulation_steps, seed) and its loop fields (output_dir, num_train_epochs,
+    per_device_train_batch_size, per_device_eval_batch_size, logging_steps, logging_first_step,
+    eval_strategy, eval_steps, save_strategy, save_steps, save_total_limit, data_seed, shuffle,
+    dataloader_drop_last, resume_from_checkpoint, report_to (none, jsonl, tensorboard), logging_dir,
+    disable_tqdm), with TRL's defaults."""
 
     _resolve = _lib.lib.dpo_trainer_config_json
 
 
 class SFTConfig(_Config):
-    """TRL's SFTConfig fields that apply: max_length and the optimizer fields (learning_rate 2e-5)."""
+    """TRL's SFTConfig fields that apply: max_length, truncation_mode, completion_only_loss,
+    assistant_only_loss, dataset_text_field, and the optimizer and loop fields of DPOConfig
+    (learning_rate 2e-5)."""
 
     _resolve = _lib.lib.dpo_sft_trainer_config_json
 
@@ -99,6 +108,19 @@ class _Trainer(Handle):
     _batch_type = None
     _fn = None  # function-name prefix
 
+    def _setup(self, model, args, train_dataset, eval_dataset, processing_class, callbacks):
+        """The datasets prepared as TRL's trainer prepares them (trainer.train_dataset[i] is a
+        processed row), the tokenizer they use, the callbacks; the loop is made on first use."""
+        self.model, self.args = model, args
+        self.processing_class = resolve_tokenizer(processing_class, model)
+        create = getattr(_lib.lib, self._fn + "dataset_create")
+        self.train_dataset = prepare(create, self._handle, self.processing_class, train_dataset, "train_dataset")
+        self.eval_dataset = prepare(create, self._handle, self.processing_class, eval_dataset, "eval_dataset")
+        # transformers accepts callback classes as well as instances.
+        self.callbacks = [cb() if isinstance(cb, type) else cb for cb in (callbacks or [])]
+        self._loop = None
+        self._loop_lock = threading.Lock()
+
     def _call(self, name, *args):
         _lib.check(getattr(_lib.lib, self._fn + name)(self._handle, *args))
 
@@ -108,13 +130,76 @@ class _Trainer(Handle):
         self._call(name, ctypes.byref(b.struct), ctypes.byref(m))
         return _metrics(m, self._metric_names, prefix)
 
+    def _driver(self):
+        """The engine loop, made on first use with the args as they are then (later changes of
+        trainer.args do not reach it, as the datasets were prepared with the args given)."""
+        with self._loop_lock:
+            if self._loop is None:
+                self._loop = Loop(self, getattr(_lib.lib, self._fn + "loop_create"))
+            return self._loop
+
+    def close(self):
+        super().close()  # first: it may refuse (live gradient views), and then nothing changes
+        if getattr(self, "_loop", None) is not None:
+            self._loop.close()
+            self._loop = None
+
+    # -- transformers' Trainer API, run by the engine's training loop --------------------------
+
+    def train(self, resume_from_checkpoint=None):
+        """Trains on train_dataset for max_steps (or num_train_epochs) with the args' batching,
+        accumulation, logging, evaluation and checkpoints; returns TrainOutput(global_step,
+        training_loss, metrics). resume_from_checkpoint: a checkpoint-<step> folder, or True for
+        the last one in output_dir. Ctrl-C (or a callback's control.should_training_stop) stops
+        after a checkpoint of the exact state, from which a resumed run continues bit-identically."""
+        if self.train_dataset is None:
+            raise InvalidArgumentError("train() needs a train_dataset")
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = last_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise InvalidArgumentError("resume_from_checkpoint=True: no checkpoint-<step> folder in %r"
+                                           % self.args.output_dir)
+        elif resume_from_checkpoint is False:
+            resume_from_checkpoint = None
+        output, self.interrupted_checkpoint = self._driver().train(resume_from_checkpoint)
+        return output
+
+    def evaluate(self, eval_dataset=None):
+        """eval_ metrics of the model on eval_dataset (default: the trainer's), in batches of
+        per_device_eval_batch_size, logged as a record (transformers' evaluate). Rows in any
+        dataset format the trainer accepts. For one token batch without logging: evaluate_batch."""
+        dataset = None
+        if eval_dataset is not None:
+            create = getattr(_lib.lib, self._fn + "dataset_create")
+            dataset = prepare(create, self._handle, self.processing_class, eval_dataset, "eval_dataset")
+        elif self.eval_dataset is None:
+            raise InvalidArgumentError("evaluate() needs an eval_dataset (given here or to the trainer)")
+        return self._driver().evaluate(dataset)
+
+    def log(self, logs):
+        """Adds a record (a dict of numbers) to state.log_history and the report_to sinks."""
+        if not isinstance(logs, dict):
+            raise InvalidArgumentError("logs must be a dict of numbers, got %s" % type(logs).__name__)
+        self._driver().log(logs)
+
+    def save_model(self, output_dir=None):
+        """Saves the trained model (config.json + model.safetensors) to output_dir (default args.output_dir)."""
+        self._driver().save_model(output_dir)
+
+    @property
+    def state(self):
+        """transformers' TrainerState (global_step, epoch, max_steps, log_history, ...)."""
+        return self._loop.state if self._loop is not None else TrainerState({"global_step": self.global_step})
+
+    # -- step-level API for hosts that drive their own loop ------------------------------------
+
     def step(self, batch):
         """One training step (forward, backward; an optimizer step every gradient_accumulation_steps
         calls). Returns TRL's metrics; grad_norm and learning_rate appear on optimizer steps."""
         return self._run("step", batch)
 
-    def evaluate(self, batch):
-        """Metrics of a batch without any update, keys prefixed "eval_"."""
+    def evaluate_batch(self, batch):
+        """Metrics of one token batch without any update and without logging, keys prefixed "eval_"."""
         return self._run("evaluate", batch, "eval_")
 
     def accumulate(self, batch):
@@ -153,9 +238,13 @@ class _Trainer(Handle):
 
 
 class DPOTrainer(_Trainer):
-    """TRL's DPOTrainer on token-id batches: lists of {"prompt_ids", "chosen_ids", "rejected_ids"}
-    dicts, optionally with "ref_chosen_logps" and "ref_rejected_logps". ref_model=None uses a
-    snapshot of the model's initial weights (or none with precompute_ref_log_probs)."""
+    """TRL's DPOTrainer. With train_dataset (rows of prompt/chosen/rejected text, conversations,
+    implicit prompts or token ids; a list, a datasets.Dataset or a JSONL path) tokenized by
+    processing_class (a dpo.Tokenizer or a transformers tokenizer; default the model's own), train()
+    runs the engine's loop. step() takes token-id batches: lists of {"prompt_ids", "chosen_ids",
+    "rejected_ids"} dicts, optionally with "ref_chosen_logps" and "ref_rejected_logps".
+    ref_model=None uses a snapshot of the model's initial weights (or none with
+    precompute_ref_log_probs)."""
 
     _free = _lib.lib.dpo_trainer_free
     _metric_names = _DPO_METRICS
@@ -163,7 +252,8 @@ class DPOTrainer(_Trainer):
     _batch_type = _batch.Preference
     _fn = "dpo_trainer_"
 
-    def __init__(self, model, ref_model=None, args=None):
+    def __init__(self, model, ref_model=None, args=None, train_dataset=None, eval_dataset=None,
+                 processing_class=None, callbacks=None):
         args = DPOConfig() if args is None else args
         if not isinstance(args, DPOConfig):
             raise InvalidArgumentError("args must be a dpo.DPOConfig, got %r" % type(args).__name__)
@@ -173,7 +263,8 @@ class DPOTrainer(_Trainer):
         text = json.dumps(args.to_dict()).encode()
         _lib.check(_lib.lib.dpo_trainer_create_json(policy, reference, text, ctypes.byref(out)))
         super().__init__(out.value)
-        self.model, self.ref_model, self.args = model, ref_model, args
+        self.ref_model = ref_model
+        self._setup(model, args, train_dataset, eval_dataset, processing_class, callbacks)
 
     def precompute_ref_log_probs(self, batch):
         """The batch with "ref_chosen_logps" and "ref_rejected_logps" added to (copies of) its items,
@@ -187,7 +278,10 @@ class DPOTrainer(_Trainer):
 
 
 class SFTTrainer(_Trainer):
-    """Supervised fine-tuning on lists of {"prompt_ids", "completion_ids"} (loss on completions)."""
+    """TRL's SFTTrainer. train_dataset rows: text, messages, prompt/completion (strings or
+    conversations), or token ids (input_ids with completion_mask, or prompt_ids/completion_ids);
+    train() runs the engine's loop. step() takes lists of {"prompt_ids", "completion_ids"} (loss
+    on completions)."""
 
     _free = _lib.lib.dpo_sft_trainer_free
     _metric_names = _SFT_METRICS
@@ -195,7 +289,8 @@ class SFTTrainer(_Trainer):
     _batch_type = _batch.Completion
     _fn = "dpo_sft_trainer_"
 
-    def __init__(self, model, args=None):
+    def __init__(self, model, args=None, train_dataset=None, eval_dataset=None, processing_class=None,
+                 callbacks=None):
         args = SFTConfig() if args is None else args
         if not isinstance(args, SFTConfig):
             raise InvalidArgumentError("args must be a dpo.SFTConfig, got %r" % type(args).__name__)
@@ -203,6 +298,6 @@ class SFTTrainer(_Trainer):
         text = json.dumps(args.to_dict()).encode()
         _lib.check(_lib.lib.dpo_sft_trainer_create_json(_model_handle(model, "model"), text, ctypes.byref(out)))
         super().__init__(out.value)
-        self.model, self.args = model, args
+        self._setup(model, args, train_dataset, eval_dataset, processing_class, callbacks)
 
 

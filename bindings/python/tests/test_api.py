@@ -120,7 +120,7 @@ def test_step_metric_keys(trainer, pairs):
     assert list(m) == TRL_METRICS
     assert math.isclose(m["loss"], math.log(2), rel_tol=1e-9)  # policy == snapshot at step 1
     assert m["learning_rate"] == 1e-2 and m["num_tokens"] == 56
-    e = trainer.evaluate(pairs)
+    e = trainer.evaluate_batch(pairs)
     assert list(e) == ["eval_" + k for k in TRL_METRICS[:11]]
     assert trainer.global_step == 1
 
@@ -128,8 +128,8 @@ def test_step_metric_keys(trainer, pairs):
 def test_evaluate_changes_nothing(trainer, model, pairs):
     trainer.step(pairs)
     before = model.sequence_logps(completions(pairs))
-    a = trainer.evaluate(pairs)
-    b = trainer.evaluate(pairs)
+    a = trainer.evaluate_batch(pairs)
+    b = trainer.evaluate_batch(pairs)
     assert a == b and trainer.global_step == 1
     assert model.sequence_logps(completions(pairs)) == before
 
@@ -179,7 +179,7 @@ def test_precompute_ref_log_probs(model, pairs):
     assert all(set(p) == {"prompt_ids", "chosen_ids", "rejected_ids", "ref_chosen_logps", "ref_rejected_logps"}
                for p in with_ref)
     assert "ref_chosen_logps" not in pairs[0]
-    assert math.isclose(t.evaluate(pairs)["eval_loss"], t.evaluate(with_ref)["eval_loss"], rel_tol=1e-12)
+    assert math.isclose(t.evaluate_batch(pairs)["eval_loss"], t.evaluate_batch(with_ref)["eval_loss"], rel_tol=1e-12)
     pre = dpo.DPOTrainer(dpo.Model.from_config(TINY, seed=1),
                          args=dpo.DPOConfig(precompute_ref_log_probs=True, learning_rate=1e-2))
     pre.step(with_ref)
@@ -191,7 +191,7 @@ def test_sft_trainer(model, pairs):
     t = dpo.SFTTrainer(model, args=dpo.SFTConfig(learning_rate=1e-2))
     m = t.step(completions(pairs))
     assert list(m) == ["loss", "mean_token_accuracy", "entropy", "grad_norm", "learning_rate", "num_tokens"]
-    assert list(t.evaluate(completions(pairs))) == ["eval_loss", "eval_mean_token_accuracy", "eval_entropy"]
+    assert list(t.evaluate_batch(completions(pairs))) == ["eval_loss", "eval_mean_token_accuracy", "eval_entropy"]
     assert t.global_step == 1
 
 

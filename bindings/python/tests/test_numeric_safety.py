@@ -42,7 +42,7 @@ def test_nan_checkpoint_is_refused_or_gives_numeric_errors(tmp_path, model, pair
         args = dpo.DPOConfig(learning_rate=1e-2, max_length=64)
         with dpo.DPOTrainer(bad, args=args) as t:
             with pytest.raises(dpo.NumericError):
-                t.evaluate(pairs)
+                t.evaluate_batch(pairs)
             with pytest.raises(dpo.NumericError):
                 t.step(pairs)
             assert t.global_step == 0
@@ -52,11 +52,11 @@ def test_nan_checkpoint_is_refused_or_gives_numeric_errors(tmp_path, model, pair
             with pytest.raises(dpo.NumericError):
                 t.step(pairs)
             with pytest.raises(dpo.NumericError):
-                t.evaluate(pairs)
+                t.evaluate_batch(pairs)
             assert model.sequence_logps(completions(pairs)) == before
         with dpo.SFTTrainer(bad, args=dpo.SFTConfig(max_length=64)) as t:
             with pytest.raises(dpo.NumericError):
-                t.evaluate(completions(pairs))
+                t.evaluate_batch(completions(pairs))
 
 
 def test_optimizer_step_that_makes_weights_non_finite_is_refused(model, pairs):

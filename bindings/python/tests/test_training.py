@@ -21,7 +21,7 @@ def test_dpo_learns_with_reference_model_and_rpo(pairs):
     t = dpo.DPOTrainer(policy, ref_model=ref, args=args)
     losses = [t.step(pairs)["loss"] for _ in range(20)]
     assert losses[-1] < losses[0]
-    assert t.evaluate(pairs)["eval_rewards/accuracies"] == 1.0
+    assert t.evaluate_batch(pairs)["eval_rewards/accuracies"] == 1.0
 
 
 def test_checkpoint_resume_is_exact(tmp_path, pairs):
@@ -40,7 +40,7 @@ def test_checkpoint_resume_is_exact(tmp_path, pairs):
     for _ in range(2):
         tb.step(pairs)
     assert a.sequence_logps(completions(pairs)) == b.sequence_logps(completions(pairs))
-    assert ta.evaluate(pairs) == tb.evaluate(pairs)
+    assert ta.evaluate_batch(pairs) == tb.evaluate_batch(pairs)
 
 
 def test_sft_learns_and_generates(tmp_path, pairs):
@@ -55,7 +55,7 @@ def test_sft_learns_and_generates(tmp_path, pairs):
     t2 = dpo.SFTTrainer(dpo.Model.from_config(TINY, seed=6), args=dpo.SFTConfig())
     t2.load_checkpoint(tmp_path / "sft")
     assert t2.global_step == 20 and t2.args.learning_rate == 2e-5  # args is what it was created with
-    assert t2.evaluate(completions(pairs)) == t.evaluate(completions(pairs))
+    assert t2.evaluate_batch(completions(pairs)) == t.evaluate_batch(completions(pairs))
 
 
 def test_trainer_keeps_freed_model_alive(pairs):
