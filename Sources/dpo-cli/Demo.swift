@@ -21,7 +21,7 @@ struct Demo: ParsableCommand {
     @Option(help: "DPO steps (default 100; with --model the real demo's).") var dpoSteps: Int?
     @Option(help: "SFT steps (default 300, 150 with --quick).") var sftSteps: Int?
     @Option(help: "DPO loss type(s), comma-separated.") var lossType: String = "sigmoid"
-    @Option(help: "RPO: weight of an added NLL term on the chosen completions (0 = plain DPO).") var rpoAlpha: Double = 1.0
+    @Option(help: "RPO: weight of an added NLL term on the chosen completions (0 = plain DPO; default 1; with --model the real demo's).") var rpoAlpha: Double?
     @Option(help: "Sampling temperature of the evaluation generations.") var temperature: Double = 0.7
 
     struct Outcome {
@@ -35,6 +35,7 @@ struct Demo: ParsableCommand {
         if let threads { Threads.setCount(threads) }
         if let model { return try runReal(model: model) }
         let output = self.output ?? "runs/demo", beta = self.beta ?? 2.0, learningRate = self.learningRate ?? 1e-4
+        let rpoAlpha = self.rpoAlpha ?? 1.0
         let start = now()
         let s = UInt64(max(seed, 0))
         let sftSteps = self.sftSteps ?? (quick ? 150 : 300), dpoSteps = self.dpoSteps ?? 100, samples = 96

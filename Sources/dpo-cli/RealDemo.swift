@@ -17,7 +17,7 @@ struct RealDemo {
     /// The run's sizes, hyperparameters and targets.
     struct Plan {
         var trainInstructions = RealDemoInstructions.training.count
-        var samplesPerInstruction = 6
+        var samplesPerInstruction = 8
         var maxPairsPerInstruction = 5
         var heldOutInstructions = RealDemoInstructions.heldOut.count
         var samplesPerHeldOut = 4
@@ -27,8 +27,11 @@ struct RealDemo {
         var steps = 20
         var batchSize = 8
         var beta = 0.1
-        var learningRate = 7e-6
+        var learningRate = 1e-5
         var warmupSteps = 3
+        /// The DPO loss types, plus TRL's "sft" term (RPO) weighted `rpoAlpha` when it is above 0.
+        var lossType: [DPOLossType] = [.sigmoid]
+        var rpoAlpha = 0.0
         /// Targets: the rule's rate on held-out prompts rises by `minRise` and reaches `minRate`;
         /// the policy's answers' mean log-prob per token under the reference stays within
         /// `fluencyBound` nats of the reference's own answers'; the run ends within `maxSeconds`.
@@ -87,7 +90,7 @@ struct RealDemo {
         // 1. Answers of the initial model (the reference): training and held-out instructions.
         var g = GenerationConfig()
         g.maxNewTokens = p.limit; g.temperature = p.temperature; g.eosTokenIds = [eos]
-        var sampler = AnswerSampler(generation: g, chunk: 64)
+        var sampler = AnswerSampler(generation: g, chunk: 256)
         print("Phase 1: sampling the model's answers (temperature \(p.temperature), at most \(p.limit) tokens)")
         let trainAnswers = try sampler.sample(reference, prompts: trainPrompts, perPrompt: p.samplesPerInstruction, seed: seed &+ 100, label: "training instructions")
         let refHeld = try sampler.sample(reference, prompts: heldPrompts, perPrompt: p.samplesPerHeldOut, seed: seed &+ 200, label: "held-out instructions")
@@ -104,6 +107,11 @@ struct RealDemo {
         // 2. DPO against the frozen reference.
         var dc = DPOConfig()
         dc.beta = p.beta
+        dc.lossType = p.lossType
+        if p.rpoAlpha > 0 {
+            dc.lossType.append(.sft)
+            dc.lossWeights = [Double](repeating: 1, count: p.lossType.count) + [p.rpoAlpha]
+        }
         dc.optimizer.learningRate = p.learningRate
         dc.optimizer.lrSchedulerType = .linear
         dc.optimizer.warmupSteps = p.warmupSteps
@@ -117,7 +125,7 @@ struct RealDemo {
         runOptions.plotMetrics = ["loss", "rewards/margins", "rewards/accuracies"]
         runOptions.logMetrics = ["rewards/accuracies", "rewards/margins"]
         let trainStart = now()
-        print("\nPhase 2: DPO (beta \(p.beta), learning rate \(p.learningRate)), \(p.steps) steps of \(p.batchSize) pairs")
+        print("\nPhase 2: DPO (beta \(p.beta), \(dc.lossType.map(\.rawValue).joined(separator: "+")) loss, learning rate \(p.learningRate)), \(p.steps) steps of \(p.batchSize) pairs, reference = the initial model")
         let training = try TrainingRun(trainer: dpo, args: args, train: trainPairs, eval: heldPairs, options: runOptions)
         // Before training the policy is the reference: its rewards are 0 (measured all the same).
         let before = try training.loop.evaluate()
@@ -158,10 +166,32 @@ struct RealDemo {
         report.printTable(answers: p.samplesPerHeldOut)
         report.printSideBySide(prompts: heldText, perPrompt: p.samplesPerHeldOut, reference: refAnswers, policy: polAnswers,
                                rule: rule, tokenizer: tokenizer)
-        print("Run directory \(output): summary.json, metrics.jsonl, metrics.svg, model/ (Hugging Face format), model.gguf (f16).")
+        try writeAnswers(prompts: heldText, perPrompt: p.samplesPerHeldOut, reference: refAnswers, policy: polAnswers,
+                         rule: rule, tokenizer: tokenizer)
+        print("Run directory \(output): summary.json, answers.jsonl (every held-out answer), metrics.jsonl, metrics.svg, model/ (Hugging Face format), model.gguf (f16).")
         print(report.verdictLine)
         try writeFileAtomically(output + "/summary.json", bytes: Array(JSON.serialize(.object(report.summary), pretty: true).utf8) + [10])
         if !report.passed { throw ExitCode(1) }
+    }
+}
+
+extension RealDemo {
+    /// answers.jsonl: one line per held-out answer pair (same prompt, same sampling seed): the
+    /// instruction, each model's answer text, token count and the rule's verdict.
+    func writeAnswers(prompts: [String], perPrompt: Int, reference: [[Int32]], policy: [[Int32]],
+                      rule: ConcisenessRule, tokenizer: Tokenizer) throws {
+        var text = ""
+        for i in reference.indices {
+            var o = JSONObject()
+            o["instruction"] = .string(prompts[i / perPrompt])
+            for (name, ids) in [("reference", reference[i]), ("policy", policy[i])] {
+                o[name] = .string((try? tokenizer.decode(ids, skipSpecialTokens: true)) ?? "")
+                o[name + "_tokens"] = .number(Double(ids.count))
+                o[name + "_short_and_complete"] = .bool(rule.accepts(ids))
+            }
+            text += JSON.serialize(.object(o), pretty: false) + "\n"
+        }
+        try writeFileAtomically(output + "/answers.jsonl", bytes: Array(text.utf8))
     }
 }
 
@@ -173,6 +203,13 @@ extension Demo {
         if let beta { plan.beta = beta }
         if let learningRate { plan.learningRate = learningRate }
         if let dpoSteps { plan.steps = dpoSteps }
+        if let rpoAlpha { plan.rpoAlpha = rpoAlpha }
+        plan.lossType = try lossType.split(separator: ",").map { name in
+            guard let t = DPOLossType(rawValue: name.trimmingCharacters(in: .whitespaces)) else {
+                throw ValidationError("--loss-type: unknown loss type '\(name)'")
+            }
+            return t
+        }
         if seed < 0 { throw ValidationError("--seed must be >= 0, got \(seed)") }
         try RealDemo(modelPath: model, output: output ?? "runs/demo-real", plan: plan, seed: UInt64(seed)).run()
     }
