@@ -10,16 +10,18 @@ struct Demo: ParsableCommand {
         without a reward model: the share of sampled continuations that are positive should rise from \
         the SFT reference's ~50% to >= 90%, while the continuations stay in the task's language.
         """)
-    @Option(help: "Run directory.") var output: String = "runs/demo"
+    @Option(help: "A chat model's GGUF file (e.g. SmolLM2-135M-Instruct): the real demo, DPO of that model on its own answers for conciseness (see RealDemo.swift).")
+    var model: String?
+    @Option(help: "Run directory (default runs/demo, runs/demo-real with --model).") var output: String?
     @Flag(help: "A shorter run (used by the tests).") var quick = false
     @Option(help: "Threads (default: all cores).") var threads: Int?
     @Option(help: "Seed of data and initialisation.") var seed: Int = 0
-    @Option(help: "DPO beta.") var beta: Double = 2.0
-    @Option(help: "DPO learning rate.") var learningRate: Double = 1e-4
-    @Option(help: "DPO steps.") var dpoSteps: Int?
+    @Option(help: "DPO beta (default 2.0; with --model the real demo's).") var beta: Double?
+    @Option(help: "DPO learning rate (default 1e-4; with --model the real demo's).") var learningRate: Double?
+    @Option(help: "DPO steps (default 100; with --model the real demo's).") var dpoSteps: Int?
     @Option(help: "SFT steps (default 300, 150 with --quick).") var sftSteps: Int?
     @Option(help: "DPO loss type(s), comma-separated.") var lossType: String = "sigmoid"
-    @Option(help: "RPO: weight of an added NLL term on the chosen completions (0 = plain DPO).") var rpoAlpha: Double = 1.0
+    @Option(help: "RPO: weight of an added NLL term on the chosen completions (0 = plain DPO; default 1; with --model the real demo's).") var rpoAlpha: Double?
     @Option(help: "Sampling temperature of the evaluation generations.") var temperature: Double = 0.7
 
     struct Outcome {
@@ -31,6 +33,9 @@ struct Demo: ParsableCommand {
 
     func run() throws {
         if let threads { Threads.setCount(threads) }
+        if let model { return try runReal(model: model) }
+        let output = self.output ?? "runs/demo", beta = self.beta ?? 2.0, learningRate = self.learningRate ?? 1e-4
+        let rpoAlpha = self.rpoAlpha ?? 1.0
         let start = now()
         let s = UInt64(max(seed, 0))
         let sftSteps = self.sftSteps ?? (quick ? 150 : 300), dpoSteps = self.dpoSteps ?? 100, samples = 96
@@ -133,7 +138,7 @@ struct Demo: ParsableCommand {
         \(pass ? "PASS" : "FAIL"): positive rate \(pct(o.referencePositive)) -> \(pct(o.policyPositive)) (target >= 90%), held-out accuracy \(String(format: "%.2f", o.heldOutAccuracy)) (target >= 0.9), well-formed \(pct(o.policyWellFormed)).
         Demo time: \(Progress.clock(now() - start)).
         """)
-        try writeSummary(o, before: before, after: after, seconds: now() - start)
+        try writeSummary(o, before: before, after: after, seconds: now() - start, output: output)
         if !pass { throw ExitCode(1) }
     }
 
@@ -150,7 +155,7 @@ struct Demo: ParsableCommand {
         return a
     }
 
-    func writeSummary(_ o: Outcome, before: DPOMetrics, after: DPOMetrics, seconds: Double) throws {
+    func writeSummary(_ o: Outcome, before: DPOMetrics, after: DPOMetrics, seconds: Double, output: String) throws {
         let fields: [(String, Double)] = [
             ("heldout_reward_accuracy_before", before.rewardsAccuracies), ("heldout_reward_accuracy", o.heldOutAccuracy),
             ("heldout_reward_margin", o.heldOutMargin), ("reference_positive_rate", o.referencePositive),

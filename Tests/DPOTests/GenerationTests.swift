@@ -47,6 +47,49 @@ final class GenerationTests: XCTestCase {
         XCTAssertEqual(stopped, Array(batch[0].prefix(2)))
     }
 
+    /// Sampling with repeated prompts (prefilled once, caches copied) and distinct ones (prefilled
+    /// together) draws what a naive uncached forward of every sequence draws with the same
+    /// generator: the first token of each prompt in prompt order, then one token per active
+    /// sequence per step.
+    func testSampledBatchWithRepeatedPromptsEqualsNaiveDraws() throws {
+        let model = try TestModels.model(TestModels.gqaTied)
+        let naive = NaiveLlama(model: model)
+        let a: [Int32] = [1, 2, 3], b: [Int32] = [4, 5], c: [Int32] = [6, 7, 8, 9, 10]
+        let prompts = [a, b, a, c, a, b]
+        var g = GenerationConfig(); g.maxNewTokens = 7; g.temperature = 0.9; g.seed = 11; g.eosTokenIds = [5]
+        let out = try model.generate(prompts, config: g)
+
+        var rng = Xoshiro256(seed: g.seed)
+        var sampler = TokenSampler(vocabSize: model.config.vocabSize)
+        func draw(_ seq: [Int32]) -> Int32 {
+            let z = naive.logits(PackedTokens(sequences: [seq]), row: seq.count - 1).map { Float($0) }
+            return z.withUnsafeBufferPointer { sampler.sample($0.baseAddress!, config: g, rng: &rng) }
+        }
+        var seqs = prompts, expected = prompts.map { _ in [Int32]() }
+        var next = prompts.map(draw), active = Array(prompts.indices)
+        for _ in 0..<g.maxNewTokens {
+            active = active.filter { i in
+                expected[i].append(next[i]); seqs[i].append(next[i])
+                return next[i] != 5 && expected[i].count < g.maxNewTokens
+            }
+            for i in active { next[i] = draw(seqs[i]) }
+        }
+        XCTAssertEqual(out, expected)
+        XCTAssertNotEqual(out[0], out[2], "repeated prompts get their own draws")
+    }
+
+    /// Prompts longer together than one prefill group (and one longer than a group alone) give
+    /// what each gives alone.
+    func testPrefillGroupsEqualOneByOne() throws {
+        let model = try TestModels.model(TestModels.mhaUntiedBias)
+        var rng = Xoshiro256(seed: 3)
+        let prompts = [300, 300, 20, 600, 20].map { n in (0..<n).map { _ in Int32(rng.next() % 20) } }
+        XCTAssertGreaterThan(prompts.map(\.count).reduce(0, +), 2 * GenerationWorkspace.prefillTokens)
+        var g = GenerationConfig(); g.maxNewTokens = 3; g.eosTokenIds = []
+        let batch = try model.generate(prompts, config: g)
+        for (i, p) in prompts.enumerated() { XCTAssertEqual(batch[i], try model.generate([p], config: g)[0], "prompt \(i)") }
+    }
+
     func testSamplingIsSeededAndTopKOneIsGreedy() throws {
         let model = try TestModels.model(TestModels.gqaTied)
         var g = GenerationConfig(); g.maxNewTokens = 12; g.eosTokenIds = []; g.temperature = 1.3; g.seed = 5

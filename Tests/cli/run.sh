@@ -285,6 +285,28 @@ json.dump({"model": {"type": "BPE", "vocab": vocab, "merges": []},
            "decoder": {"type": "ByteLevel"}}, open(sys.argv[1], "w"))
 PY
     expect_error "a tokenizer with ids beyond vocab_size is refused" "token ids up to 60000, beyond the model's vocab_size 49152" -- "$DPO" generate --model "$tmp/notok/model" --tokenizer "$tmp/gaptok" --prompt "<x>" --max-new-tokens 1
+
+    # The real demo, shortened (issue 12): DPO of the GGUF model on its own answers for conciseness.
+    # It must pass its own (lower) bars, say so on its last line, and leave the run directory.
+    if "$DPO" demo --model "$GGUF" --quick --output "$tmp/demo-real" >"$tmp/demo-real.log" 2>&1 \
+       && tail -1 "$tmp/demo-real.log" | grep -q "^PASS: short-and-complete rate"; then ok "demo --model GGUF --quick passes"
+    else fail "demo --model GGUF --quick passes" "$tmp/demo-real.log"; fi
+    python3 - "$tmp/demo-real/summary.json" <<'PY' && ok "real demo: the rule's rate rises, held-out pairs ordered, fluency kept" || fail "real demo summary" "$tmp/demo-real/summary.json"
+import json, sys
+s = json.load(open(sys.argv[1]))
+assert s["pass"] is True, s
+assert s["policy_rule_rate"] >= 0.5 and s["policy_rule_rate"] >= s["reference_rule_rate"] + 0.15, s
+assert s["policy_mean_length"] < s["reference_mean_length"], s
+assert s["heldout_reward_accuracy"] >= 0.75 and s["heldout_reward_margin"] > 0, s
+assert s["fluency_drop"] <= s["targets"]["max_fluency_drop"], s
+assert s["kl_policy_reference"] > 0 and s["train_pairs"] > 0 and s["heldout_pairs"] > 0, s
+PY
+    for f in summary.json metrics.jsonl metrics.svg model/config.json model/model.safetensors model.gguf; do
+        [ -s "$tmp/demo-real/$f" ] && ok "real demo wrote $f" || fail "real demo wrote $f"
+    done
+    if "$DPO" generate --model "$tmp/demo-real/model.gguf" --prompt "What is the capital of France?" --max-new-tokens 16 >"$tmp/gen" 2>&1 \
+       && grep -q 'policy:    "The capital of France is Paris' "$tmp/gen"; then ok "the real demo's GGUF loads and answers"
+    else fail "the real demo's GGUF loads and answers" "$tmp/gen"; fi
 fi
 
 echo "$passed passed, $failed failed"
