@@ -43,7 +43,8 @@ extension LlamaModel {
     /// single-token forward per sequence (the sequences' tokens share each layer's GEMMs).
     /// Returns the new tokens of each prompt (an EOS token that stopped a sequence is included).
     /// Logits that are not finite (NaN or infinite weights, overflow) throw `DPOError.numeric`:
-    /// no token is picked from them.
+    /// no token is picked from them. With `bf16` set, every product (linear layers, attention
+    /// against the cache, LM head) takes bf16 inputs as in training.
     public func generate(_ prompts: [[Int32]], config g: GenerationConfig) throws -> [[Int32]] {
         try g.validate()
         for (i, p) in prompts.enumerated() {
@@ -146,15 +147,15 @@ extension LlamaModel {
         }
         var logits = [Float](repeating: 0, count: B * c.vocabSize)
         logits.withUnsafeMutableBufferPointer {
-            sgemm(transB: true, m: B, n: c.vocabSize, k: H, a: hn.pointer, lda: H, b: p + lay.lmHead, ldb: H,
-                  c: $0.baseAddress!, ldc: c.vocabSize)
+            gemm(bf16: bf16, transB: true, m: B, n: c.vocabSize, k: H, a: hn.pointer, lda: H, b: p + lay.lmHead, ldb: H,
+                 c: $0.baseAddress!, ldc: c.vocabSize)
         }
         return logits
     }
 }
 
 /// Attention of n new query tokens (the last n of `total` cached positions) against the cache:
-/// query i sees cached keys 0 ... total - n + i.
+/// query i sees cached keys 0 ... total - n + i. Products in bf16 when `shape.bf16`.
 func cachedAttention(out: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
                      v: UnsafePointer<Float>, newTokens n: Int, total: Int, shape a: AttentionShape,
                      scores: UnsafeMutablePointer<Float>) {
@@ -162,8 +163,8 @@ func cachedAttention(out: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>, 
     for h in 0..<a.heads {
         let g = h / group
         let qh = q + h * a.headDim, kg = k + g * a.headDim, vg = v + g * a.headDim
-        sgemm(transB: true, m: n, n: total, k: a.headDim, alpha: a.scale, a: qh, lda: a.qWidth,
-              b: kg, ldb: a.kvWidth, c: scores, ldc: total)
+        gemm(bf16: a.bf16, transB: true, m: n, n: total, k: a.headDim, alpha: a.scale, a: qh, lda: a.qWidth,
+             b: kg, ldb: a.kvWidth, c: scores, ldc: total)
         for i in 0..<n {
             let row = scores + i * total, visible = past + i + 1
             var m = -Float.infinity
@@ -173,8 +174,8 @@ func cachedAttention(out: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>, 
             for j in 0..<visible { row[j] /= sum }
             for j in visible..<total { row[j] = 0 }
         }
-        sgemm(m: n, n: a.headDim, k: total, a: scores, lda: total, b: vg, ldb: a.kvWidth,
-              c: out + h * a.headDim, ldc: a.qWidth)
+        gemm(bf16: a.bf16, m: n, n: a.headDim, k: total, a: scores, lda: total, b: vg, ldb: a.kvWidth,
+             c: out + h * a.headDim, ldc: a.qWidth)
     }
 }
 
