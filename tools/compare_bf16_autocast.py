@@ -16,6 +16,9 @@ does: a linear layer's output is bf16 inside the trainer), and writes what it me
 * DPOConfig: sigmoid loss, beta 0.1, learning_rate 1e-5 constant, AdamW without weight decay,
   max_grad_norm 1, a frozen reference (a copy of the initial policy), otherwise TRL's defaults
   (gradient checkpointing on, dropout off);
+* at the initial weights (the first step): the RMS and largest difference of the per-token
+  log-probs of the policy's forward (every completion token of the 4 pairs), and how far the
+  directions of the first gradients differ (|g_bf16/|g_bf16| - g_fp32/|g_fp32||);
 * per step, both runs' logged metrics (loss, grad_norm, rewards/*, logps/*, logits/*, entropy,
   mean_token_accuracy); after the last step, how the two runs' weights differ:
   ||W_bf16 - W_fp32|| / ||W_fp32 - W_0|| (the share of the fp32 update that bf16 changed), and
@@ -136,12 +139,35 @@ class PreTokenizedDPOTrainer(DPOTrainer):
 
 
 class Capture(TrainerCallback):
+    """The step logs, and the (clipped) gradient the first optimizer step consumes."""
+
     def __init__(self):
         self.logs: list[dict] = []
+        self.first_gradient = None
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs and "train_runtime" not in logs:
             self.logs.append({"step": state.global_step, **dict(logs)})
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        if self.first_gradient is None:
+            self.first_gradient = torch.cat([p.grad.detach().reshape(-1).double()
+                                             for _, p in sorted(model.named_parameters())])
+
+
+def record_first_logps(model) -> dict:
+    """Wraps the policy's (TRL-patched) forward: the per-token log-probs of the completion tokens of
+    its first call (the first step's policy forward, at the initial weights)."""
+    seen, inner = {}, model.forward
+
+    def forward(*args, **kwargs):
+        out = inner(*args, **kwargs)
+        if kwargs.get("fused_lm_head") and "logps" not in seen:
+            seen["logps"] = out.log_probs[out.label_mask].detach().double().clone()
+        return out
+
+    model.forward = forward
+    return seen
 
 
 def flat(model) -> torch.Tensor:
@@ -158,6 +184,7 @@ def run_trl(base, tok, pairs, bf16: bool, tmp: Path):
     trainer = PreTokenizedDPOTrainer(model=policy, ref_model=ref, args=args, processing_class=tok,
                                      train_dataset=Dataset.from_list(pairs), callbacks=[cap])
     trainer.remove_callback(PrinterCallback)
+    first = record_first_logps(trainer.model)
     seen = {}
 
     def record(module, inputs, output):  # returns None: the output is left as it is
@@ -169,7 +196,18 @@ def run_trl(base, tok, pairs, bf16: bool, tmp: Path):
     assert len(cap.logs) == STEPS, cap.logs
     assert all(p.dtype == torch.float32 for p in policy.parameters()), "master weights must stay fp32"
     info = {"mixed_precision": str(trainer.accelerator.mixed_precision), **seen}
-    return cap.logs, flat(policy), info
+    return cap.logs, flat(policy), info, first["logps"], cap.first_gradient
+
+
+def first_step_stats(logps32, logps16, grad32, grad16) -> dict:
+    """Precision at the initial weights, before any update can amplify it: the per-token log-probs of
+    the first step's policy forward and the first step's gradient (its direction: TRL's gradient is
+    the clipped one, swift-dpo's the raw one)."""
+    d = logps16 - logps32
+    u32, u16 = grad32 / grad32.norm(), grad16 / grad16.norm()
+    return {"tokens": int(d.numel()), "token_logp_rms_difference": float(d.pow(2).mean().sqrt()),
+            "token_logp_max_difference": float(d.abs().max()),
+            "gradient_direction_difference": float((u16 - u32).norm())}
 
 
 def weight_stats(w0: torch.Tensor, w_fp32: torch.Tensor, w_bf16: torch.Tensor) -> dict:
@@ -229,8 +267,10 @@ def main() -> None:
     pairs = tokenize_pairs(tok)
     w0 = flat(base)
     with tempfile.TemporaryDirectory() as tmp:
-        logs32, w32, info32 = run_trl(base, tok, pairs, False, Path(tmp))
-        logs16, w16, info16 = run_trl(base, tok, pairs, True, Path(tmp))
+        logs32, w32, info32, lp32, g32 = run_trl(base, tok, pairs, False, Path(tmp))
+        logs16, w16, info16, lp16, g16 = run_trl(base, tok, pairs, True, Path(tmp))
+    first = first_step_stats(lp32, lp16, g32, g16)
+    del g32, g16
     assert info32["linear_output_dtype"] == "torch.float32" and info16["linear_output_dtype"] == "torch.bfloat16", \
         (info32, info16)
     steps = [{"step": s + 1, "fp32": {m: logs32[s][m] for m in METRICS}, "bf16": {m: logs16[s][m] for m in METRICS}}
@@ -245,6 +285,7 @@ def main() -> None:
         "config": {k: ARGS[k] for k in ("beta", "loss_type", "learning_rate", "lr_scheduler_type", "weight_decay",
                                         "max_grad_norm", "per_device_train_batch_size", "max_steps")},
         "pairs": pairs,
+        "first_step": first,
         "steps": steps,
         "weights_after_last_step": torch_weights,
     }
@@ -264,6 +305,7 @@ def main() -> None:
             line += "   swift " + " ".join(f"{x:9.3g}" for x in d_s)
             line += f"   max ratio swift/torch {max(d_s) / max(max(d_t), 1e-30):.3f}"
         print(line)
+    print(f"  first step (torch): {first}")
     print(f"  weights after step {STEPS}: torch {torch_weights}" + (f", swift {swift['weights']}" if swift else ""))
     if swift:
         print("\nfp32 parity, torch vs swift-dpo (step 1 logps/chosen): "
