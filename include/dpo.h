@@ -729,7 +729,8 @@ dpo_status dpo_dataset_add_rows(dpo_dataset *dataset, const char *json, size_t l
 
 /* Adds every row of a JSON Lines file (one object per line) or a JSON file holding an array of
    row objects, read as a stream. All or nothing, as dpo_dataset_add_rows().
-   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (bad row: file and line named); DPO_ERR_IO. */
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (bad row: file and line named); DPO_ERR_FORMAT (a
+   line that is not JSON, or longer than 64 MiB); DPO_ERR_IO. */
 dpo_status dpo_dataset_add_file(dpo_dataset *dataset, const char *path);
 
 typedef struct dpo_dataset_info {
@@ -792,7 +793,10 @@ typedef struct dpo_loop_params {
 } dpo_loop_params;
 
 /* A loop over the trainer (kept alive by the loop). The datasets' rows are copied: the dataset
-   handles may be freed afterwards; a dataset of the other trainer kind is refused.
+   handles may be freed afterwards; a dataset of the other trainer kind is refused; train and eval
+   may be the same dataset. Every example is checked as a step would check it (token ids within
+   the model's vocabulary, non-empty completions, prompts shorter than max_length, ...); the first
+   refused one is named by its row (and file and line).
    Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (NULL, wrong struct_size, unknown or invalid
    argument, empty dataset, eval_strategy without eval_dataset). */
 dpo_status dpo_trainer_loop_create(dpo_trainer *trainer, const dpo_loop_params *params, dpo_loop **out_loop);
@@ -804,9 +808,12 @@ dpo_status dpo_sft_trainer_loop_create(dpo_sft_trainer *trainer, const dpo_loop_
    for none) gets TrainOutput as JSON: {"global_step", "training_loss", "metrics": {train_runtime,
    train_samples_per_second, train_steps_per_second, train_loss, epoch}, "interrupted_checkpoint"},
    owned by the loop and valid until its next call.
+   The trainer continues from its own step count; one that already reached max_steps (without a
+   checkpoint to resume) is refused. Every example was checked when the loop was made, so no
+   example fails mid-run; a run that saves checkpoints makes output_dir before its first step.
    Returns: DPO_OK (also when the callback stopped the run); DPO_ERR_INVALID_ARGUMENT (no train
-   dataset, checkpoint of another run shape); DPO_ERR_IO; DPO_ERR_FORMAT; DPO_ERR_NUMERIC;
-   DPO_ERR_OUT_OF_MEMORY. */
+   dataset, nothing left to train, checkpoint of another run shape); DPO_ERR_IO; DPO_ERR_FORMAT;
+   DPO_ERR_NUMERIC; DPO_ERR_OUT_OF_MEMORY. */
 dpo_status dpo_loop_train(dpo_loop *loop, const char *resume_from_checkpoint, const char **out_json);
 
 /* Evaluates dataset (NULL: the loop's eval_dataset) in batches of per_device_eval_batch_size and

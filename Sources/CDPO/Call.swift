@@ -33,6 +33,7 @@ func exportCall(_ function: String, _ body: (CallContext) throws -> Void) -> dpo
     defer { Registry.release(context.held) }
     do {
         try body(context)
+        ThreadMessage.clear()  // a call made from a host callback during this one may have set it
         return DPO_OK
     } catch {
         let e = APIError(error)

@@ -67,7 +67,7 @@ enum Registry {
             let object = try find(handle, type, argument)
             let all = [object] + object.dependencies
             if all.contains(where: { $0.busy }) {
-                throw APIError.wrongState("\(argument): the \(T.typeName) (or a model it uses) is in use by a call on another thread")
+                throw APIError.wrongState("\(argument): the \(T.typeName) (or a model it uses) is in use by another call (on another thread, or one whose callback is running)")
             }
             for o in all { o.busy = true }
             return (object, all)
@@ -85,7 +85,7 @@ enum Registry {
         guard handle != nil else { return }
         let removed: T = try locked {
             let object = try find(handle, type, argument)
-            if object.busy { throw APIError.wrongState("\(argument): the \(T.typeName) is in use by a call on another thread") }
+            if object.busy { throw APIError.wrongState("\(argument): the \(T.typeName) is in use by another call (on another thread, or one whose callback is running)") }
             live[UInt(bitPattern: handle)] = nil
             return object
         }

@@ -51,7 +51,11 @@ final class HostCallback: TrainerCallback {
         return o
     }
 
-    func onTrainBegin(state: TrainerState) { send(DPO_EVENT_TRAIN_BEGIN, progress(state)) }
+    /// A new run: an earlier stop request (from a stopped run, or a log call) is forgotten.
+    func onTrainBegin(state: TrainerState) {
+        stop = false
+        send(DPO_EVENT_TRAIN_BEGIN, progress(state))
+    }
     func onStepEnd(state: TrainerState, metrics: [(name: String, value: Double)]) {
         var o = progress(state)
         var m = JSONObject()
@@ -98,10 +102,13 @@ func createLoop<T: CTrainer>(_ ctx: CallContext, _ trainer: OpaquePointer?, _ ty
         }
     }
     let train = try ctx.useOptional(p.train_dataset, DatasetObject.self, "params->train_dataset")
-    let eval = try ctx.useOptional(p.eval_dataset, DatasetObject.self, "params->eval_dataset")
+    // The same dataset may serve both (it is marked in use once).
+    let eval = p.eval_dataset == p.train_dataset ? train
+        : try ctx.useOptional(p.eval_dataset, DatasetObject.self, "params->eval_dataset")
     let callbacks: [TrainerCallback] = p.callback.map { [HostCallback($0, p.user_data)] } ?? []
     let loop = try TrainingLoop(trainer: t.trainer, args: args, trainDataset: try train.map { try T.examples(of: $0) } ?? [],
-                                evalDataset: try eval.map { try T.examples(of: $0) }, callbacks: callbacks)
+                                evalDataset: try eval.map { try T.examples(of: $0) }, callbacks: callbacks,
+                                trainLocations: train?.dataset.locations, evalLocations: eval?.dataset.locations)
     out.pointee = try Registry.register(LoopObject(LoopOf(loop), trainer: t))
 }
 

@@ -133,7 +133,7 @@ func prepareDataset(_ path: String, kind: PreparedDataset.Kind, codec: TextCodec
         try d.addFile(path: path)
         let c = try d.finish()
         if c.dropped > 0 || c.truncated > 0 {
-            print("\(path): \(c.rows) rows (\(d.format?.rawValue ?? "")): \(c.dropped) dropped (as TRL drops them), \(c.truncated) truncated to max_length \(data.maxLength.map(String.init) ?? "none")")
+            say("\(path): \(c.rows) rows (\(d.format?.rawValue ?? "")): \(c.dropped) dropped (as TRL drops them), \(c.truncated) truncated to max_length \(data.maxLength.map(String.init) ?? "none")")
         }
         return d
     } catch let e as DPOError {

@@ -139,14 +139,15 @@ struct TrainingOptions: ParsableArguments {
         return a
     }
 
-    /// The optimizer and schedule fields; the schedule's length is the run's max_steps.
-    func apply(to o: inout OptimizerConfig, args: TrainingArguments, examples: Int) throws {
+    /// The optimizer and schedule fields; the schedule's length is the run's max_steps (with
+    /// `worldSize` data-parallel ranks, whose global batch is per-device batch x ranks).
+    func apply(to o: inout OptimizerConfig, args: TrainingArguments, examples: Int, worldSize: Int = 1) throws {
         if let learningRate { o.learningRate = learningRate }
         o.weightDecay = weightDecay; o.adamBeta1 = adamBeta1; o.adamBeta2 = adamBeta2; o.adamEpsilon = adamEpsilon
         o.maxGradNorm = maxGradNorm
         o.lrSchedulerType = try LRSchedulerType(name: lrSchedulerType)
         o.warmupSteps = warmupSteps; o.warmupRatio = warmupRatio
-        o.maxSteps = try args.resolvedMaxSteps(examples: examples)
+        o.maxSteps = try args.resolvedMaxSteps(examples: examples, worldSize: worldSize)
         o.gradientAccumulationSteps = gradientAccumulationSteps
         o.seed = UInt64(seed)
     }
@@ -173,6 +174,12 @@ func isGGUFModelPath(_ path: String) -> Bool {
 enum FinalSave {
     case safetensors
     case gguf(GGUFSaveType, tokenizer: Tokenizer?)
+
+    /// Where `write` puts the model: <output>/model (a directory) or <output>/model.gguf.
+    func path(output: String) -> String {
+        if case .gguf = self { return output + "/model.gguf" }
+        return output + "/model"
+    }
 
     /// Writes `model` below `output`: <output>/model (a directory) or <output>/model.gguf.
     func write(_ model: LlamaModel, output: String) throws -> String {

@@ -43,18 +43,19 @@ struct SFT: ParsableCommand {
         let evalFile = try evalData.map { try loadSFTExamples($0, vocabSize: model.config.vocabSize, codec: codec, data: data) }
         let train = trainFile.rows, eval = evalFile?.rows
         let args = try training.trainingArguments(evalData: eval != nil)
-        try training.apply(to: &c.optimizer, args: args, examples: train.count)
+        try training.apply(to: &c.optimizer, args: args, examples: train.count, worldSize: DataParallel.size)
         let trainer = try SFTTrainer(model: model, config: c)
+        if let mpi = DataParallel.communicator { try trainer.setCommunicator(mpi) }
         try trainFile.check(trainer.check)
         try evalFile?.check(trainer.check)
         var opts = RunOptions(title: "sft")
         opts.plotMetrics = ["loss", "mean_token_accuracy"]
         opts.logMetrics = ["mean_token_accuracy"]
         opts.finalSave = try training.finalSave(modelPath: source.model, codec: codec)
-        print("sft: \(train.count) examples, \(c.optimizer.maxSteps) steps, model with \(model.parameterCount) parameters -> \(training.output)")
+        say("sft: \(train.count) examples, \(c.optimizer.maxSteps) steps, model with \(model.parameterCount) parameters -> \(training.output)")
         let run = try TrainingRun(trainer: trainer, args: args, train: train, eval: eval, options: opts)
         if try !run.run() { throw ExitCode(130) }
-        print("sft: done; model saved to \(run.savedModelPath)")
+        say("sft: done; model saved to \(run.savedModelPath)")
     }
 }
 
@@ -89,7 +90,7 @@ struct Train: ParsableCommand {
         let evalFile = try evalData.map { try loadPreferencePairs($0, vocabSize: policy.config.vocabSize, codec: codec, data: c.dataConfig) }
         var train = trainFile.rows, eval = evalFile?.rows
         let args = try training.trainingArguments(evalData: eval != nil)
-        try training.apply(to: &c.optimizer, args: args, examples: train.count)
+        try training.apply(to: &c.optimizer, args: args, examples: train.count, worldSize: DataParallel.size)
         try c.validate()
         var trainer = try DPOTrainer(policy: policy, reference: ref, config: c)
         try trainFile.check(trainer.check)
@@ -97,32 +98,37 @@ struct Train: ParsableCommand {
         if c.precomputeRefLogProbs {
             // Reference log-probs once up front (with the reference, or the initial policy), then
             // a trainer that holds no reference model.
-            print("train: precomputing reference log-probs of \(train.count + (eval?.count ?? 0)) pairs")
+            say("train: precomputing reference log-probs of \(train.count + (eval?.count ?? 0)) pairs")
             train = try attachReferenceLogProbs(train, trainer, batch: training.perDeviceTrainBatchSize)
             eval = try eval.map { try attachReferenceLogProbs($0, trainer, batch: training.perDeviceTrainBatchSize) }
             trainer = try DPOTrainer(policy: policy, reference: nil, config: c)
         }
+        if let mpi = DataParallel.communicator { try trainer.setCommunicator(mpi) }
         var opts = RunOptions(title: "dpo")
         opts.plotMetrics = ["loss", "rewards/margins", "rewards/accuracies"]
         opts.logMetrics = ["rewards/accuracies", "rewards/margins"]
         opts.finalSave = try training.finalSave(modelPath: source.model, codec: codec)
-        print("train: \(train.count) pairs, \(c.optimizer.maxSteps) steps, beta \(c.beta), loss \(c.lossType.map(\.rawValue).joined(separator: "+")), reference \(trainer.referenceKind.rawValue) -> \(training.output)")
+        say("train: \(train.count) pairs, \(c.optimizer.maxSteps) steps, beta \(c.beta), loss \(c.lossType.map(\.rawValue).joined(separator: "+")), reference \(trainer.referenceKind.rawValue) -> \(training.output)")
         let run = try TrainingRun(trainer: trainer, args: args, train: train, eval: eval, options: opts)
         if try !run.run() { throw ExitCode(130) }
-        print("train: done; model saved to \(run.savedModelPath)")
+        say("train: done; model saved to \(run.savedModelPath)")
     }
 }
 
+/// Every pair with its reference log-probs, computed in batches of `batch` pairs. Data parallel,
+/// the ranks share the batches (rank r computes every N-th one from the r-th) and sum the results.
 func attachReferenceLogProbs(_ pairs: [PreferencePair], _ trainer: DPOTrainer, batch: Int) throws -> [PreferencePair] {
-    var out = pairs
-    var i = 0
-    while i < pairs.count {
+    let mpi = DataParallel.communicator
+    var logps = [Double](repeating: 0, count: 2 * pairs.count)  // chosen, rejected of each pair
+    for (index, i) in stride(from: 0, to: pairs.count, by: batch).enumerated() where index % (mpi?.size ?? 1) == (mpi?.rank ?? 0) {
         let hi = min(i + batch, pairs.count)
         for (k, r) in try trainer.precomputeReferenceLogProbs(Array(pairs[i..<hi])).enumerated() {
-            out[i + k].refChosenLogps = r.chosen; out[i + k].refRejectedLogps = r.rejected
+            logps[2 * (i + k)] = r.chosen; logps[2 * (i + k) + 1] = r.rejected
         }
-        i = hi
     }
+    try mpi?.allreduceSum(&logps)
+    var out = pairs
+    for i in out.indices { out[i].refChosenLogps = logps[2 * i]; out[i].refRejectedLogps = logps[2 * i + 1] }
     return out
 }
 

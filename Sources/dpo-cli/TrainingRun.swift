@@ -1,7 +1,9 @@
 import DPO
 import Foundation
 
-/// Set by SIGINT; the engine's loop checkpoints and stops at the next micro-batch boundary.
+/// Set by SIGINT (and, data parallel, SIGUSR1, which mpirun forwards to every rank: its own Ctrl-C
+/// ends the job at once); the engine's loop checkpoints and stops at the next micro-batch boundary
+/// (data parallel: at the next optimizer step, on every rank).
 nonisolated(unsafe) var interrupted: sig_atomic_t = 0
 
 /// How a command presents its run (the loop itself is configured by TrainingArguments).
@@ -17,6 +19,8 @@ struct RunOptions {
 
 /// `dpo sft`, `dpo train` and the demo: the engine's TrainingLoop, with a progress bar or log
 /// lines, the --resume note, Ctrl-C (a checkpoint, exit 130), metrics.svg and the final model.
+/// Data parallel (under mpirun, the trainer has the MPI communicator): rank 0 alone prints, logs
+/// and writes; it also prints where the time went (DataParallel.swift).
 final class TrainingRun<T: Trainer> {
     let loop: TrainingLoop<T>
     let options: RunOptions
@@ -30,25 +34,37 @@ final class TrainingRun<T: Trainer> {
         let given = trainer.configFields
         printer = RunPrinter(options: options, resume: args.resumeFromCheckpoint, given: given,
                              restored: { [unowned trainer] in trainer.configFields })
-        loop.callbacks.append(printer)
+        loop.callbacks.append(DataParallel.isPrimary ? printer : StopOnSignal())
     }
 
     /// Trains to max_steps. Returns false when interrupted (a checkpoint was written).
     @discardableResult
     func run() throws -> Bool {
-        try makeDirectories(loop.args.outputDir)  // a DPOError naming the path, e.g. when it is a file
+        if DataParallel.isPrimary { try makeDirectories(loop.args.outputDir) }  // a DPOError naming the path, e.g. when it is a file
         signal(SIGINT) { _ in interrupted = 1 }
-        defer { signal(SIGINT, SIG_DFL) }
+        if DataParallel.communicator != nil { signal(SIGUSR1) { _ in interrupted = 1 } }
+        defer { signal(SIGINT, SIG_DFL); signal(SIGUSR1, SIG_DFL) }
+        let start = now(), initialStep = loop.trainer.globalStep
         let out = try loop.train()
         if let dir = out.interruptedCheckpoint {
             printer.progress?.log("\ninterrupted: checkpoint written to \(dir) (resume with --resume \(dir))")
             return false
         }
+        if let mpi = DataParallel.communicator, mpi.rank == 0 {
+            print(mpi.summary(steps: loop.trainer.globalStep - initialStep, seconds: now() - start))
+        }
+        savedModelPath = options.finalSave.path(output: loop.args.outputDir)
+        guard DataParallel.isPrimary else { return true }
         savedModelPath = try options.finalSave.write(loop.trainer.model, output: loop.args.outputDir)
         let svg = Plot.fromRecords(loop.state.logHistory, metrics: options.plotMetrics, title: options.title)
         try writeFileAtomically(loop.args.outputDir + "/metrics.svg", bytes: Array(svg.utf8))
         return true
     }
+}
+
+/// The stop of a rank that prints nothing (data parallel, rank > 0).
+final class StopOnSignal: TrainerCallback {
+    func shouldStop(state: TrainerState) -> Bool { interrupted != 0 }
 }
 
 /// The loop's callback for the terminal: progress bar and log lines, the note when --resume

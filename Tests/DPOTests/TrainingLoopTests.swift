@@ -36,6 +36,9 @@ final class RecordingTrainer: Trainer {
     }
     func saveCheckpoint(directory: String, extraState: JSONObject) throws { throw DPOError.internal("not used") }
     func loadCheckpoint(directory: String) throws -> JSONObject { throw DPOError.internal("not used") }
+    func check(_ example: Int) throws {
+        if example < 0 { throw DPOError.invalidArgument("example 0: \(example) is negative") }
+    }
 }
 
 final class TrainingLoopTests: XCTestCase {
@@ -381,6 +384,23 @@ final class TrainingLoopTests: XCTestCase {
         let twoRuns = TokenizedSFT(inputIds: [1, 5, 6, 7], labels: [-100, 5, -100, 7])
         _ = try TrainingLoop(trainer: sft, args: args, trainRows: [good, twoRuns]).train()
         XCTAssertEqual(sft.globalStep, 2)
+    }
+
+    /// Every example is checked before the first step (the bad one named), and a trainer that
+    /// reached max_steps is refused rather than silently doing nothing.
+    func testExamplesCheckedUpFrontAndNothingToTrain() throws {
+        let args = arguments(try makeScratchDirectory()) { $0.perDeviceTrainBatchSize = 2; $0.maxSteps = 2 }
+        let t = try RecordingTrainer()
+        expectDPOError(["train_dataset row 3: -4 is negative"]) { _ = try TrainingLoop(trainer: t, args: args, trainDataset: [1, 2, 3, -4]) }
+        expectDPOError(["eval_dataset row 0: -1 is negative"]) {
+            _ = try TrainingLoop(trainer: t, args: args, trainDataset: [1], evalDataset: [-1])
+        }
+        XCTAssertTrue(t.batches.isEmpty)
+        let loop = try TrainingLoop(trainer: t, args: args, trainDataset: [1, 2, 3, 4])
+        _ = try loop.train()
+        XCTAssertEqual(t.globalStep, 2)
+        expectDPOError(["2 optimizer steps", "nothing to train"]) { _ = try loop.train() }
+        XCTAssertEqual(t.batches.count, 2)
     }
 
     /// A row whose learned tokens are two runs (two assistant turns) learns exactly those tokens:

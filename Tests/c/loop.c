@@ -6,29 +6,13 @@
  * train() with the host callback (events, stop with a checkpoint, resume bit-identical to an
  * uninterrupted run), evaluate, log, state, save, and the wrong-handle cases. With the GGUF, a
  * conversational dataset tokenized by the model's tokenizer and chat template. Runs under valgrind. */
-#include "dpo.h"
+#include "check.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int checks = 0;
-static const char *scratch = ".";
-
-static void fail(const char *file, int line, const char *fmt, ...) {
-    va_list ap;
-    fprintf(stderr, "%s:%d: FAILED: ", file, line);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "\n  dpo_last_error(): %s\n", dpo_last_error());
-    exit(1);
-}
-
-#define CHECK(cond, ...) do { checks++; if (!(cond)) fail(__FILE__, __LINE__, __VA_ARGS__); } while (0)
-#define OK(call) do { dpo_status s_ = (call); checks++; \
-    if (s_ != DPO_OK) fail(__FILE__, __LINE__, "%s returned %s", #call, dpo_status_string(s_)); } while (0)
 /* The call fails with `want` and the thread's message contains `word`. */
 #define FAILS(call, want, word) do { dpo_status s_ = (call); checks++; \
     if (s_ != (want)) fail(__FILE__, __LINE__, "%s returned %s, expected %s", #call, dpo_status_string(s_), dpo_status_string(want)); \
@@ -37,14 +21,6 @@ static void fail(const char *file, int line, const char *fmt, ...) {
 
 /* Adds JSON text to a dataset. */
 static dpo_status add(dpo_dataset *d, const char *json) { return dpo_dataset_add_rows(d, json, strlen(json)); }
-
-static char *path(const char *name) {
-    static char buf[4][1024];
-    static int next = 0;
-    char *p = buf[next++ % 4];
-    snprintf(p, sizeof buf[0], "%s/%s", scratch, name);
-    return p;
-}
 
 static dpo_model *tiny_model(int64_t vocab, uint64_t seed) {
     dpo_model_config cfg;
@@ -218,6 +194,18 @@ static void test_datasets(void) {
     p.args_json = "{\"per_device_train_batch_size\": 0}";
     FAILS(dpo_trainer_loop_create(t, &p, &loop), DPO_ERR_INVALID_ARGUMENT, "per_device_train_batch_size");
     p.args_json = NULL;
+    /* One dataset as train and eval; every example checked before the first step. */
+    p.eval_dataset = d;
+    p.args_json = "{\"eval_strategy\": \"steps\", \"eval_steps\": 2}";
+    OK(dpo_trainer_loop_create(t, &p, &loop));
+    OK(dpo_loop_free(loop));
+    loop = NULL;
+    p.eval_dataset = NULL;
+    p.args_json = NULL;
+    OK(add(f, "{\"prompt_ids\":[1,2],\"chosen_ids\":[],\"rejected_ids\":[6]}"));
+    p.train_dataset = f;
+    FAILS(dpo_trainer_loop_create(t, &p, &loop), DPO_ERR_INVALID_ARGUMENT, "train_dataset row 2: chosen_ids is empty");
+    p.train_dataset = d;
     FAILS(dpo_trainer_loop_create(t, &p, NULL), DPO_ERR_INVALID_ARGUMENT, "out_loop");
     FAILS(dpo_trainer_loop_create(t, NULL, &loop), DPO_ERR_INVALID_ARGUMENT, "params");
     FAILS(dpo_sft_trainer_loop_create((dpo_sft_trainer *)t, &p, &loop), DPO_ERR_INVALID_ARGUMENT, "dpo_sft_trainer");
@@ -264,6 +252,34 @@ static void test_loop(void) {
     CHECK(e.steps == 3, "resumed for %d steps", e.steps);
     logps_of(c, resumed);
     CHECK(memcmp(full, resumed, sizeof full) == 0, "resume differs: %.17g vs %.17g", full[0], resumed[0]);
+
+    /* A stop is not sticky: the same loop trains on to max_steps, then has nothing to train. */
+    {
+        char args[512];
+        dpo_model *m = tiny_model(32, 7);
+        dpo_loop_params q;
+        OK(dpo_trainer_create_json(m, NULL, TRAINER_JSON, &t));
+        d = dataset_of(t, ROWS);
+        snprintf(args, sizeof args, "{\"output_dir\": \"%s\", \"report_to\": \"none\"}", path("again"));
+        memset(&q, 0, sizeof q);
+        q.struct_size = sizeof q;
+        q.args_json = args;
+        q.train_dataset = d;
+        q.callback = on_event;
+        q.user_data = &e;
+        memset(&e, 0, sizeof e);
+        e.stop_at = 2;
+        OK(dpo_trainer_loop_create(t, &q, &loop));
+        OK(dpo_loop_train(loop, NULL, &out));
+        CHECK(strstr(out, "\"global_step\":2") != NULL, "stopped run: %s", out);
+        OK(dpo_loop_train(loop, NULL, &out));
+        CHECK(strstr(out, "\"global_step\":6") != NULL, "the run after a stop: %s", out);
+        FAILS(dpo_loop_train(loop, NULL, &out), DPO_ERR_INVALID_ARGUMENT, "nothing to train");
+        OK(dpo_loop_free(loop));
+        OK(dpo_dataset_free(d));
+        OK(dpo_trainer_free(t));
+        OK(dpo_model_free(m));
+    }
 
     /* evaluate / log / state / save on a loop without a train dataset. */
     OK(dpo_trainer_create_json(a, NULL, TRAINER_JSON, &t));

@@ -7,28 +7,13 @@
  * under exactly those names, and that each loads back as the model saved there. Then the same
  * for a checkpoint. */
 #define _POSIX_C_SOURCE 200809L
-#include "dpo.h"
+#include "check.h"
 
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-
-static const char *scratch;
-static int checks = 0;
-
-#define CHECK(cond, ...) do { checks++; if (!(cond)) { fprintf(stderr, "%s:%d: FAILED: ", __FILE__, __LINE__); \
-    fprintf(stderr, __VA_ARGS__); fprintf(stderr, "\n  dpo_last_error(): %s\n", dpo_last_error()); exit(1); } } while (0)
-#define OK(call) do { dpo_status s_ = (call); CHECK(s_ == DPO_OK, "%s returned %s", #call, dpo_status_string(s_)); } while (0)
-
-static char *path(const char *name) {
-    static char buf[4][1024];
-    static int next = 0;
-    char *p = buf[next++ % 4];
-    snprintf(p, sizeof buf[0], "%s/%s", scratch, name);
-    return p;
-}
 
 static dpo_model *model(int64_t vocab) {
     dpo_model_config c;

@@ -6,30 +6,13 @@
  * checkpoints, the distributed grain, SFT and generation, then feeds every kind of bad input of
  * issue 4 and checks each gets its specific status, a message naming the argument and the value,
  * and leaves the model and trainer usable and unchanged. Meant to run under valgrind too. */
-#include "dpo.h"
+#include "check.h"
 
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static int checks = 0;
-static const char *scratch = ".";
-
-static void fail(const char *file, int line, const char *fmt, ...) {
-    va_list ap;
-    fprintf(stderr, "%s:%d: FAILED: ", file, line);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "\n  dpo_last_error(): %s\n", dpo_last_error());
-    exit(1);
-}
-
-#define CHECK(cond, ...) do { checks++; if (!(cond)) fail(__FILE__, __LINE__, __VA_ARGS__); } while (0)
-#define OK(call) do { dpo_status s_ = (call); checks++; \
-    if (s_ != DPO_OK) fail(__FILE__, __LINE__, "%s returned %s", #call, dpo_status_string(s_)); } while (0)
 
 /* The call must return `want`, and the thread's message must contain each of the words. */
 #define EXPECT(want, call, ...) expect_status(__FILE__, __LINE__, #call, (call), (want), __VA_ARGS__, (const char *)NULL)
@@ -49,14 +32,6 @@ static void expect_status(const char *file, int line, const char *text, dpo_stat
     }
     va_end(ap);
     printf("  ok %-16s %s\n", dpo_status_string(got), msg);
-}
-
-static char *path(const char *name) {
-    static char buf[4][1024];
-    static int next = 0;
-    char *p = buf[next++ % 4];
-    snprintf(p, sizeof buf[0], "%s/%s", scratch, name);
-    return p;
 }
 
 static void write_file(const char *file, const void *data, size_t n) {

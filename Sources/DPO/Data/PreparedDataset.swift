@@ -32,9 +32,22 @@ public struct PreparedDataset {
 
     /// Adds rows in order; none of them if one fails.
     public mutating func add(_ rows: [DatasetRow]) throws {
-        var copy = self
-        for row in rows { try copy.addOne(row) }
-        self = copy
+        try allOrNothing { for row in rows { try $0.addOne(row) } }
+    }
+
+    /// Runs `body`; if it throws, the dataset is put back as it was. Only the small parts are
+    /// saved (the preparers' counts and format, the next index); the rows added are cut off
+    /// again, so a call costs nothing in proportion to the rows already held.
+    private mutating func allOrNothing(_ body: (inout PreparedDataset) throws -> Void) throws {
+        let saved = (preferencePreparer, sftPreparer, nextIndex)
+        let counts = (preferenceRows.count, sftRows.count, locations.count)
+        do { try body(&self) } catch {
+            (preferencePreparer, sftPreparer, nextIndex) = saved
+            preferenceRows.removeSubrange(counts.0...)
+            sftRows.removeSubrange(counts.1...)
+            locations.removeSubrange(counts.2...)
+            throw error
+        }
     }
 
     /// Adds rows from JSON text: one row object, or an array of row objects. Rows are numbered on
@@ -51,9 +64,7 @@ public struct PreparedDataset {
     /// Adds every row of a JSONL or JSON file (`DatasetFile`), streamed; none if one fails.
     public mutating func addFile(path: String) throws {
         var source = try DatasetFile.open(path: path)
-        var copy = self
-        while let row = try source.next() { try copy.addOne(row) }
-        self = copy
+        try allOrNothing { while let row = try source.next() { try $0.addOne(row) } }
     }
 
     private mutating func addOne(_ row: DatasetRow) throws {

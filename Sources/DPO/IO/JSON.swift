@@ -459,12 +459,14 @@ func writeJSONString(_ s: String, ensureASCII: Bool = false, into out: inout Str
             }
         }
         if let escape {
-            out.unicodeScalars.append(contentsOf: scalars[pending..<i])
+            // `out += String(...)` appends in place; `out.unicodeScalars.append(contentsOf:)`
+            // copied the whole of `out` each time (quadratic in long documents).
+            out += String(scalars[pending..<i])
             out += escape
             pending = scalars.index(after: i)
         }
         i = scalars.index(after: i)
     }
-    out.unicodeScalars.append(contentsOf: scalars[pending..<scalars.endIndex])
+    out += String(scalars[pending..<scalars.endIndex])
     out += "\""
 }

@@ -94,9 +94,11 @@ func parallelAll(_ count: Int, grain: Int, _ check: (Range<Int>) -> Bool) -> Boo
     return !ok.contains(false)
 }
 
-/// Global L2 norm of a flat buffer (Double partial sums per thread).
+/// Global L2 norm of a flat buffer (Double partial sums per chunk).
 func globalNorm(_ g: UnsafePointer<Float>, count: Int) -> Double {
-    let threads = max(1, min(Threads.count, count / 65536))
+    // A chunking that depends on the count alone, not on the thread count: the same bits with any
+    // number of threads (data-parallel ranks clip identically whatever their --threads).
+    let threads = max(1, min(64, count / 65536))
     var partial = [Double](repeating: 0, count: threads)
     partial.withUnsafeMutableBufferPointer { part in
         let part = part.baseAddress!

@@ -18,6 +18,9 @@ enum CheckpointFormat {
 
 extension OptimizationState {
     func writeFiles(into dir: String, state: inout JSONObject) throws {
+        if communicator != nil && pendingMicroBatches > 0 {
+            throw DPOError.wrongState("a data-parallel checkpoint is written between optimizer steps: this rank's \(pendingMicroBatches) accumulated micro-batches are only its part of the gradient")
+        }
         try model.save(directory: joinPath(dir, "model"))
         var tensors: [(name: String, shape: [Int], data: UnsafeBufferPointer<Float>)] = [
             ("exp_avg", [adam.m.count], UnsafeBufferPointer(adam.m.buffer)),
@@ -51,6 +54,9 @@ extension OptimizationState {
         }
         let global = try int("global_step"), adamSteps = try int("adam_steps"), tokens = try int("num_tokens")
         let pending = try int("pending_micro_batches")
+        if communicator != nil && pending > 0 {
+            throw DPOError.invalidArgument("checkpoint '\(dir)' holds \(pending) accumulated micro-batches: data-parallel training resumes only from a checkpoint written between optimizer steps")
+        }
         let words = try (state["rng_state"]?.array ?? []).map { v -> UInt64 in
             guard let s = v.string, let w = UInt64(s, radix: 16) else { throw DPOError.format("checkpoint '\(dir)': bad rng_state") }
             return w

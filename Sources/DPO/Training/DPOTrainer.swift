@@ -70,6 +70,13 @@ public final class DPOTrainer {
     /// Micro-batches accumulated since the last optimizer step.
     public var pendingMicroBatches: Int { state.pendingMicroBatches }
 
+    /// The ranks this trainer trains with (data parallelism, see `Communicator`), nil for one process.
+    public var communicator: Communicator? { state.communicator }
+
+    /// Makes the trainer's calls collective over `communicator`'s ranks (nil: one process again).
+    /// Refused while micro-batches are accumulated.
+    public func setCommunicator(_ communicator: Communicator?) throws { try state.setCommunicator(communicator) }
+
     // MARK: - Training
 
     /// One micro-batch: forward of policy and reference, loss, backward into the accumulated
@@ -80,6 +87,9 @@ public final class DPOTrainer {
         try undoingSnapshot {
             let tokens = state.numTokens
             let metrics = try accumulate(pairs)
+            if state.readyToApply && communicator != nil {
+                return DPOStepResult(metrics: try applyOptimizer(knownNorm: nil), optimizerStepped: true, globalStep: globalStep)
+            }
             if state.readyToApply {
                 do {
                     // The norm of the buffer this call's backward just left is still exact.
@@ -109,12 +119,16 @@ public final class DPOTrainer {
 
     /// The distributed grain: forward and backward of one micro-batch, gradients (already divided
     /// by `gradient_accumulation_steps`) added to `policy.gradients`. Returns the micro-batch's metrics.
+    /// With a `communicator`: collective, `pairs` is this rank's shard (possibly empty) of the global
+    /// micro-batch; the metrics are the global batch's and the buffer gets this rank's part of its
+    /// gradient (see DataParallel.swift).
     @discardableResult
     public func accumulate(_ pairs: [PreferencePair]) throws -> DPOMetrics {
         try undoingSnapshot { try accumulateBatch(pairs) }
     }
 
     func accumulateBatch(_ pairs: [PreferencePair]) throws -> DPOMetrics {
+        if let c = communicator { return try accumulateShard(pairs, c) }
         let batch = try pack(pairs)
         let (refChosen, refRejected) = try referenceSums(pairs, batch)
         let out = try policy.forward(batch.packed, head: batch.head, keepActivations: true)
@@ -150,11 +164,16 @@ public final class DPOTrainer {
 
     /// The distributed grain: clip, step AdamW at the scheduled rate, sync the reference for
     /// TR-DPO, clear the accumulation. Returns the mean metrics of the accumulated micro-batches
-    /// with `grad_norm` and `learning_rate`.
+    /// with `grad_norm` and `learning_rate`. With a `communicator`: collective, the ranks' gradient
+    /// buffers are summed first.
     public func applyOptimizer() throws -> DPOMetrics { try applyOptimizer(knownNorm: nil) }
 
     func applyOptimizer(knownNorm: Double?, accumulationScale: Double = 1) throws -> DPOMetrics {
-        let (norm, lr) = try state.applyOptimizer(knownNorm: knownNorm, accumulationScale: accumulationScale)
+        let norm: Double, lr: Double
+        do { (norm, lr) = try state.applyOptimizer(knownNorm: knownNorm, accumulationScale: accumulationScale) } catch {
+            if communicator != nil && state.pendingMicroBatches == 0 { pendingMetrics = [] }  // dropped on every rank
+            throw error
+        }
         var metrics = DPOMetrics.mean(pendingMetrics)
         pendingMetrics = []
         metrics.gradNorm = norm
@@ -171,12 +190,14 @@ public final class DPOTrainer {
     }
 
     /// Metrics of a batch without any update or change of state (TRL's `evaluate`, `eval_` names).
-    /// Non-finite log-probs or loss throw `DPOError.numeric`.
+    /// Non-finite log-probs or loss throw `DPOError.numeric`. With a `communicator`: collective, the
+    /// global batch's metrics.
     public func evaluate(_ pairs: [PreferencePair]) throws -> DPOMetrics {
         try undoingSnapshot { try evaluateBatch(pairs) }
     }
 
     func evaluateBatch(_ pairs: [PreferencePair]) throws -> DPOMetrics {
+        if let c = communicator { return try evaluateShard(pairs, c) }
         let batch = try pack(pairs)
         let (refChosen, refRejected) = try referenceSums(pairs, batch)
         let out = try policy.forward(batch.packed, head: batch.head, keepActivations: false)

@@ -19,6 +19,8 @@ final class OptimizationState {
     var rng: Xoshiro256
     /// Copy of the accumulated gradients taken before a micro-batch's backward (accumulation only).
     private var backup: FloatBuffer?
+    /// The ranks of data-parallel training (see Communicator, DataParallel.swift), nil for one process.
+    private(set) var communicator: Communicator?
     /// Norm of the gradient buffer computed by the last guarded backward. Only a caller that runs
     /// the optimizer right after its own backward may reuse it (a host can change the buffer in
     /// between through the distributed grain).
@@ -60,6 +62,14 @@ final class OptimizationState {
 
     var readyToApply: Bool { pendingMicroBatches >= config.gradientAccumulationSteps }
 
+    func setCommunicator(_ c: Communicator?) throws {
+        if pendingMicroBatches > 0 {
+            throw DPOError.wrongState("the communicator cannot change while \(pendingMicroBatches) micro-batches wait for the optimizer")
+        }
+        if let c { try checkRanks(c) }
+        communicator = c
+    }
+
     /// Takes back the last guarded backward, whose optimizer step was refused: the gradient buffer
     /// as it was before it, one micro-batch and `tokens` trained tokens fewer.
     func undoLastBackward(tokens: Int) {
@@ -76,6 +86,10 @@ final class OptimizationState {
     /// scaled one; the buffer is not changed): k / r for a step of r < k micro-batches whose
     /// gradients were each divided by k, so the step uses their mean (transformers' last step of
     /// an epoch).
+    ///
+    /// With a communicator (collective): the ranks' gradient buffers are summed first, and
+    /// `knownNorm` is ignored; a refused step then drops the accumulated micro-batches on every rank
+    /// (the buffer no longer holds this rank's part).
     func applyOptimizer(knownNorm: Double? = nil, accumulationScale: Double = 1) throws -> (gradNorm: Double, learningRate: Double) {
         guard pendingMicroBatches > 0, let g = model.gradients else {
             throw DPOError.wrongState("apply_optimizer: no gradients have been accumulated")
@@ -83,8 +97,23 @@ final class OptimizationState {
         guard model.gradientHolder === self else {
             throw DPOError.wrongState("apply_optimizer: the model's gradient buffer holds another trainer's micro-batches, not this trainer's")
         }
+        if let c = communicator {
+            do {
+                try allreduceGradients(c)
+                return try step(g, knownNorm: nil, accumulationScale: accumulationScale)
+            } catch {
+                dropAccumulation()
+                throw error
+            }
+        }
+        return try step(g, knownNorm: knownNorm, accumulationScale: accumulationScale)
+    }
+
+    private func step(_ g: FloatBuffer, knownNorm: Double?, accumulationScale: Double) throws -> (gradNorm: Double, learningRate: Double) {
         let norm = (knownNorm ?? globalNorm(g.pointer, count: g.count)) * accumulationScale
-        if !norm.isFinite { throw DPOError.numeric("the gradient norm is \(norm); nothing was changed") }
+        if !norm.isFinite {
+            throw DPOError.numeric("the gradient norm is \(norm); " + (communicator == nil ? "nothing was changed" : "the accumulated micro-batches are dropped on every rank"))
+        }
         // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is < 1
         // (applied inside the AdamW step, so a refused step leaves the buffer as it was).
         var clip = 1.0

@@ -72,6 +72,13 @@ public final class SFTTrainer {
     /// Micro-batches accumulated since the last optimizer step.
     public var pendingMicroBatches: Int { state.pendingMicroBatches }
 
+    /// The ranks this trainer trains with (data parallelism, see `Communicator`), nil for one process.
+    public var communicator: Communicator? { state.communicator }
+
+    /// Makes the trainer's calls collective over `communicator`'s ranks (nil: one process again).
+    /// Refused while micro-batches are accumulated.
+    public func setCommunicator(_ communicator: Communicator?) throws { try state.setCommunicator(communicator) }
+
     struct Packed {
         let packed: PackedTokens, head: HeadQuery, numTokens: Int
     }
@@ -126,6 +133,7 @@ public final class SFTTrainer {
     public func step(_ examples: [SFTExample]) throws -> (metrics: SFTMetrics, optimizerStepped: Bool) {
         let tokens = state.numTokens
         let m = try accumulate(examples)
+        if state.readyToApply && communicator != nil { return (try applyOptimizer(knownNorm: nil), true) }
         if state.readyToApply {
             do { return (try applyOptimizer(knownNorm: state.lastBackwardNorm), true) } catch {
                 // The optimizer refused the step: take this call's micro-batch back too.
@@ -137,8 +145,12 @@ public final class SFTTrainer {
         return (m, false)
     }
 
+    /// Forward and backward of one micro-batch into the accumulated gradient (divided by
+    /// `gradient_accumulation_steps`). With a `communicator`: collective, `examples` is this rank's
+    /// shard (possibly empty) of the global micro-batch, whose token mean is the loss.
     @discardableResult
     public func accumulate(_ examples: [SFTExample]) throws -> SFTMetrics {
+        if let c = communicator { return try accumulateShard(examples, c) }
         let p = try pack(examples)
         let out = try model.forward(p.packed, head: p.head, keepActivations: true)
         do { try out.requireFinite("model") } catch {
@@ -163,7 +175,11 @@ public final class SFTTrainer {
     public func applyOptimizer() throws -> SFTMetrics { try applyOptimizer(knownNorm: nil) }
 
     func applyOptimizer(knownNorm: Double?, accumulationScale: Double = 1) throws -> SFTMetrics {
-        let (norm, lr) = try state.applyOptimizer(knownNorm: knownNorm, accumulationScale: accumulationScale)
+        let norm: Double, lr: Double
+        do { (norm, lr) = try state.applyOptimizer(knownNorm: knownNorm, accumulationScale: accumulationScale) } catch {
+            if communicator != nil && state.pendingMicroBatches == 0 { pendingMetrics = [] }  // dropped on every rank
+            throw error
+        }
         let k = Double(max(pendingMetrics.count, 1))
         var m = SFTMetrics()
         m.loss = pendingMetrics.reduce(0) { $0 + $1.loss } / k
@@ -176,8 +192,10 @@ public final class SFTTrainer {
         return m
     }
 
-    /// Metrics without an update (non-finite log-probs throw `DPOError.numeric`).
+    /// Metrics without an update (non-finite log-probs throw `DPOError.numeric`). With a
+    /// `communicator`: collective, the global batch's metrics.
     public func evaluate(_ examples: [SFTExample]) throws -> SFTMetrics {
+        if let c = communicator { return try evaluateShard(examples, c) }
         let p = try pack(examples)
         let out = try model.forward(p.packed, head: p.head, keepActivations: false)
         try out.requireFinite("model")

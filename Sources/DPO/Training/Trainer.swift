@@ -29,6 +29,16 @@ public protocol Trainer: AnyObject {
     func saveCheckpoint(directory: String, extraState: JSONObject) throws
     /// Restores a checkpoint; returns its trainer_state.json.
     @discardableResult func loadCheckpoint(directory: String) throws -> JSONObject
+    /// Throws what a step on a batch holding `example` would throw for it (message "pair 0: ..."
+    /// or "example 0: ..."), so that a loop refuses a bad example before its first step.
+    func check(_ example: Example) throws
+    /// The ranks of data-parallel training (see `Communicator`); nil (the default) for one process.
+    /// With one, `trainStep`, `applyOptimizerAtEpochEnd` and `evaluationMetrics` are collective.
+    var communicator: Communicator? { get }
+}
+
+extension Trainer {
+    public var communicator: Communicator? { nil }
 }
 
 /// The result of one micro-batch of `Trainer.trainStep`.

@@ -17,8 +17,11 @@ public struct TrainerState: Equatable, Sendable {
     public var loggingSteps = 0
     public var evalSteps = 0
     public var saveSteps = 0
-    /// Examples per micro-batch.
+    /// Examples per micro-batch (per rank).
     public var trainBatchSize = 0
+    /// Ranks of data-parallel training (1: one process); a global micro-batch is
+    /// `trainBatchSize` x `worldSize` examples. In trainer_state.json as `world_size` when > 1.
+    public var worldSize = 1
     /// Every record `log` produced, in order (transformers' `log_history`).
     public var logHistory: [LogRecord] = []
     /// The optimizer steps since the last log (their metrics, for the next record's means).
@@ -30,6 +33,7 @@ public struct TrainerState: Equatable, Sendable {
         a.globalStep == b.globalStep && a.epoch == b.epoch && a.maxSteps == b.maxSteps
             && a.numTrainEpochs == b.numTrainEpochs && a.loggingSteps == b.loggingSteps
             && a.evalSteps == b.evalSteps && a.saveSteps == b.saveSteps && a.trainBatchSize == b.trainBatchSize
+            && a.worldSize == b.worldSize
             && a.logHistory == b.logHistory
             && a.window.map { $0.map(\.name) } == b.window.map { $0.map(\.name) }
             && a.window.map { $0.map(\.value) } == b.window.map { $0.map(\.value) }
@@ -67,6 +71,7 @@ public struct TrainerState: Equatable, Sendable {
         o["eval_steps"] = .number(Double(evalSteps))
         o["save_steps"] = .number(Double(saveSteps))
         o["train_batch_size"] = .number(Double(trainBatchSize))
+        if worldSize > 1 { o["world_size"] = .number(Double(worldSize)) }
         o["log_history"] = .array(logHistory.map { .object(Self.recordJSON($0)) })
         o["log_window"] = .array(window.map { step in
             .array(step.map { .array([.string($0.name), .number($0.value)]) })
@@ -107,6 +112,10 @@ public struct TrainerState: Equatable, Sendable {
         t.maxSteps = try int("max_steps"); t.numTrainEpochs = try int("num_train_epochs")
         t.loggingSteps = try int("logging_steps"); t.evalSteps = try int("eval_steps")
         t.saveSteps = try int("save_steps"); t.trainBatchSize = try int("train_batch_size")
+        if s["world_size"] != nil {
+            t.worldSize = try int("world_size")
+            if t.worldSize < 1 { throw fail("'world_size' must be >= 1") }
+        }
         guard let history = s["log_history"]?.array else { throw fail("'log_history' is not a list") }
         t.logHistory = try history.enumerated().map { i, v in
             guard let o = v.object else { throw fail("log_history[\(i)] is not an object") }

@@ -86,6 +86,9 @@ public struct TrainingArguments: Equatable, Sendable {
             if !ok { throw DPOError.invalidArgument("\(field) must be \(rule), got \(value)") }
         }
         try check(!outputDir.isEmpty, "output_dir", "''", "a directory path")
+        for (field, path) in [("output_dir", outputDir), ("logging_dir", loggingDir), ("resume_from_checkpoint", resumeFromCheckpoint)] {
+            if let path, path.utf8.contains(0) { throw DPOError.invalidArgument("\(field) must not contain a NUL character") }
+        }
         try check(numTrainEpochs > 0 && numTrainEpochs <= 1e6, "num_train_epochs", numTrainEpochs, "in (0, 1e6]")
         try check(maxSteps <= 1 << 40, "max_steps", maxSteps, "<= 2^40 (or <= 0 for epochs)")
         try check(perDeviceTrainBatchSize >= 1 && perDeviceTrainBatchSize <= 1 << 30, "per_device_train_batch_size", perDeviceTrainBatchSize, "in [1, 2^30]")
@@ -106,21 +109,25 @@ public struct TrainingArguments: Equatable, Sendable {
 
     /// The shape of an epoch over `examples` training examples: micro-batches per epoch and
     /// optimizer steps per epoch (transformers' `len(dataloader)` and `num_update_steps_per_epoch`).
-    public func epochShape(examples: Int) throws -> (microBatches: Int, updateSteps: Int) {
+    /// With `worldSize` data-parallel ranks a micro-batch is `per_device_train_batch_size` x
+    /// `worldSize` examples (the global batch).
+    public func epochShape(examples: Int, worldSize: Int = 1) throws -> (microBatches: Int, updateSteps: Int) {
         if examples <= 0 { throw DPOError.invalidArgument("train_dataset is empty") }
-        let bs = perDeviceTrainBatchSize
+        if worldSize < 1 || worldSize > 1 << 20 { throw DPOError.invalidArgument("world size must be in [1, 2^20], got \(worldSize)") }
+        let bs = perDeviceTrainBatchSize * worldSize
         let batches = dataloaderDropLast ? examples / bs : (examples + bs - 1) / bs
         if batches == 0 {
-            throw DPOError.invalidArgument("dataloader_drop_last: the \(examples) training examples make no full batch of per_device_train_batch_size \(bs)")
+            let what = worldSize == 1 ? "per_device_train_batch_size \(bs)" : "per_device_train_batch_size \(perDeviceTrainBatchSize) x \(worldSize) ranks"
+            throw DPOError.invalidArgument("dataloader_drop_last: the \(examples) training examples make no full batch of \(what)")
         }
         let k = gradientAccumulationSteps
         return (batches, max(1, (batches + k - 1) / k))
     }
 
     /// Optimizer steps of the run: `max_steps` if positive, else ceil(num_train_epochs x steps per epoch).
-    public func resolvedMaxSteps(examples: Int) throws -> Int {
+    public func resolvedMaxSteps(examples: Int, worldSize: Int = 1) throws -> Int {
         if maxSteps > 0 { return maxSteps }
-        let perEpoch = try epochShape(examples: examples).updateSteps
+        let perEpoch = try epochShape(examples: examples, worldSize: worldSize).updateSteps
         let steps = (numTrainEpochs * Double(perEpoch)).rounded(.up)
         if !(steps <= 0x1p40) {
             throw DPOError.invalidArgument("num_train_epochs \(numTrainEpochs) x \(perEpoch) steps per epoch is more than 2^40 optimizer steps")

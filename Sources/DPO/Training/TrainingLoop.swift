@@ -17,6 +17,15 @@ import Glibc
 /// `eval_steps` / `save_steps` and at the last step); after each epoch, and after the last step,
 /// evaluate and save (epoch strategy). Then a summary record (train_runtime, train_loss, ...).
 ///
+/// Data parallel (the trainer has a `Communicator`; set it before making the loop): every rank
+/// runs this loop over the same dataset with the same arguments. A global micro-batch is
+/// `per_device_train_batch_size` x ranks examples of the order above, rank r taking the r-th
+/// `per_device_train_batch_size` of them (the last ones shorter or empty), so the ranks together
+/// train exactly what one process with the global batch would; evaluation batches are split the
+/// same way. Metrics are the global batch's on every rank; rank 0 alone writes the log sinks,
+/// checkpoints and rotations. A stop (`shouldStop` on any rank) takes effect at the next
+/// optimizer-step boundary, where a checkpoint holds no rank's partial gradients.
+///
 /// Not thread-safe: one loop is used by one thread at a time.
 public final class TrainingLoop<T: Trainer> {
     public let trainer: T
@@ -29,25 +38,49 @@ public final class TrainingLoop<T: Trainer> {
     /// The sinks of `report_to` (more can be added).
     public var logSinks: [LogSink]
     private var sinksOpen = false
+    /// The trainer's communicator when the loop was made (nil: one process).
+    public let communicator: Communicator?
+    /// This process's rank and the number of ranks (0 and 1 without a communicator).
+    public var rank: Int { communicator?.rank ?? 0 }
+    public var worldSize: Int { communicator?.size ?? 1 }
 
     /// - Parameters:
     ///   - trainDataset: the training examples (what the data layer prepares, e.g.
     ///     `TokenizedPreference.pair`, `TokenizedSFT.example()`). May be empty for a loop that only
     ///     evaluates; `train()` then refuses.
     ///   - evalDataset: needed by `evaluate()` and by an `eval_strategy` other than "no".
+    ///   - trainLocations / evalLocations: where each example came from (a prepared dataset's
+    ///     `locations`), for the messages of examples refused here; default: their index.
     public init(trainer: T, args: TrainingArguments, trainDataset: [T.Example], evalDataset: [T.Example]? = nil,
-                callbacks: [TrainerCallback] = []) throws {
+                callbacks: [TrainerCallback] = [], trainLocations: [RowLocation]? = nil,
+                evalLocations: [RowLocation]? = nil) throws {
         try args.validate()
         if let e = evalDataset, e.isEmpty { throw DPOError.invalidArgument("eval_dataset is empty") }
         if args.evalStrategy != .no && evalDataset == nil {
             throw DPOError.invalidArgument("eval_strategy '\(args.evalStrategy.rawValue)' needs an eval_dataset")
         }
+        // Every example is checked now, so that none fails after optimizer steps have been taken.
+        try Self.check(trainDataset, trainLocations, "train_dataset", trainer)
+        if let evalDataset { try Self.check(evalDataset, evalLocations, "eval_dataset", trainer) }
         self.trainer = trainer
         self.args = args
         self.trainDataset = trainDataset
         self.evalDataset = evalDataset
         self.callbacks = callbacks
-        logSinks = args.makeLogSinks()
+        communicator = trainer.communicator
+        logSinks = (communicator?.rank ?? 0) == 0 ? args.makeLogSinks() : []
+    }
+
+    /// `trainer.check` on every example; a refused one is named by its location.
+    private static func check(_ examples: [T.Example], _ locations: [RowLocation]?, _ name: String, _ trainer: T) throws {
+        for (i, e) in examples.enumerated() {
+            do { try trainer.check(e) } catch DPOError.invalidArgument(let message) {
+                var m = Substring(message)
+                for prefix in ["pair 0: ", "example 0: "] where m.hasPrefix(prefix) { m = m.dropFirst(prefix.count) }
+                let at = locations.flatMap { i < $0.count ? $0[i] : nil } ?? RowLocation(index: i)
+                throw DPOError.invalidArgument("\(name) \(at): \(m)")
+            }
+        }
     }
 
     // MARK: - Training
@@ -58,9 +91,13 @@ public final class TrainingLoop<T: Trainer> {
     public func train(resumeFromCheckpoint: String? = nil) throws -> TrainOutput {
         let n = trainDataset.count
         if n == 0 { throw DPOError.invalidArgument("train_dataset is empty") }
-        let shape = try args.epochShape(examples: n)
-        let maxSteps = try args.resolvedMaxSteps(examples: n)
+        if trainer.communicator !== communicator {
+            throw DPOError.wrongState("the trainer's communicator changed after the training loop was made")
+        }
+        let shape = try args.epochShape(examples: n, worldSize: worldSize)
+        let maxSteps = try args.resolvedMaxSteps(examples: n, worldSize: worldSize)
         let k = args.gradientAccumulationSteps, bs = args.perDeviceTrainBatchSize
+        let globalBatch = bs * worldSize
 
         var next = state
         next.maxSteps = maxSteps
@@ -69,7 +106,15 @@ public final class TrainingLoop<T: Trainer> {
         next.evalSteps = args.resolvedEvalSteps
         next.saveSteps = args.saveSteps
         next.trainBatchSize = bs
-        if let resume = resumeFromCheckpoint ?? args.resumeFromCheckpoint {
+        next.worldSize = worldSize
+        let resume = resumeFromCheckpoint ?? args.resumeFromCheckpoint
+        if resume == nil && trainer.globalStep >= maxSteps {
+            throw DPOError.invalidArgument("train(): the trainer has taken \(trainer.globalStep) optimizer steps and max_steps is \(maxSteps): nothing to train (raise max_steps or num_train_epochs)")
+        }
+        // A run that saves checkpoints finds out now, not after its first save_steps, that
+        // output_dir cannot be made (data parallel: rank 0, which writes them).
+        if args.saveStrategy != .no && rank == 0 { try makeDirectories(args.outputDir) }
+        if let resume {
             let loaded = try resumeTrainer(from: resume)
             next.logHistory = loaded?.logHistory ?? []
             next.window = loaded?.window ?? []
@@ -104,13 +149,14 @@ public final class TrainingLoop<T: Trainer> {
                 epoch += 1; micro = 0
                 order = epochOrder(epoch)
             }
-            if callbacks.contains(where: { $0.shouldStop(state: state) }) {
+            if try stopRequested() {
                 let dir = try saveCheckpoint()
                 return TrainOutput(globalStep: trainer.globalStep, trainingLoss: lossSteps > 0 ? lossSum / Double(lossSteps) : 0,
                                    metrics: [:], interruptedCheckpoint: dir)
             }
-            let lo = micro * bs, hi = min(lo + bs, n)
-            var out = try trainer.trainStep(order[lo..<hi].map { trainDataset[$0] })
+            let lo = micro * globalBatch, hi = min(lo + globalBatch, n)
+            let mine = communicator?.shard(of: hi - lo, perRank: bs) ?? 0..<(hi - lo)
+            var out = try trainer.trainStep(order[(lo + mine.lowerBound)..<(lo + mine.upperBound)].map { trainDataset[$0] })
             micro += 1
             if !out.optimizerStepped && micro == shape.microBatches {
                 out = TrainStepOutput(metrics: try trainer.applyOptimizerAtEpochEnd(), optimizerStepped: true)
@@ -134,7 +180,7 @@ public final class TrainingLoop<T: Trainer> {
 
         let runtime = max(monotonicSeconds() - start, 1e-9)
         let trainingLoss = lossSteps > 0 ? lossSum / Double(lossSteps) : 0
-        let samples = args.maxSteps > 0 ? Double(maxSteps) * Double(bs) * Double(k) : Double(n) * args.numTrainEpochs
+        let samples = args.maxSteps > 0 ? Double(maxSteps) * Double(globalBatch) * Double(k) : Double(n) * args.numTrainEpochs
         var metrics: LogRecord = [
             "train_runtime": rounded(runtime, 4),
             "train_samples_per_second": rounded(samples / runtime, 3),
@@ -156,6 +202,16 @@ public final class TrainingLoop<T: Trainer> {
         return order
     }
 
+    /// Whether a callback asks to stop. Data parallel: asked only between optimizer steps, and
+    /// collectively (one rank asking stops all).
+    private func stopRequested() throws -> Bool {
+        guard let c = communicator else { return callbacks.contains(where: { $0.shouldStop(state: state) }) }
+        if trainer.pendingMicroBatches > 0 { return false }
+        var v = [callbacks.contains(where: { $0.shouldStop(state: state) }) ? 1.0 : 0.0]
+        try c.allreduceSum(&v)
+        return v[0] > 0
+    }
+
     private func epochEnd() throws {
         if args.evalStrategy == .epoch { _ = try evaluate() }
         if args.saveStrategy == .epoch { try saveCheckpoint() }
@@ -173,8 +229,9 @@ public final class TrainingLoop<T: Trainer> {
     private func resumeTrainer(from directory: String) throws -> TrainerState? {
         if let bytes = try? readFile(joinPath(directory, "trainer_state.json")), let s = try? JSON.parse(bytes).object {
             let pre = try TrainerState.fromCheckpoint(s, directory: directory)
-            if let pre, pre.trainBatchSize != args.perDeviceTrainBatchSize {
-                throw DPOError.invalidArgument("resume_from_checkpoint: '\(directory)' was trained with per_device_train_batch_size \(pre.trainBatchSize), the arguments give \(args.perDeviceTrainBatchSize) (the batches would differ)")
+            if let pre, pre.trainBatchSize * pre.worldSize != args.perDeviceTrainBatchSize * worldSize {
+                func on(_ ranks: Int) -> String { ranks == 1 ? "" : " on \(ranks) ranks" }
+                throw DPOError.invalidArgument("resume_from_checkpoint: '\(directory)' was trained with per_device_train_batch_size \(pre.trainBatchSize)\(on(pre.worldSize)), the arguments give \(args.perDeviceTrainBatchSize)\(on(worldSize)) (the batches would differ)")
             }
             if let k = s["config"]?.object?["gradient_accumulation_steps"]?.int {
                 try checkAccumulation(k, "the checkpoint '\(directory)'")
@@ -193,7 +250,7 @@ public final class TrainingLoop<T: Trainer> {
         record["epoch"] = state.epoch
         record["step"] = Double(state.globalStep)
         try openSinks()
-        state.logHistory.append(record)
+        state.logHistory.append(record)  // on every rank: a resumed run's history is rank 0's
         for sink in logSinks { try sink.write(record) }
         for c in callbacks { c.onLog(record, state: state) }
     }
@@ -212,17 +269,20 @@ public final class TrainingLoop<T: Trainer> {
     }
 
     /// Metrics of the model on `dataset` (default `evalDataset`; batches of
-    /// `per_device_eval_batch_size`, in order), `eval_` names, each the mean over the examples
-    /// (batch means weighted by batch size); logged as a record.
+    /// `per_device_eval_batch_size` x ranks, in order, split across the ranks as training batches
+    /// are), `eval_` names, each the mean over the examples (batch means weighted by batch size);
+    /// logged as a record. Data parallel: collective (every rank calls it with the same dataset).
     @discardableResult
     public func evaluate(_ dataset: [T.Example]? = nil) throws -> [String: Double] {
         guard let eval = dataset ?? evalDataset else { throw DPOError.invalidArgument("evaluate: there is no eval_dataset") }
         if eval.isEmpty { throw DPOError.invalidArgument("evaluate: the eval dataset is empty") }
         var names: [String] = [], sums: [String: Double] = [:]
         var i = 0
+        let batch = args.perDeviceEvalBatchSize * worldSize
         while i < eval.count {
-            let hi = min(i + args.perDeviceEvalBatchSize, eval.count)
-            for (name, value) in try trainer.evaluationMetrics(Array(eval[i..<hi])) {
+            let hi = min(i + batch, eval.count)
+            let mine = communicator?.shard(of: hi - i, perRank: args.perDeviceEvalBatchSize) ?? 0..<(hi - i)
+            for (name, value) in try trainer.evaluationMetrics(Array(eval[(i + mine.lowerBound)..<(i + mine.upperBound)])) {
                 if sums[name] == nil { names.append(name) }
                 sums[name, default: 0] += value * Double(hi - i)
             }
@@ -234,10 +294,12 @@ public final class TrainingLoop<T: Trainer> {
     }
 
     /// Writes `output_dir/checkpoint-<step>` (the trainer's checkpoint with the loop's state in
-    /// trainer_state.json), then applies `save_total_limit`. Returns its path.
+    /// trainer_state.json), then applies `save_total_limit`. Returns its path. Data parallel: rank
+    /// 0 writes (the ranks' states are the same), the others only return the path.
     @discardableResult
     public func saveCheckpoint() throws -> String {
         let dir = joinPath(args.outputDir, "checkpoint-\(trainer.globalStep)")
+        if rank != 0 { return dir }
         try trainer.saveCheckpoint(directory: dir, extraState: state.checkpointFields)
         for c in callbacks { c.onSave(checkpoint: dir, state: state) }
         try rotateCheckpoints(keeping: "checkpoint-\(trainer.globalStep)")
@@ -263,10 +325,11 @@ public final class TrainingLoop<T: Trainer> {
     }
 
     /// Saves the trained model (config.json + model.safetensors) to `directory`, default
-    /// `output_dir` (transformers' `save_model`). Returns the directory.
+    /// `output_dir` (transformers' `save_model`). Returns the directory. Data parallel: rank 0 writes.
     @discardableResult
     public func saveModel(_ directory: String? = nil) throws -> String {
         let dir = directory ?? args.outputDir
+        if rank != 0 { return dir }
         try trainer.model.save(directory: dir)
         return dir
     }

@@ -45,8 +45,9 @@ class PreparedDataset(Handle):
         n = len(self)
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(n))]
-        if not isinstance(index, int) or isinstance(index, bool):
+        if isinstance(index, bool) or not hasattr(index, "__index__"):
             raise TypeError("dataset indices must be integers or slices, not %s" % type(index).__name__)
+        index = index.__index__()  # numpy integers too
         if index < 0:
             index += n
         if not 0 <= index < n:

@@ -5,7 +5,9 @@ import ctypes
 import json
 import os
 import re
+import signal
 import sys
+import threading
 import time
 from ctypes import c_char_p, c_void_p
 
@@ -94,10 +96,11 @@ class Loop:
 
     def __init__(self, trainer, create):
         self.trainer = trainer
-        self.callbacks = list(trainer.callbacks)
+        self.callbacks = trainer.callbacks  # the trainer's list: callbacks added later are called too
         self.control = TrainerControl()
         self.state = TrainerState()
         self.error = None
+        self.interrupted = False
         self.progress = None
         self._callback = _lib.LoopCallback(self._on_event)  # kept alive as long as the loop
         params = _lib.new(_lib.LoopParams)
@@ -153,7 +156,7 @@ class Loop:
                 self._notify("on_log", logs=data)
             elif event == _lib.EVENT_SAVE:
                 self._notify("on_save", checkpoint=data.get("checkpoint"))
-            return 1 if self.control.should_training_stop else 0
+            return 1 if self.control.should_training_stop or self.interrupted else 0
         except BaseException as e:  # KeyboardInterrupt included: stop with a checkpoint, re-raise after
             if self.error is None:
                 self.error = e
@@ -171,19 +174,40 @@ class Loop:
                 method(self.trainer.args, self.state, self.control, **kwargs)
 
     def _run(self, body):
+        """Runs a loop call. Ctrl-C while it runs only sets a flag (a KeyboardInterrupt raised
+        inside the ctypes callback would be swallowed by ctypes): the callback then asks the loop
+        to stop, which it does after a checkpoint, and KeyboardInterrupt is raised here after."""
         self.error = None
+        self.interrupted = False
         self.control.should_training_stop = False
         self.progress = None if self.trainer.args.disable_tqdm else _Progress(sys.stderr)
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            def on_sigint(signum, frame):
+                self.interrupted = True
+            previous = signal.signal(signal.SIGINT, on_sigint)
+        failed = True
         try:
-            return body()
+            result = body()
+            failed = False
+            return result
         finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
             if self.progress:
                 self.progress.close()
             self.progress = None
-            self.refresh()
+            try:
+                self.refresh()
+            except Exception:
+                if not failed and self.error is None:
+                    raise  # otherwise the error already on its way out is the one to see
             if self.error is not None:
                 error, self.error = self.error, None
                 raise error
+            if self.interrupted:
+                self.interrupted = False
+                raise KeyboardInterrupt
 
     # -- the loop's calls -----------------------------------------------------------------------
 

@@ -3,6 +3,7 @@ import ctypes
 import gc
 import json
 import math
+import os
 import weakref
 from ctypes import c_double, c_int32, c_int64, c_void_p
 
@@ -216,11 +217,18 @@ def _json_fields(fields):
         for v in values:
             if isinstance(v, float) and not math.isfinite(v):
                 raise ValueError("%s = %r is not a finite number" % (key, value))
+            # The library reads JSON numbers as doubles: an integer in (2^53, 2^64] (a seed) would
+            # change silently; larger ones are out of every range, which the library says.
+            if isinstance(v, int) and not isinstance(v, bool) and 2**53 < abs(v) <= 2**64:
+                raise InvalidArgumentError("%s = %r is beyond 2^53, which a JSON number does not hold exactly"
+                                           % (key, value))
     return json.dumps(fields, default=_jsonable).encode()
 
 
 def _jsonable(x):
-    """numpy scalars and arrays in JSON payloads."""
+    """numpy scalars and arrays, and paths (os.PathLike), in JSON payloads."""
     if hasattr(x, "tolist"):
         return x.tolist()
+    if isinstance(x, os.PathLike):
+        return os.fsdecode(x)
     raise TypeError("%r is not JSON serializable" % (x,))

@@ -1,6 +1,7 @@
 """DPOConfig / DPOTrainer and SFTConfig / SFTTrainer with TRL's names, over libdpo."""
 import ctypes
 import json
+import threading
 from ctypes import POINTER, c_double, c_float, c_int64, c_void_p
 
 from . import _batch, _lib
@@ -80,7 +81,8 @@ class DPOConfig(_Config):
     gradient_accumulation_steps, seed) and its loop fields (output_dir, num_train_epochs,
     per_device_train_batch_size, per_device_eval_batch_size, logging_steps, logging_first_step,
     eval_strategy, eval_steps, save_strategy, save_steps, save_total_limit, data_seed, shuffle,
-    dataloader_drop_last, resume_from_checkpoint, report_to, disable_tqdm), with TRL's defaults."""
+    dataloader_drop_last, resume_from_checkpoint, report_to (none, jsonl, tensorboard), logging_dir,
+    disable_tqdm), with TRL's defaults."""
 
     _resolve = _lib.lib.dpo_trainer_config_json
 
@@ -115,8 +117,10 @@ class _Trainer(Handle):
         create = getattr(_lib.lib, self._fn + "dataset_create")
         self.train_dataset = prepare(create, self._handle, self.processing_class, train_dataset, "train_dataset")
         self.eval_dataset = prepare(create, self._handle, self.processing_class, eval_dataset, "eval_dataset")
-        self.callbacks = list(callbacks or [])
+        # transformers accepts callback classes as well as instances.
+        self.callbacks = [cb() if isinstance(cb, type) else cb for cb in (callbacks or [])]
         self._loop = None
+        self._loop_lock = threading.Lock()
 
     def _call(self, name, *args):
         _lib.check(getattr(_lib.lib, self._fn + name)(self._handle, *args))
@@ -128,9 +132,12 @@ class _Trainer(Handle):
         return _metrics(m, self._metric_names, prefix)
 
     def _driver(self):
-        if self._loop is None:
-            self._loop = Loop(self, getattr(_lib.lib, self._fn + "loop_create"))
-        return self._loop
+        """The engine loop, made on first use with the args as they are then (later changes of
+        trainer.args do not reach it, as the datasets were prepared with the args given)."""
+        with self._loop_lock:
+            if self._loop is None:
+                self._loop = Loop(self, getattr(_lib.lib, self._fn + "loop_create"))
+            return self._loop
 
     def close(self):
         super().close()  # first: it may refuse (live gradient views), and then nothing changes

@@ -38,3 +38,17 @@ def test_train_py_matches_train_c(tmp_path):
     (tmp_path / "py").mkdir()
     c_out = subprocess.run([str(exe)], cwd=str(tmp_path / "c"), check=True, capture_output=True, text=True).stdout
     assert c_out == run_python_example(tmp_path / "py")
+
+
+def test_trl_workflow_py(tmp_path):
+    """examples/trl_workflow.py (the README's TRL-workflow example) on the SmolLM2 GGUF."""
+    gguf = os.environ.get("DPO_TEST_GGUF", os.path.join(ROOT, ".cache", "models", "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    if not os.path.isfile(gguf):
+        pytest.fail("%s is missing: run `make deps`" % gguf)
+    env = dict(os.environ, PYTHONPATH=PKG + os.pathsep + os.environ.get("PYTHONPATH", ""), DPO_TEST_GGUF=gguf)
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "trl_workflow.py")], cwd=str(tmp_path),
+                         env=env, check=True, capture_output=True, text=True).stdout.splitlines()
+    assert out[0] == "[1, 9690, 198, 2683, 359, 253, 5356, 5646]"   # <|im_start|>system\nYou are a ...
+    assert out[-1].split()[0] == "1"                                # one optimizer step
+    assert (tmp_path / "runs" / "smol" / "model.safetensors").exists()
+    assert (tmp_path / "runs" / "smol" / "metrics.jsonl").exists()

@@ -255,3 +255,45 @@ def test_train_needs_a_dataset(trainer):
         trainer.train()
     with pytest.raises(dpo.InvalidArgumentError, match="eval_dataset"):
         trainer.evaluate()
+
+
+def test_ctrl_c_stops_after_a_checkpoint_and_raises(tmp_path):
+    """SIGINT during train(): the run stops after a checkpoint and KeyboardInterrupt is raised
+    (ctypes would swallow one raised inside the callback); training then resumes and continues."""
+    import signal
+
+    class CtrlCAt2:
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    pairs = make_pairs() * 2
+    args = _loop_args(tmp_path, max_steps=4, save_strategy="steps", save_steps=100)
+    with dpo.Model.from_config(TINY, seed=1) as m:
+        with dpo.DPOTrainer(m, args=args, train_dataset=pairs, callbacks=[CtrlCAt2]) as t:  # a class, as transformers takes
+            with pytest.raises(KeyboardInterrupt):
+                t.train()
+            assert t.state.global_step == 2 and os.path.isdir(tmp_path / "checkpoint-2")
+            t.callbacks.clear()
+            out = t.train()  # the stop is not sticky: the same trainer goes on to max_steps
+            assert out.global_step == 4
+            with pytest.raises(dpo.InvalidArgumentError, match="nothing to train"):
+                t.train()
+
+
+def test_examples_are_checked_before_the_first_step(tmp_path):
+    pairs = make_pairs()
+    bad = pairs + [{"prompt_ids": [1, 2], "chosen_ids": [], "rejected_ids": [3]}]
+    with dpo.Model.from_config(TINY, seed=1) as m:
+        with dpo.DPOTrainer(m, args=_loop_args(tmp_path), train_dataset=bad) as t:
+            with pytest.raises(dpo.InvalidArgumentError, match="train_dataset row 4: .*chosen_ids"):
+                t.train()
+            assert t.global_step == 0
+        # The same prepared dataset may be the train and the eval dataset.
+        with dpo.DPOTrainer(m, args=_loop_args(tmp_path, eval_strategy="steps", eval_steps=2), train_dataset=pairs) as t:
+            with dpo.DPOTrainer(m, args=_loop_args(tmp_path, eval_strategy="steps", eval_steps=2),
+                                train_dataset=t.train_dataset, eval_dataset=t.train_dataset) as u:
+                assert u.train().global_step == 4
+        with pytest.raises(dpo.InvalidArgumentError, match="2\\^53"):
+            dpo.DPOConfig(seed=2**53 + 1)
+        assert dpo.DPOConfig(output_dir=tmp_path / "p").output_dir == str(tmp_path / "p")
