@@ -10,11 +10,19 @@ by log_softmax + gather over the full logits, summed per sequence, the sigmoid l
 backward, clip_grad_norm_(1.0), AdamW (lr 1e-7) and zero_grad. Prints the fields `dpo bench`
 prints, with the same names; --json prints one JSON object.
 
+--bf16 runs the policy's and the reference's forward (and so the backward of the autocast ops)
+under torch.autocast("cpu", dtype=torch.bfloat16), as `dpo bench --bf16` runs its products in bf16
+(weights, gradients and AdamW stay fp32). --trl times TRL's own DPOTrainer instead of the step
+written out here: TRL 1.16's defaults (padded batches, gradient checkpointing, its fused LM head),
+the same model, pairs and frozen reference, learning rate 1e-7, `bf16` as --bf16 says (TRL's
+default is bf16=True), each step timed by a callback.
+
 Install (CPU wheels) and run:
     python3 -m venv venv && venv/bin/pip install torch transformers \
         --extra-index-url https://download.pytorch.org/whl/cpu
     venv/bin/python tools/bench_torch.py --shape tiny --steps 5 --warmup 1
     venv/bin/python tools/bench_torch.py --shape smollm2-135m --json
+    venv/bin/python tools/bench_torch.py --shape smollm2-135m --bf16 [--trl]   (--trl: pip install trl)
 tools/compare_bench.sh runs this and `dpo bench` alternately and prints the ratios.
 """
 import argparse
@@ -27,6 +35,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+import transformers
 from transformers import LlamaConfig, LlamaForCausalLM
 
 # The shapes of BenchShape in Sources/dpo-cli/Bench.swift (other fields: Swift's LlamaConfig defaults).
@@ -80,6 +89,67 @@ def sgemm_gflops(m=1024, n=1536, k=576, runs=5):
     return 2 * m * n * k / statistics.median(times) / 1e9
 
 
+def bf16_mm_gflops(m=1024, n=1536, k=576, runs=5):
+    """torch.mm rate on bfloat16 [m, k] @ [k, n] (what autocast runs a linear layer with)."""
+    a, b = (torch.rand(m, k) - 0.5).bfloat16(), (torch.rand(k, n) - 0.5).bfloat16()
+    torch.mm(a, b)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - t0)
+    return 2 * m * n * k / statistics.median(times) / 1e9
+
+
+def trl_step_times(a, config, policy, ref, prompt, chosen, rejected):
+    """Step times of TRL's DPOTrainer (its defaults, `bf16=a.bf16`) on the pairs, one batch per step."""
+    import tempfile
+    import warnings
+
+    from datasets import Dataset
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast, TrainerCallback
+    from transformers.trainer_callback import PrinterCallback
+    from trl import DPOConfig, DPOTrainer
+
+    class PreTokenized(DPOTrainer):
+        """TRL 1.16 cannot take a pre-tokenized dataset (see tools/make_trl_fixtures.py): pass it through."""
+
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            return dataset
+
+    class Timer(TrainerCallback):
+        def __init__(self):
+            self.times, self.t0 = [], 0.0
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.times.append(time.perf_counter() - self.t0)
+
+    # A tokenizer only for the collator's pad id (token k is "t<k>"; 0 pads).
+    vocab = {f"t{i}": i for i in range(config.vocab_size)}
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab=vocab, unk_token="t0")),
+                                  pad_token="t0", eos_token="t0")
+    rows = [{"prompt_ids": prompt[i].tolist(), "chosen_ids": chosen[i].tolist(), "rejected_ids": rejected[i].tolist()}
+            for i in range(a.pairs)]
+    total = a.warmup + a.steps
+    timer = Timer()
+    warnings.filterwarnings("ignore", category=FutureWarning)  # transformers 5's renamings of TRL's arguments
+    transformers.logging.set_verbosity_error()
+    with tempfile.TemporaryDirectory() as tmp:
+        args = DPOConfig(output_dir=tmp, per_device_train_batch_size=a.pairs, max_steps=total, learning_rate=1e-7,
+                         bf16=a.bf16, use_cpu=True, max_length=None, report_to="none", save_strategy="no",
+                         logging_steps=total, disable_tqdm=True, dataloader_num_workers=0,
+                         precompute_ref_log_probs=ref is None)
+        trainer = PreTokenized(model=policy, ref_model=ref, args=args, processing_class=tok,
+                               train_dataset=Dataset.from_list(rows * total), callbacks=[timer])
+        trainer.remove_callback(PrinterCallback)  # disable_tqdm adds it; it prints the logs to stdout
+        trainer.train()
+    return timer.times[a.warmup:]
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--shape", choices=SHAPES, default="tiny")
@@ -92,6 +162,8 @@ def main():
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
     p.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa", help="attention implementation")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.add_argument("--bf16", action="store_true", help="forwards under torch.autocast(\"cpu\", dtype=torch.bfloat16)")
+    p.add_argument("--trl", action="store_true", help="time TRL's DPOTrainer (its defaults) instead of the plain step")
     a = p.parse_args()
     if min(a.pairs, a.prompt_length, a.completion_length, a.steps, a.threads) < 1 or a.warmup < 0:
         p.error("--pairs, --prompt-length, --completion-length, --steps, --threads must be >= 1, --warmup >= 0")
@@ -114,19 +186,21 @@ def main():
     input_ids = torch.cat([torch.cat([prompt, chosen], 1), torch.cat([prompt, rejected], 1)], 0)
     completion_mask = torch.cat([torch.zeros(2 * n, P), torch.ones(2 * n, C)], 1)
 
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16)
     precomputed = None
-    if ref is None:  # TRL's precompute_ref_log_probs without a ref model: the initial policy, once
-        with torch.no_grad():
+    if ref is None and not a.trl:  # TRL's precompute_ref_log_probs without a ref model: the initial policy, once
+        with torch.no_grad(), autocast:
             precomputed = sequence_logps(policy.eval(), input_ids, completion_mask)
         policy.train()
 
     def step():
-        logps = sequence_logps(policy, input_ids, completion_mask)
-        if ref is not None:
-            with torch.no_grad():
-                ref_logps = sequence_logps(ref, input_ids, completion_mask)
-        else:
-            ref_logps = precomputed
+        with autocast:
+            logps = sequence_logps(policy, input_ids, completion_mask)
+            if ref is not None:
+                with torch.no_grad():
+                    ref_logps = sequence_logps(ref, input_ids, completion_mask)
+            else:
+                ref_logps = precomputed
         chosen_logps, rejected_logps = logps.chunk(2)
         ref_chosen, ref_rejected = ref_logps.chunk(2)
         delta = (chosen_logps - rejected_logps) - (ref_chosen - ref_rejected)
@@ -136,12 +210,15 @@ def main():
         opt.step()
         opt.zero_grad()
 
-    times = []
-    for i in range(a.warmup + a.steps):
-        t0 = time.perf_counter()
-        step()
-        if i >= a.warmup:
-            times.append(time.perf_counter() - t0)
+    if a.trl:
+        times = trl_step_times(a, config, policy, ref, prompt, chosen, rejected)
+    else:
+        times = []
+        for i in range(a.warmup + a.steps):
+            t0 = time.perf_counter()
+            step()
+            if i >= a.warmup:
+                times.append(time.perf_counter() - t0)
 
     t = statistics.median(times)
     tokens = n * (2 * P + 2 * C)  # TRL's num_tokens per step
@@ -150,16 +227,19 @@ def main():
     result = {
         "threads": torch.get_num_threads(),
         "parameters": sum(x.numel() for x in policy.parameters()),  # tied head counted once
+        "bf16": int(a.bf16),
         "step_seconds": t, "tokens_per_step": tokens, "tokens_per_second": tokens / t,
         "gemm_flops_per_step": flops, "achieved_gflops": flops / t / 1e9,
-        "sgemm_gflops": sgemm, "ratio_to_sgemm": flops / t / 1e9 / sgemm,
+        "sgemm_gflops": sgemm, "ratio_to_sgemm": flops / t / 1e9 / sgemm, "bf16_mm_gflops": bf16_mm_gflops(),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux: KiB
     }
     if a.json:
-        print(json.dumps({"shape": a.shape, "mode": "step", "reference": a.reference, "packing": "plain", **result}))
+        print(json.dumps({"shape": a.shape, "mode": "step", "reference": a.reference, "packing": "plain",
+                          "runner": "trl" if a.trl else "eager", **result}))
     else:
         print(f"shape {a.shape}, mode step, {n} pairs x ({P} prompt + 2 x {C} completion), "
-              f"reference {a.reference}, packing plain (torch {torch.__version__}, attn {a.attn})")
+              f"reference {a.reference}, packing plain (torch {torch.__version__}, attn {a.attn}"
+              + (", TRL's DPOTrainer" if a.trl else "") + (", bf16 autocast" if a.bf16 else "") + ")")
         for k, v in result.items():
             print(f"  {k:<20} {v:.4g}")
 

@@ -9,6 +9,9 @@
 #   --steps N, --warmup N, --threads N    passed to both sides
 #   --packing shared|plain    passed to dpo bench only (PyTorch always does TRL's plain batch;
 #                     plain is the same work on both sides)
+#   --bf16            bf16 on both sides: `dpo bench --bf16` (bf16 products) and PyTorch under
+#                     torch.autocast("cpu", dtype=torch.bfloat16) (or TRL's bf16=True with --trl)
+#   --trl             the PyTorch side is TRL's own DPOTrainer with its defaults (bench_torch.py --trl)
 # $DPO overrides the Swift binary (default .build/release/dpo; build it with `make build`).
 #
 # Ratios are swift/torch, the median of the per-round ratios (each round's two runs are side by
@@ -24,6 +27,7 @@ python=${TORCH_PYTHON:-.venv-tools/bin/python}
 rounds=3
 pass=()
 swift_only=()
+torch_only=()
 shapes=()
 while [ $# -gt 0 ]; do
     case $1 in
@@ -32,7 +36,9 @@ while [ $# -gt 0 ]; do
         --pairs|--prompt-length|--completion-length|--reference|--steps|--warmup|--threads)
             pass+=("$1" "$2"); shift 2 ;;
         --packing) swift_only+=("$1" "$2"); shift 2 ;;
-        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --bf16) pass+=("$1"); shift ;;
+        --trl) torch_only+=("$1"); shift ;;
+        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         -*) echo "compare_bench: unknown option $1" >&2; exit 2 ;;
         *) shapes+=("$1"); shift ;;
     esac
@@ -53,14 +59,14 @@ run() {  # run SIDE SHAPE ROUND: one bench in a fresh process; appends "SIDE ROU
     local out a b
     a=($(ticks))
     if [ "$1" = swift ]; then out=$("$dpo" bench --shape "$2" "${pass[@]}" "${swift_only[@]}" --json)
-    else out=$("$python" "$root/tools/bench_torch.py" --shape "$2" "${pass[@]}" --json); fi
+    else out=$("$python" "$root/tools/bench_torch.py" --shape "$2" "${pass[@]}" "${torch_only[@]}" --json); fi
     b=($(ticks))
     # CPU that other processes used meanwhile, in % of the machine: busy ticks not ours / all ticks
     local others=$(( ((b[0] - a[0]) - (b[2] - a[2])) * 100 / (b[1] - a[1]) ))
     echo "$1 $3 $((others < 0 ? 0 : others)) $(grep '^{' <<<"$out" | tail -n 1)" >>"$tmp/$2"
 }
 
-echo "$(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); args: ${pass[*]} ${swift_only[*]}"
+echo "$(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); args: ${pass[*]} ${swift_only[*]} ${torch_only[*]}"
 for shape in "${shapes[@]}"; do
     for ((r = 1; r <= rounds; r++)); do
         echo "  $shape round $r/$rounds" >&2
@@ -82,6 +88,7 @@ def col(side, key): return [runs[side][r][key] for r in rounds]
 def ratio(key): return median(runs["swift"][r][key] / runs["torch"][r][key] for r in rounds)
 s0, t0 = runs["swift"][rounds[0]], runs["torch"][rounds[0]]
 print(f"\n{sys.argv[2]}: reference {s0['reference']}, swift packing {s0.get('packing', 'plain')}, "
+      f"torch {t0.get('runner', 'eager')}{', bf16' if s0.get('bf16') else ''}, "
       f"{s0['tokens_per_step']:.0f} tokens/step, "
       f"threads swift {s0['threads']:.0f} / torch {t0['threads']:.0f}, {len(rounds)} rounds (medians)")
 print(f"  {'':<22}{'swift':>10}{'torch':>10}{'swift/torch':>13}")

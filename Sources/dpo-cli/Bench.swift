@@ -164,8 +164,8 @@ struct Bench: ParsableCommand {
             c.maxLength = nil
             c.optimizer.learningRate = 1e-7
             c.precomputeRefLogProbs = reference == "precomputed"
+            c.bf16 = bf16  // the trainer sets LlamaModel.bf16 of policy and reference
             let ref = reference == "model" ? try LlamaModel.randomlyInitialized(config: config, seed: 2) : nil
-            ref?.bf16 = bf16
             let trainer = try DPOTrainer(policy: policy, reference: ref, config: c)
             trainer.packing = PreferencePacking(rawValue: packing)!
             var batch = (0..<pairs).map { _ in

@@ -23,6 +23,7 @@ struct Demo: ParsableCommand {
     @Option(help: "DPO loss type(s), comma-separated.") var lossType: String = "sigmoid"
     @Option(help: "RPO: weight of an added NLL term on the chosen completions (0 = plain DPO; default 1; with --model the real demo's).") var rpoAlpha: Double?
     @Option(help: "Sampling temperature of the evaluation generations.") var temperature: Double = 0.7
+    @Flag(help: "bf16 mixed precision in both phases (TRL's bf16=True: matrix products with bf16 inputs, fp32 accumulation).") var bf16 = false
 
     struct Outcome {
         var heldOutAccuracy = 0.0, heldOutMargin = 0.0
@@ -44,7 +45,7 @@ struct Demo: ParsableCommand {
           Task: prompts open a short review ("The pizza was"). SFT data continues them positively and
           negatively in equal measure; preference pairs prefer the positive continuation. Evaluation
           uses items never seen in training (\(ReviewTask.heldOutItems.prefix(4).joined(separator: ", ")), ...).
-          Model: byte-level Llama (vocab 259), trained from scratch on \(Threads.count) threads.
+          Model: byte-level Llama (vocab 259), trained from scratch on \(Threads.count) threads\(bf16 ? ", bf16 mixed precision" : "").
 
         """)
         let config = ByteTokenizer.modelConfig(hiddenSize: 128, intermediateSize: 352, layers: 4, heads: 4, kvHeads: 2)
@@ -57,6 +58,7 @@ struct Demo: ParsableCommand {
         sc.optimizer.warmupSteps = 20
         sc.optimizer.maxSteps = sftSteps
         sc.optimizer.weightDecay = 0.01
+        sc.bf16 = bf16
         let sft = try SFTTrainer(model: model, config: sc)
         let sftArgs = Demo.arguments(output: output + "/sft", batchSize: 32, maxSteps: sftSteps, seed: s, loggingSteps: 25, evalSteps: 50)
         var sftRun = RunOptions(title: "sft")
@@ -79,6 +81,7 @@ struct Demo: ParsableCommand {
         dc.optimizer.lrSchedulerType = .linear
         dc.optimizer.warmupSteps = 5
         dc.optimizer.maxSteps = dpoSteps
+        dc.bf16 = bf16
         let dpo = try DPOTrainer(policy: model, reference: reference, config: dc)
         let heldOutPairs = ReviewTask.pairs(128, items: ReviewTask.heldOutItems, seed: s + 21)
         let before = try dpo.evaluate(heldOutPairs)

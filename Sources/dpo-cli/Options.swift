@@ -74,6 +74,7 @@ struct TrainingOptions: ParsableArguments {
     @Option(help: "Directory for metrics.jsonl, metrics.svg, checkpoints and the final model.") var output: String = "runs/dpo"
     @Option(help: "Resume from this checkpoint directory.") var resume: String?
     @Option(help: "Threads (default: all cores).") var threads: Int?
+    @Flag(help: "bf16: bf16 mixed precision (TRL's bf16=True, PyTorch's CPU autocast): the matrix products of the model (and the reference) take bf16 inputs and accumulate in fp32; weights, gradients, AdamW, norms, softmax and the loss stay fp32. Native AVX512-BF16 kernels where the CPU has them, else the same math through fp32 products.") var bf16 = false
     @Option(help: "Format of the final model: safetensors (a Hugging Face directory, <output>/model) or gguf (one file, <output>/model.gguf, for llama.cpp / Ollama, with the tokenizer). Default: gguf for a model loaded from a GGUF file, else safetensors.") var saveFormat: String?
     @Option(help: "Tensor type of a gguf save: f32, f16, bf16 or q8_0 (norms stay f32).") var saveDtype: String = "f32"
 

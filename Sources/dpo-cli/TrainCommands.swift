@@ -31,6 +31,7 @@ struct SFT: ParsableCommand {
         let codec = try source.codec(vocabSize: model.config.vocabSize)
         var c = SFTConfig()
         c.maxLength = maxLength == 0 ? nil : maxLength
+        c.bf16 = training.bf16
         var data = DataConfig()
         data.maxLength = c.maxLength
         data.truncationMode = try TruncationMode(name: truncationMode)
@@ -84,6 +85,7 @@ struct Train: ParsableCommand {
         let codec = try source.codec(vocabSize: policy.config.vocabSize)
         var c = DPOConfig()
         try dpo.apply(to: &c)
+        c.bf16 = training.bf16
         let trainFile = try loadPreferencePairs(data, vocabSize: policy.config.vocabSize, codec: codec, data: c.dataConfig)
         let evalFile = try evalData.map { try loadPreferencePairs($0, vocabSize: policy.config.vocabSize, codec: codec, data: c.dataConfig) }
         var train = trainFile.rows, eval = evalFile?.rows

@@ -47,12 +47,14 @@ final class BF16TrainingTests: XCTestCase {
     func trainer(bf16: Bool) throws -> DPOTrainer {
         let policy = try LlamaModel.randomlyInitialized(config: PreferenceTask.config, seed: 3)
         let ref = try LlamaModel.randomlyInitialized(config: PreferenceTask.config, seed: 4)
-        policy.bf16 = bf16
-        ref.bf16 = bf16
         var c = DPOConfig()
         c.optimizer.learningRate = 1e-3
         c.optimizer.weightDecay = 0.01
-        return try DPOTrainer(policy: policy, reference: ref, config: c)
+        c.bf16 = bf16
+        let t = try DPOTrainer(policy: policy, reference: ref, config: c)
+        XCTAssertEqual(policy.bf16, bf16)
+        XCTAssertEqual(ref.bf16, bf16)
+        return t
     }
 
     func losses(_ t: DPOTrainer, steps: Int) throws -> [Double] {
@@ -91,8 +93,8 @@ final class BF16TrainingTests: XCTestCase {
                  SFTExample(promptIds: $0.promptIds, completionIds: $0.rejectedIds)]
             })
         }
-        policy.bf16 = true
         var c = DPOConfig()
+        c.bf16 = true
         c.beta = 0.1
         c.optimizer.learningRate = 2e-3
         c.optimizer.lrSchedulerType = .constant

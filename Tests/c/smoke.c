@@ -209,6 +209,47 @@ static void test_training(void) {
     OK(dpo_model_free(loaded));
 }
 
+/* bf16 (TRL's name) through the JSON config: products with bf16 inputs, close to fp32 but not equal,
+   still learning; the config reports it; a wrong type names it. Under valgrind (whose CPUID hides
+   AVX-512) this runs the portable fallback: bf16-rounded copies and sgemm. */
+static void test_bf16(void) {
+    pairs_data d;
+    dpo_model *a = tiny_model(1), *b = tiny_model(1);
+    dpo_trainer *fp32 = NULL, *bf16 = NULL, *none = NULL;
+    dpo_sft_trainer *sft = NULL;
+    dpo_metrics m32, m16;
+    char text[4096];
+    int i, differ = 0;
+    double first = 0;
+
+    printf("bf16\n");
+    make_pairs(&d);
+    OK(dpo_trainer_create_json(a, NULL, "{\"learning_rate\": 0.01, \"lr_scheduler_type\": \"constant\", \"max_length\": 64}", &fp32));
+    OK(dpo_trainer_create_json(b, NULL, "{\"learning_rate\": 0.01, \"lr_scheduler_type\": \"constant\", \"max_length\": 64, \"bf16\": true}", &bf16));
+    m32.struct_size = m16.struct_size = sizeof m32;
+    for (i = 0; i < 20; i++) {
+        OK(dpo_trainer_step(fp32, &d.batch, &m32));
+        OK(dpo_trainer_step(bf16, &d.batch, &m16));
+        if (i == 0) first = m16.loss;
+        if (m32.loss != m16.loss) differ = 1;
+        /* AdamW at lr 0.01 lets the runs drift apart (the Swift tests bound the bf16 difference) */
+        CHECK(fabs(m32.loss - m16.loss) <= 0.1 * m32.loss, "step %d: fp32 loss %f, bf16 loss %f", i + 1, m32.loss, m16.loss);
+    }
+    CHECK(differ, "bf16 changed no loss: the products did not run in bf16");
+    CHECK(m16.loss < first * 0.5 && m16.rewards_accuracies == 1.0, "bf16 learns: loss %f -> %f", first, m16.loss);
+    OK(dpo_trainer_config_json("{\"bf16\": true}", text, sizeof text, NULL));
+    CHECK(strstr(text, "\"bf16\":true") != NULL || strstr(text, "\"bf16\": true") != NULL, "config json: %s", text);
+    OK(dpo_sft_trainer_config_json(NULL, text, sizeof text, NULL));
+    CHECK(strstr(text, "\"bf16\":false") != NULL || strstr(text, "\"bf16\": false") != NULL, "sft config json: %s", text);
+    EXPECT(DPO_ERR_INVALID_ARGUMENT, dpo_trainer_create_json(a, NULL, "{\"bf16\": 1}", &none), "bf16", "true or false");
+    OK(dpo_sft_trainer_create_json(a, "{\"bf16\": true, \"max_length\": 64}", &sft));
+    OK(dpo_sft_trainer_free(sft));
+    OK(dpo_trainer_free(fp32));
+    OK(dpo_trainer_free(bf16));
+    OK(dpo_model_free(a));
+    OK(dpo_model_free(b));
+}
+
 /* accumulate + gradients + apply_optimizer equals step; an all-reduce can edit the buffer. */
 static void test_distributed_grain(void) {
     pairs_data d;
@@ -625,6 +666,7 @@ int main(int argc, char **argv) {
     test_distributed_grain();
     test_checkpoint();
     test_sft_and_generation();
+    test_bf16();
     test_bad_input();
     printf("all %d checks passed\n", checks);
     return 0;

@@ -46,7 +46,8 @@ extension LlamaModel {
     /// how prompts are grouped: tokens are drawn in prompt order at each step.
     /// Returns the new tokens of each prompt (an EOS token that stopped a sequence is included).
     /// Logits that are not finite (NaN or infinite weights, overflow) throw `DPOError.numeric`:
-    /// no token is picked from them.
+    /// no token is picked from them. With `bf16` set, every product (linear layers, attention
+    /// against the cache, LM head) takes bf16 inputs as in training.
     public func generate(_ prompts: [[Int32]], config g: GenerationConfig) throws -> [[Int32]] {
         try g.validate()
         for (i, p) in prompts.enumerated() {
@@ -153,7 +154,7 @@ extension LlamaModel {
                 let kc = cache.k[l].pointer, vc = cache.v[l].pointer
                 (kc + past * a.kvWidth).update(from: k + starts[b] * a.kvWidth, count: n * a.kvWidth)
                 (vc + past * a.kvWidth).update(from: v + starts[b] * a.kvWidth, count: n * a.kvWidth)
-                if n == 1 {
+                if n == 1 && !a.bf16 {
                     singleTokenAttention(out: att + starts[b] * a.qWidth, q: q + starts[b] * a.qWidth, k: kc, v: vc,
                                          total: past + 1, shape: a, scores: scores)
                 } else {
@@ -183,8 +184,8 @@ extension LlamaModel {
         last.withUnsafeBufferPointer {
             rmsnormForward(xn, rstd: rstd, x, weight: p + lay.finalNorm, rows: B, dim: H, eps: eps, gather: $0.baseAddress!)
         }
-        sgemm(transB: true, m: B, n: c.vocabSize, k: H, a: xn, lda: H, b: p + lay.lmHead, ldb: H,
-              c: work.logits.pointer, ldc: c.vocabSize)
+        gemm(bf16: bf16, transB: true, m: B, n: c.vocabSize, k: H, a: xn, lda: H, b: p + lay.lmHead, ldb: H,
+             c: work.logits.pointer, ldc: c.vocabSize)
         return UnsafePointer(work.logits.pointer)
     }
 }
@@ -239,18 +240,19 @@ extension KVCache {
 
 /// Attention of n new query tokens (the last n of `total` cached positions) against the cache:
 /// query i sees cached keys 0 ... total - n + i. With a `tally`, the products run on the calling
-/// thread (a parallel worker's) and are counted there.
+/// thread (a parallel worker's) and are counted there. Products in bf16 when `shape.bf16`.
 func cachedAttention(out: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
                      v: UnsafePointer<Float>, newTokens n: Int, total: Int, shape a: AttentionShape,
                      scores: UnsafeMutablePointer<Float>, tally: UnsafeMutablePointer<GemmTally>? = nil) {
-    let group = a.heads / a.kvHeads, past = total - n
+    let group = a.heads / a.kvHeads, past = total - n, bf16 = a.bf16
     func product(transB: Bool, m: Int, n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int,
                  b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int) {
         if let tally {
-            sgemmOnCallingThread(transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
-                                 c: c, ldc: ldc, tally: tally)
+            gemmOnCallingThread(bf16: bf16, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
+                                b: b, ldb: ldb, c: c, ldc: ldc, tally: tally)
         } else {
-            sgemm(transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, c: c, ldc: ldc)
+            gemm(bf16: bf16, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
+                 c: c, ldc: ldc)
         }
     }
     for h in 0..<a.heads {
@@ -275,6 +277,8 @@ func cachedAttention(out: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>, 
 /// Attention of one new query token (the last of `total` cached positions) against the cache,
 /// as `cachedAttention` computes it for n = 1, in plain loops: a decoding step would otherwise make
 /// two tiny matrix products per head and sequence, whose call overhead exceeds their arithmetic.
+/// fp32 only: with `shape.bf16` the decoding step takes `cachedAttention`, whose products round
+/// their inputs to bf16 as training's do.
 func singleTokenAttention(out: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
                           v: UnsafePointer<Float>, total: Int, shape a: AttentionShape,
                           scores: UnsafeMutablePointer<Float>) {

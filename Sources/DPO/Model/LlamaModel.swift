@@ -22,7 +22,9 @@ public final class LlamaModel {
     /// products of the forward and the backward (linear layers, attention, LM head) round their
     /// inputs to bfloat16 and accumulate in fp32 (BF16Gemm.swift). Parameters, gradients,
     /// activations between products, norms, softmax and log-probs stay fp32. Off by default (exact
-    /// fp32). KV-cached generation's attention and head products stay fp32.
+    /// fp32). KV-cached generation follows it too. A trainer sets it from its config's `bf16` (on
+    /// the policy and the reference), as TRL's `bf16=True` autocasts both forwards; it stays set
+    /// after training, as accelerate's autocast wrapper stays on a prepared model.
     public var bf16 = false
 
     let invFreq: [Float]

@@ -229,6 +229,7 @@ extension DPOTrainer {
         } else if referenceKind == .snapshot {
             reference = nil  // the snapshot had not been taken yet
         }
+        applyPrecision()
         return state
     }
 }

@@ -66,6 +66,7 @@ extension DPOConfig {
         o["sync_ref_model"] = .bool(syncRefModel)
         o["ref_model_mixup_alpha"] = .number(refModelMixupAlpha)
         o["ref_model_sync_steps"] = .number(Double(refModelSyncSteps))
+        o["bf16"] = .bool(bf16)
         optimizer.write(into: &o)
         return o
     }
@@ -94,6 +95,7 @@ extension DPOConfig {
         case "sync_ref_model": syncRefModel = try v.requireBool(key)
         case "ref_model_mixup_alpha": refModelMixupAlpha = try v.requireDouble(key)
         case "ref_model_sync_steps": refModelSyncSteps = try v.requireInt(key)
+        case "bf16": bf16 = try v.requireBool(key)
         default:
             if try !optimizer.set(key, v) { throw DPOError.invalidArgument("unknown DPOConfig field '\(key)'") }
         }

@@ -122,6 +122,12 @@ public struct DPOConfig: Equatable, Sendable {
     public var syncRefModel: Bool = false
     public var refModelMixupAlpha: Double = 0.6
     public var refModelSyncSteps: Int = 512
+    /// `bf16` (transformers' TrainingArguments): bf16 mixed precision, as PyTorch's CPU autocast to
+    /// bfloat16 does it: the matrix products of the policy's and the reference's forward and backward
+    /// take bf16-rounded inputs and accumulate in fp32 (`LlamaModel.bf16`, which the trainer sets on
+    /// both models); weights, gradients, AdamW, norms, softmax, log-probs and the loss stay fp32.
+    /// Default false (exact fp32), where TRL 1.16 defaults to true when fp16 is unset.
+    public var bf16: Bool = false
     /// Optimizer, schedule, accumulation and seed.
     public var optimizer = OptimizerConfig()
 

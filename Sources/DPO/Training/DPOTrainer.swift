@@ -54,6 +54,15 @@ public final class DPOTrainer {
         self.reference = reference
         referenceKind = config.precomputeRefLogProbs ? .precomputed : (reference == nil ? .snapshot : .model)
         state = try OptimizationState(model: policy, config: config.optimizer)
+        applyPrecision()
+    }
+
+    /// Sets `LlamaModel.bf16` of the policy and the reference from `config.bf16`: as TRL's
+    /// `bf16=True` autocasts the reference's forward too (a snapshot taken later copies the
+    /// policy's setting).
+    func applyPrecision() {
+        policy.bf16 = config.bf16
+        reference?.bf16 = config.bf16
     }
 
     /// Optimizer steps taken.

@@ -16,6 +16,9 @@ public struct SFTExample: Equatable, Sendable {
 public struct SFTConfig: Equatable, Sendable {
     /// `max_length`: longest prompt+completion sequence, truncated keeping the start (nil = none).
     public var maxLength: Int? = 1024
+    /// `bf16`: bf16 mixed precision for the model's matrix products (see `DPOConfig.bf16`; the
+    /// trainer sets `LlamaModel.bf16` from it). Default false (exact fp32).
+    public var bf16: Bool = false
     public var optimizer: OptimizerConfig = {
         var o = OptimizerConfig()
         o.learningRate = 2e-5
@@ -62,6 +65,7 @@ public final class SFTTrainer {
         self.model = model
         self.config = config
         state = try OptimizationState(model: model, config: config.optimizer)
+        model.bf16 = config.bf16
     }
 
     public var globalStep: Int { state.globalStep }
@@ -208,10 +212,7 @@ public final class SFTTrainer {
         try writeCheckpointDirectory(directory, isCheckpoint: isTrainerCheckpoint) { dir in
             var s = newCheckpointState(kind: "sft")
             try state.writeFiles(into: dir, state: &s)
-            var c = JSONObject()
-            config.optimizer.write(into: &c)
-            c["max_length"] = config.maxLength.map { .number(Double($0)) } ?? .null
-            s["config"] = .object(c)
+            s["config"] = .object(config.jsonObject)
             s["pending_metrics"] = .array(pendingMetrics.map { m in
                 .object(["loss": .number(m.loss), "mean_token_accuracy": .number(m.meanTokenAccuracy), "entropy": .number(m.entropy)])
             })
@@ -231,13 +232,13 @@ public final class SFTTrainer {
         let s = try readCheckpointState(directory, kind: "sft")
         var restored = SFTConfig()
         for (key, value) in (s["config"]?.object).map({ o in o.keys.map { ($0, o[$0]!) } }) ?? [] {
-            if key == "max_length" { restored.maxLength = value.isNull ? nil : try value.requireInt(key) }
-            else if try !restored.optimizer.set(key, value) { throw DPOError.format("checkpoint '\(directory)': unknown SFT config field '\(key)'") }
+            if try !restored.set(key, value) { throw DPOError.format("checkpoint '\(directory)': unknown SFT config field '\(key)'") }
         }
         try restored.validate()
         try state.readFiles(from: directory, state: s)
         config = restored
         state.config = restored.optimizer
+        model.bf16 = restored.bf16
         pendingMetrics = (s["pending_metrics"]?.array ?? []).compactMap { v in
             v.object.map { o in
                 var m = SFTMetrics()

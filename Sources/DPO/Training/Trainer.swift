@@ -97,12 +97,7 @@ extension DPOTrainer: Trainer {
 
 extension SFTTrainer: Trainer {
     public var optimizerConfig: OptimizerConfig { config.optimizer }
-    public var configFields: JSONObject {
-        var c = JSONObject()
-        config.optimizer.write(into: &c)
-        c["max_length"] = config.maxLength.map { .number(Double($0)) } ?? .null
-        return c
-    }
+    public var configFields: JSONObject { config.jsonObject }
 
     public func trainStep(_ batch: [SFTExample]) throws -> TrainStepOutput {
         let r = try step(batch)

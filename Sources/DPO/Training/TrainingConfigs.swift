@@ -118,19 +118,22 @@ extension TrainingArguments {
 }
 
 extension SFTConfig {
-    /// Sets one field by its TRL name (`max_length` or an optimizer field); false if it is neither.
+    /// Sets one field by its TRL name (`max_length`, `bf16` or an optimizer field); false if it is
+    /// none of them.
     public mutating func set(_ key: String, _ v: JSONValue) throws -> Bool {
-        if key == "max_length" {
-            maxLength = v.isNull ? nil : try v.requireInt(key)
-            return true
+        switch key {
+        case "max_length": maxLength = v.isNull ? nil : try v.requireInt(key)
+        case "bf16": bf16 = try v.requireBool(key)
+        default: return try optimizer.set(key, v)
         }
-        return try optimizer.set(key, v)
+        return true
     }
 
     /// Every field, TRL names.
     public var jsonObject: JSONObject {
         var o = JSONObject()
         o["max_length"] = maxLength.map { .number(Double($0)) } ?? .null
+        o["bf16"] = .bool(bf16)
         optimizer.write(into: &o)
         return o
     }
@@ -139,7 +142,7 @@ extension SFTConfig {
     public init(json: JSONObject) throws {
         self.init()
         for key in json.keys where try !set(key, json[key]!) {
-            throw DPOError.invalidArgument("unknown SFTConfig field '\(key)' (valid: max_length, \(OptimizerConfig.fieldNames.joined(separator: ", ")))")
+            throw DPOError.invalidArgument("unknown SFTConfig field '\(key)' (valid: max_length, bf16, \(OptimizerConfig.fieldNames.joined(separator: ", ")))")
         }
         try validate()
     }

@@ -75,7 +75,7 @@ class _Config:
 class DPOConfig(_Config):
     """TRL's DPOConfig fields (beta, loss_type, loss_weights, label_smoothing, f_divergence_type,
     f_alpha_divergence_coef, ld_alpha, use_weighting, discopop_tau, max_length, truncation_mode,
-    precompute_ref_log_probs, sync_ref_model, ref_model_mixup_alpha, ref_model_sync_steps), the
+    precompute_ref_log_probs, sync_ref_model, ref_model_mixup_alpha, ref_model_sync_steps, bf16), the
     optimizer fields of TrainingArguments (learning_rate, weight_decay, adam_beta1, adam_beta2,
     adam_epsilon, max_grad_norm, lr_scheduler_type, warmup_steps, warmup_ratio, max_steps,
     gradient_accumulation_steps, seed) and its loop fields (output_dir, num_train_epochs,
@@ -89,8 +89,9 @@ class DPOConfig(_Config):
 
 class SFTConfig(_Config):
     """TRL's SFTConfig fields that apply: max_length, truncation_mode, completion_only_loss,
-    assistant_only_loss, dataset_text_field, and the optimizer and loop fields of DPOConfig
-    (learning_rate 2e-5)."""
+    assistant_only_loss, dataset_text_field, bf16, and the optimizer and loop fields of DPOConfig
+    (learning_rate 2e-5). bf16 (default False, where TRL defaults to True): the model's matrix
+    products with bf16 inputs and fp32 accumulation, as PyTorch's CPU autocast."""
 
     _resolve = _lib.lib.dpo_sft_trainer_config_json
 
