@@ -19,11 +19,11 @@ struct Demo: ParsableCommand {
     @Option(help: "DPO beta (default 2.0; with --model the real demo's).") var beta: Double?
     @Option(help: "DPO learning rate (default 1e-4; with --model the real demo's).") var learningRate: Double?
     @Option(help: "DPO steps (default 100; with --model the real demo's).") var dpoSteps: Int?
-    @Option(help: "SFT steps (default 300, 150 with --quick).") var sftSteps: Int?
+    @Option(help: "SFT steps (default 300, 150 with --quick; the real demo has no SFT phase).") var sftSteps: Int?
     @Option(help: "DPO loss type(s), comma-separated.") var lossType: String = "sigmoid"
     @Option(help: "RPO: weight of an added NLL term on the chosen completions (0 = plain DPO; default 1; with --model the real demo's).") var rpoAlpha: Double?
-    @Option(help: "Sampling temperature of the evaluation generations.") var temperature: Double = 0.7
-    @Flag(help: "bf16 mixed precision in both phases (TRL's bf16=True: matrix products with bf16 inputs, fp32 accumulation).") var bf16 = false
+    @Option(help: "Sampling temperature of the generations (with --model also of the sampled training answers).") var temperature: Double = 0.7
+    @Flag(help: "bf16 mixed precision in every phase (TRL's bf16=True: matrix products with bf16 inputs, fp32 accumulation).") var bf16 = false
 
     struct Outcome {
         var heldOutAccuracy = 0.0, heldOutMargin = 0.0

@@ -32,6 +32,8 @@ struct RealDemo {
         /// The DPO loss types, plus TRL's "sft" term (RPO) weighted `rpoAlpha` when it is above 0.
         var lossType: [DPOLossType] = [.sigmoid]
         var rpoAlpha = 0.0
+        /// bf16 mixed precision (TRL's bf16=True) for sampling, training and evaluation.
+        var bf16 = false
         /// Targets: the rule's rate on held-out prompts rises by `minRise` and reaches `minRate`;
         /// the policy's answers' mean log-prob per token under the reference stays within
         /// `fluencyBound` nats of the reference's own answers'; the run ends within `maxSeconds`.
@@ -70,6 +72,7 @@ struct RealDemo {
         }
         let reference = try LlamaModel(config: policy.config)
         reference.parameters.copy(from: policy.parameters)
+        policy.bf16 = p.bf16; reference.bf16 = p.bf16
         let rule = ConcisenessRule(limit: p.limit, eos: eos, tokenizer: tokenizer)
         func chat(_ text: String) throws -> [Int32] {
             try tokenizer.chatTemplateIDs([ChatMessage(role: "user", content: text)], addGenerationPrompt: true)
@@ -83,7 +86,7 @@ struct RealDemo {
           such an answer over one cut off at \(p.limit) tokens. No reward model.
           Data: \(trainText.count) training instructions x \(p.samplesPerInstruction) sampled answers; \(heldText.count) held-out
           instructions x \(p.samplesPerHeldOut) for the evaluation (written for this project, Sources/dpo-cli/RealDemoInstructions.swift).
-          Model: \(policy.parameterCount) parameters, reference = a frozen copy; \(Threads.count) threads.
+          Model: \(policy.parameterCount) parameters, reference = a frozen copy; \(Threads.count) threads\(p.bf16 ? ", bf16 mixed precision" : "").
 
         """)
 
@@ -107,6 +110,7 @@ struct RealDemo {
         // 2. DPO against the frozen reference.
         var dc = DPOConfig()
         dc.beta = p.beta
+        dc.bf16 = p.bf16
         dc.lossType = p.lossType
         if p.rpoAlpha > 0 {
             dc.lossType.append(.sft)
@@ -204,6 +208,9 @@ extension Demo {
         if let learningRate { plan.learningRate = learningRate }
         if let dpoSteps { plan.steps = dpoSteps }
         if let rpoAlpha { plan.rpoAlpha = rpoAlpha }
+        plan.temperature = temperature
+        plan.bf16 = bf16
+        if sftSteps != nil { throw ValidationError("--sft-steps: the real demo (--model) has no SFT phase") }
         plan.lossType = try lossType.split(separator: ",").map { name in
             guard let t = DPOLossType(rawValue: name.trimmingCharacters(in: .whitespaces)) else {
                 throw ValidationError("--loss-type: unknown loss type '\(name)'")
