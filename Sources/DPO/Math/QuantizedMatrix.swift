@@ -1,0 +1,272 @@
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A frozen weight matrix W [outFeatures, inFeatures] (PyTorch's nn.Linear layout) kept in its
+/// GGUF block form: each row is `inFeatures / type.blockSize` ggml blocks (GGUFDequantize.swift),
+/// rows one after the other, as ggml stores a 2-D tensor with ne = [inFeatures, outFeatures].
+/// The two products a frozen linear layer needs dequantize W tile by tile into a small fp32
+/// scratch buffer and multiply each tile with OpenBLAS; the whole fp32 matrix never exists.
+///
+/// Each product's tiles cut W along the dimension the product does *not* sum over, so every
+/// output element is one sgemm dot product over the whole of its sum, of values equal to the
+/// fully dequantized W's (the dequantizers are exact):
+///   forward         Y[T, out] (+)= X[T, in] W^T    tiles of rows of W (output features)
+///   input gradient  dX[T, in] (+)= dY[T, out] W    tiles of columns of W (input features)
+/// The results equal sgemm's on the fully dequantized fp32 W up to the order in which OpenBLAS
+/// sums each dot product, which depends on how it blocks and threads the product (its kernels
+/// keep several partial sums per element for some block widths): each element is within
+/// 1e-6 * (|C| + sum_k |A_ik| |B_kj|) of it (QuantizedMatrixTests), and often bit-identical
+/// (tiles start at multiples of `QuantizedScratch.alignment` rows or columns, as OpenBLAS's own
+/// blocks do).
+///
+/// Immutable after creation, so any number of threads may multiply with it at once.
+public final class QuantizedMatrix: @unchecked Sendable {
+    /// The ggml type of the blocks (one of `GGMLType.isReadableAsFloat`).
+    public let type: GGMLType
+    /// Rows of W: the output features of the linear layer.
+    public let outFeatures: Int
+    /// Columns of W: the input features (a multiple of `type.blockSize`).
+    public let inFeatures: Int
+    /// Bytes of one row (`inFeatures / blockSize` blocks).
+    public let rowBytes: Int
+    /// The quantized bytes, `outFeatures * rowBytes` of them, 64-byte aligned.
+    private let storage: UnsafeMutableRawPointer
+
+    /// Bytes the matrix holds (its quantized size; the products' scratch comes from a small
+    /// shared pool, see `QuantizedScratch`).
+    public var byteCount: Int { outFeatures * rowBytes }
+    /// Bytes the same matrix takes as fp32.
+    public var fp32ByteCount: Int { outFeatures * inFeatures * 4 }
+
+    /// Wraps `bytes`, the ggml blocks of a [outFeatures, inFeatures] matrix of `type` in row-major
+    /// order (the data of a GGUF tensor with dimensions [inFeatures, outFeatures]). Throws
+    /// `DPOError.invalidArgument` naming `what` when the type cannot be dequantized, the columns
+    /// are not whole blocks, or the byte count does not match.
+    public convenience init(type: GGMLType, outFeatures: Int, inFeatures: Int, bytes: UnsafeRawBufferPointer,
+                            what: String = "quantized matrix") throws {
+        try self.init(type: type, outFeatures: outFeatures, inFeatures: inFeatures, bytes: bytes, what: what,
+                      sourceRow: { $0 })
+    }
+
+    /// As the public initializer, with row r of the matrix taken from row `sourceRow(r)` of
+    /// `bytes` (a permutation of 0..<outFeatures, e.g. llama.cpp's q/k row order undone).
+    init(type: GGMLType, outFeatures: Int, inFeatures: Int, bytes: UnsafeRawBufferPointer, what: String,
+         sourceRow: (Int) -> Int) throws {
+        guard type.isReadableAsFloat else {
+            throw DPOError.invalidArgument("\(what): ggml type \(type.name) cannot be dequantized (supported: \(GGMLType.readableNames))")
+        }
+        guard outFeatures >= 0, inFeatures >= 0 else {
+            throw DPOError.invalidArgument("\(what): negative shape [\(outFeatures), \(inFeatures)]")
+        }
+        let (blockSize, blockBytes) = (type.blockSize, type.bytesPerBlock)
+        guard inFeatures % blockSize == 0 else {
+            throw DPOError.invalidArgument("\(what): \(inFeatures) columns are not a multiple of the \(type.name) block size \(blockSize)")
+        }
+        let rowBytes = inFeatures / blockSize * blockBytes
+        guard case let (total, false) = rowBytes.multipliedReportingOverflow(by: outFeatures),
+              case let (count, false) = outFeatures.multipliedReportingOverflow(by: inFeatures),
+              case (_, false) = count.multipliedReportingOverflow(by: 4) else {
+            throw DPOError.invalidArgument("\(what): shape [\(outFeatures), \(inFeatures)] overflows")
+        }
+        guard bytes.count == total else {
+            throw DPOError.invalidArgument("\(what): a [\(outFeatures), \(inFeatures)] \(type.name) matrix has \(total) bytes, got \(bytes.count)")
+        }
+        for r in 0..<outFeatures where !(0..<outFeatures).contains(sourceRow(r)) {
+            throw DPOError.internal("\(what): row \(r) is taken from row \(sourceRow(r)), outside 0..<\(outFeatures)")
+        }
+        try MemoryLimit.check(Double(total), what)
+        self.type = type
+        self.outFeatures = outFeatures
+        self.inFeatures = inFeatures
+        self.rowBytes = rowBytes
+        storage = UnsafeMutableRawPointer.allocate(byteCount: Swift.max(total, 1), alignment: 64)
+        if total > 0, let base = bytes.baseAddress {
+            for r in 0..<outFeatures {
+                (storage + r * rowBytes).copyMemory(from: base + sourceRow(r) * rowBytes, byteCount: rowBytes)
+            }
+        }
+    }
+
+    deinit { storage.deallocate() }
+
+    /// The quantized bytes, row-major (for saving or hashing; do not keep the pointer).
+    public func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try body(UnsafeRawBufferPointer(start: storage, count: byteCount))
+    }
+
+    // MARK: Dequantization
+
+    /// Dequantizes rows `rows` of W into `destination` (row-major, `rows.count * inFeatures`
+    /// floats), exactly as `GGUFFile.readFloats` (an embedding lookup takes one row this way).
+    public func dequantize(rows: Range<Int>, into destination: UnsafeMutableBufferPointer<Float>) throws {
+        guard rows.lowerBound >= 0, rows.upperBound <= outFeatures else {
+            throw DPOError.invalidArgument("rows \(rows) are outside the \(outFeatures) rows of the matrix")
+        }
+        guard destination.count == rows.count * inFeatures else {
+            throw DPOError.invalidArgument("rows \(rows) of \(inFeatures) columns need \(rows.count * inFeatures) floats, the destination holds \(destination.count)")
+        }
+        guard let out = destination.baseAddress else { return }
+        dequantizeTile(rows: rows, blocks: 0..<inFeatures / type.blockSize, into: out, parallel: true)
+    }
+
+    /// Dequantizes rows `rows` and block columns `blocks` of W into `dst`, row r at
+    /// `dst + (r - rows.lowerBound) * blocks.count * blockSize`. Parallel over rows when `parallel`
+    /// and the tile is large enough to pay for waking workers.
+    func dequantizeTile(rows: Range<Int>, blocks: Range<Int>, into dst: UnsafeMutablePointer<Float>, parallel: Bool) {
+        let type = self.type, base = UnsafeRawPointer(storage), rowBytes = self.rowBytes
+        let blockBytes = type.bytesPerBlock, width = blocks.count * type.blockSize
+        let first = rows.lowerBound
+        func run(_ part: Range<Int>) {
+            for r in part {
+                ggmlDequantize(type, base + r * rowBytes + blocks.lowerBound * blockBytes, blocks: blocks.count,
+                               into: dst + (r - first) * width)
+            }
+        }
+        let grain = Swift.max(1, dequantizeParallelMinimum / Swift.max(width, 1))
+        if parallel && rows.count >= 2 * grain {
+            parallelFor(rows.count, grain: grain) { part in run(part.lowerBound + first..<part.upperBound + first) }
+        } else {
+            run(rows)
+        }
+    }
+
+    // MARK: Products
+
+    /// The forward product of a frozen linear layer, Y[T, outFeatures] = X[T, inFeatures] W^T, or
+    /// Y += X W^T with `accumulate`: what `linearForward` computes with the fp32 W (a bias is the
+    /// caller's). `bf16`: the product with bf16-rounded operands, as `gemm(bf16: true)` computes it
+    /// (LlamaModel.bf16). X and Y are contiguous row-major. The result equals the product with the
+    /// fully dequantized fp32 W (see the type's comment).
+    public func forward(_ x: UnsafePointer<Float>, tokens: Int, into y: UnsafeMutablePointer<Float>,
+                        accumulate: Bool = false, bf16: Bool = false) {
+        let (T, out, inF) = (tokens, outFeatures, inFeatures)
+        if T <= 0 || out == 0 { return }
+        let beta: Float = accumulate ? 1 : 0
+        if type == .F32 {
+            let w = UnsafeRawPointer(storage).assumingMemoryBound(to: Float.self)
+            return gemm(bf16: bf16, transB: true, m: T, n: out, k: inF, a: x, lda: inF, b: w, ldb: inF,
+                        beta: beta, c: y, ldc: out)
+        }
+        let tileRows = Swift.min(out, QuantizedScratch.tileExtent(other: inF, unit: 1))
+        let scratch = QuantizedScratch.take(floats: tileRows * inF)
+        defer { QuantizedScratch.give(scratch) }
+        let tile = scratch.pointer
+        let allBlocks = 0..<inF / type.blockSize
+        for r0 in stride(from: 0, to: out, by: tileRows) {
+            let n = Swift.min(tileRows, out - r0)
+            dequantizeTile(rows: r0..<r0 + n, blocks: allBlocks, into: tile, parallel: true)
+            gemm(bf16: bf16, transB: true, m: T, n: n, k: inF, a: x, lda: inF, b: tile, ldb: inF,
+                 beta: beta, c: y + r0, ldc: out)
+        }
+    }
+
+    /// The input gradient of a frozen linear layer, dX[T, inFeatures] = dY[T, outFeatures] W, or
+    /// dX += dY W with `accumulate`: what `linearBackward` computes for dx with the fp32 W (no
+    /// weight gradient: W is frozen). `bf16` as in `forward`. dY and dX are contiguous row-major.
+    public func inputGradient(_ dy: UnsafePointer<Float>, tokens: Int, into dx: UnsafeMutablePointer<Float>,
+                              accumulate: Bool = false, bf16: Bool = false) {
+        let (T, out, inF) = (tokens, outFeatures, inFeatures)
+        if T <= 0 || inF == 0 { return }
+        let beta: Float = accumulate ? 1 : 0
+        if type == .F32 || out == 0 {
+            // out == 0: k = 0, the product is zero (gemm scales C by beta); no tile to make.
+            let w = UnsafeRawPointer(storage).assumingMemoryBound(to: Float.self)
+            return gemm(bf16: bf16, m: T, n: inF, k: out, a: dy, lda: out, b: w, ldb: inF,
+                        beta: beta, c: dx, ldc: inF)
+        }
+        // Column tiles are whole blocks wide.
+        let blockSize = type.blockSize, blockCount = inF / blockSize
+        let tileBlocks = Swift.min(blockCount, QuantizedScratch.tileExtent(other: out, unit: blockSize) / blockSize)
+        let scratch = QuantizedScratch.take(floats: out * tileBlocks * blockSize)
+        defer { QuantizedScratch.give(scratch) }
+        let tile = scratch.pointer
+        for b0 in stride(from: 0, to: blockCount, by: tileBlocks) {
+            let nb = Swift.min(tileBlocks, blockCount - b0), width = nb * blockSize
+            dequantizeTile(rows: 0..<out, blocks: b0..<b0 + nb, into: tile, parallel: true)
+            gemm(bf16: bf16, m: T, n: width, k: out, a: dy, lda: out, b: tile, ldb: width,
+                 beta: beta, c: dx + b0 * blockSize, ldc: inF)
+        }
+    }
+}
+
+/// Elements below which a tile is dequantized on the calling thread (waking a worker costs about
+/// as much as dequantizing this many).
+private let dequantizeParallelMinimum = 16_384
+
+/// The fp32 tile buffers of `QuantizedMatrix`'s products, kept for the next product (a fresh
+/// allocation per product would cost page faults every time). A buffer is taken for one product
+/// and given back after it; at most `kept` stay allocated, so the memory the pool holds is bounded
+/// by `kept` times the largest tile (`tileFloats` floats, or one block column of the tallest
+/// matrix when that is larger).
+enum QuantizedScratch {
+    /// Floats per tile: 64 Ki = 256 KiB, e.g. 64 rows of a 576-column matrix (`tileExtent`).
+    /// Tuned with the benchmark in QuantizedMatrixTests (DPO_QGEMM_BENCH=1); `setTileFloats`
+    /// changes it (tests, benchmarks).
+    nonisolated(unsafe) private(set) static var tileFloats = 64 * 1024
+    private static let kept = 8
+    private static let free = Mutex<[(address: UInt, floats: Int)]>([])
+
+    struct Buffer {
+        let pointer: UnsafeMutablePointer<Float>
+        let floats: Int
+    }
+
+    /// Sets the tile size (at least 1 float) and empties the pool. Not thread-safe with running
+    /// products: for tests and benchmarks, between computations.
+    static func setTileFloats(_ floats: Int) {
+        tileFloats = Swift.max(1, floats)
+        let old = free.withLock { list -> [(address: UInt, floats: Int)] in
+            defer { list.removeAll() }
+            return list
+        }
+        for b in old { UnsafeMutablePointer<Float>(bitPattern: b.address)?.deallocate() }
+    }
+
+    /// Tiles start at multiples of this many rows (forward) or columns (input gradient): a
+    /// multiple of OpenBLAS's register blocking (16 x 4 or 8 x 8 floats for sgemm on x86-64), so
+    /// that a tile's product is blocked like the same rows of the whole product where OpenBLAS
+    /// does not thread or block it differently.
+    static let alignment = 64
+
+    /// The rows (or columns) of a tile whose other side is `other` long: `tileFloats / other`
+    /// rounded down to a multiple of `alignment` and of `unit` (the block size for columns), at
+    /// least one such multiple.
+    static func tileExtent(other: Int, unit: Int) -> Int {
+        let step = lcm(alignment, unit)
+        return Swift.max(1, tileFloats / Swift.max(other, 1) / step) * step
+    }
+
+    private static func lcm(_ a: Int, _ b: Int) -> Int {
+        var (x, y) = (a, b)
+        while y != 0 { (x, y) = (y, x % y) }
+        return a / x * b
+    }
+
+    static func take(floats: Int) -> Buffer {
+        let found = free.withLock { list -> (address: UInt, floats: Int)? in
+            guard let i = list.firstIndex(where: { $0.floats >= floats }) else { return nil }
+            return list.remove(at: i)
+        }
+        if let found, let p = UnsafeMutablePointer<Float>(bitPattern: found.address) {
+            return Buffer(pointer: p, floats: found.floats)
+        }
+        let n = Swift.max(floats, 1)
+        return Buffer(pointer: UnsafeMutableRawPointer.allocate(byteCount: 4 * n, alignment: 64)
+                        .bindMemory(to: Float.self, capacity: n), floats: n)
+    }
+
+    static func give(_ b: Buffer) {
+        let keep = free.withLock { list -> Bool in
+            guard list.count < kept else { return false }
+            list.append((UInt(bitPattern: b.pointer), b.floats))
+            return true
+        }
+        if !keep { b.pointer.deallocate() }
+    }
+
+    /// Bytes the pool holds now (for memory reports).
+    static var heldBytes: Int { free.withLock { $0.reduce(0) { $0 + 4 * $1.floats } } }
+}
