@@ -95,6 +95,29 @@ final class QuantizedMatrixTests: XCTestCase {
         }
     }
 
+    /// The SIMD kernels of the tiles (Q4_0, Q4_1, Q8_0) against the scalar ones, on blocks of
+    /// random bytes: every fp16 scale (subnormal, infinite and NaN ones too), every quant.
+    func testSIMDKernelsEqualTheScalarKernels() {
+        var rng = Xoshiro256(seed: 42)
+        for type in [GGMLType.Q4_0, .Q4_1, .Q8_0, .Q6_K, .F16] {
+            let blocks = 4096, n = blocks * type.blockSize
+            let bytes = (0..<blocks * type.bytesPerBlock).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            var scalar = [Float](repeating: 1, count: n), simd = [Float](repeating: 2, count: n)
+            bytes.withUnsafeBytes { src in
+                ggmlDequantize(type, src.baseAddress!, blocks: blocks, into: &scalar)
+                simd.withUnsafeMutableBufferPointer { dst in
+                    // Block by block from block 1 (unaligned source and destination), then 0.
+                    for b in 1..<blocks {
+                        dequantizeBlocks(type, src.baseAddress! + b * type.bytesPerBlock, blocks: 1,
+                                         into: dst.baseAddress! + b * type.blockSize)
+                    }
+                    dequantizeBlocks(type, src.baseAddress!, blocks: 1, into: dst.baseAddress!)
+                }
+            }
+            XCTAssertEqual(scalar.map(\.bitPattern), simd.map(\.bitPattern), type.name)
+        }
+    }
+
     // MARK: Products
 
     /// (T, out, in) shapes: a single token, edge tiles, a tall product, a SmolLM2 matrix.
@@ -355,11 +378,12 @@ final class QuantizedMatrixTests: XCTestCase {
             let qb = time { w.inputGradient(dy, tokens: T, into: &dx) }
             let sb = time { sgemm(m: T, n: inF, k: out, a: dy, lda: out, b: dense, ldb: inF, c: &dx, ldc: inF) }
             var full = [Float](repeating: 0, count: out * inF)
-            let dq = time { full.withUnsafeMutableBufferPointer { try? w.dequantize(rows: 0..<out, into: $0) } }
+            let dq = time { full.withUnsafeMutableBufferPointer { w.dequantizeTile(rows: 0..<out, blocks: 0..<inF / 32, into: $0.baseAddress!, parallel: true) } }
+            let dq1 = time { full.withUnsafeMutableBufferPointer { w.dequantizeTile(rows: 0..<out, blocks: 0..<inF / 32, into: $0.baseAddress!, parallel: false) } }
             func f(_ v: Double, _ digits: Int = 1) -> String { String(format: "%.\(digits)f", v) }
             func g(_ s: Double) -> String { f(flops / s * 1e-9) }
             lines.append("[\(out) x \(inF)] forward \(g(qf)) GFLOP/s (sgemm \(g(sf))) x\(f(qf / sf, 2))"
-                         + " | input grad \(g(qb)) (sgemm \(g(sb))) x\(f(qb / sb, 2)) | full dequant \(f(dq * 1e3, 3)) ms")
+                         + " | input grad \(g(qb)) (sgemm \(g(sb))) x\(f(qb / sb, 2)) | full dequant \(f(dq * 1e3, 3)) ms (one thread \(f(dq1 * 1e3, 3)))")
         }
         print(lines.joined(separator: "\n"))
     }

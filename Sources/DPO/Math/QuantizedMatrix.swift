@@ -114,14 +114,18 @@ public final class QuantizedMatrix: @unchecked Sendable {
 
     /// Dequantizes rows `rows` and block columns `blocks` of W into `dst`, row r at
     /// `dst + (r - rows.lowerBound) * blocks.count * blockSize`. Parallel over rows when `parallel`
-    /// and the tile is large enough to pay for waking workers.
+    /// and the tile is large enough to pay for waking workers. The products dequantize their tiles
+    /// on the calling thread: the benchmark measured no gain from two threads (a tile is
+    /// dequantized at about 5 G floats/s, near the speed its 768 KiB are written to L2, in
+    /// 30-40 us, about what waking a worker and OpenBLAS's threads cost), and OpenBLAS's threads
+    /// then have the cores to themselves.
     func dequantizeTile(rows: Range<Int>, blocks: Range<Int>, into dst: UnsafeMutablePointer<Float>, parallel: Bool) {
         let type = self.type, base = UnsafeRawPointer(storage), rowBytes = self.rowBytes
         let blockBytes = type.bytesPerBlock, width = blocks.count * type.blockSize
         let first = rows.lowerBound
         func run(_ part: Range<Int>) {
             for r in part {
-                ggmlDequantize(type, base + r * rowBytes + blocks.lowerBound * blockBytes, blocks: blocks.count,
+                dequantizeBlocks(type, base + r * rowBytes + blocks.lowerBound * blockBytes, blocks: blocks.count,
                                into: dst + (r - first) * width)
             }
         }
@@ -157,7 +161,7 @@ public final class QuantizedMatrix: @unchecked Sendable {
         let allBlocks = 0..<inF / type.blockSize
         for r0 in stride(from: 0, to: out, by: tileRows) {
             let n = Swift.min(tileRows, out - r0)
-            dequantizeTile(rows: r0..<r0 + n, blocks: allBlocks, into: tile, parallel: true)
+            dequantizeTile(rows: r0..<r0 + n, blocks: allBlocks, into: tile, parallel: false)
             gemm(bf16: bf16, transB: true, m: T, n: n, k: inF, a: x, lda: inF, b: tile, ldb: inF,
                  beta: beta, c: y + r0, ldc: out)
         }
@@ -185,7 +189,7 @@ public final class QuantizedMatrix: @unchecked Sendable {
         let tile = scratch.pointer
         for b0 in stride(from: 0, to: blockCount, by: tileBlocks) {
             let nb = Swift.min(tileBlocks, blockCount - b0), width = nb * blockSize
-            dequantizeTile(rows: 0..<out, blocks: b0..<b0 + nb, into: tile, parallel: true)
+            dequantizeTile(rows: 0..<out, blocks: b0..<b0 + nb, into: tile, parallel: false)
             gemm(bf16: bf16, m: T, n: width, k: out, a: dy, lda: out, b: tile, ldb: width,
                  beta: beta, c: dx + b0 * blockSize, ldc: inF)
         }
@@ -202,10 +206,11 @@ private let dequantizeParallelMinimum = 16_384
 /// by `kept` times the largest tile (`tileFloats` floats, or one block column of the tallest
 /// matrix when that is larger).
 enum QuantizedScratch {
-    /// Floats per tile: 64 Ki = 256 KiB, e.g. 64 rows of a 576-column matrix (`tileExtent`).
-    /// Tuned with the benchmark in QuantizedMatrixTests (DPO_QGEMM_BENCH=1); `setTileFloats`
-    /// changes it (tests, benchmarks).
-    nonisolated(unsafe) private(set) static var tileFloats = 64 * 1024
+    /// Floats per tile: 192 Ki = 768 KiB (in L2 beside OpenBLAS's packed panels), e.g. 320 rows
+    /// of a 576-column matrix or 128 of a 1536-column one (`tileExtent`). Tuned with the benchmark
+    /// in QuantizedMatrixTests (DPO_QGEMM_BENCH=1, T = 512, SmolLM2's shapes: 64 Ki tiles cost
+    /// 1.1-1.2x sgemm's time, 128 Ki to 256 Ki 1.06-1.12x); `setTileFloats` changes it (tests).
+    nonisolated(unsafe) private(set) static var tileFloats = 192 * 1024
     private static let kept = 8
     private static let free = Mutex<[(address: UInt, floats: Int)]>([])
 
