@@ -127,9 +127,10 @@ final class QuantizedMatrixTests: XCTestCase {
             : [(1, 70, 96), (37, 131, 160), (300, 40, 64), (9, 576, 576), (64, 200, 1536)]
     }
 
-    /// Forward and input gradient, overwrite and accumulate, against sgemm (bf16gemm with `bf16`)
-    /// on the dequantized matrix and against the float64 product of the same (bf16-rounded with
-    /// `bf16`) operands: every element within 1e-6 * (|C0| + sum_k |A_ik| |B_kj|) of both.
+    /// Forward and input gradient, overwrite and accumulate: bit-identical to the tiled fp32
+    /// products on the dequantized matrix; against sgemm (bf16gemm with `bf16`) on the dequantized
+    /// matrix and against the float64 product of the same (bf16-rounded with `bf16`) operands,
+    /// every element within 1e-6 * (|C0| + sum_k |A_ik| |B_kj|) of both.
     /// Returns the fraction of elements bit-identical to sgemm's.
     @discardableResult
     func checkProducts(_ w: QuantizedMatrix, tokens T: Int, bf16: Bool, label: String,
@@ -148,6 +149,14 @@ final class QuantizedMatrixTests: XCTestCase {
             w.inputGradient(dy, tokens: T, into: &dx, accumulate: accumulate, bf16: bf16)
             gemm(bf16: bf16, m: T, n: inF, k: out, a: dy, lda: out, b: dense, ldb: inF, beta: beta, c: &dxRef, ldc: inF)
             let what = "\(label) T=\(T) [\(out), \(inF)] accumulate=\(accumulate) bf16=\(bf16)"
+            // The same tiles on the fp32 values: the same bits.
+            var yTiled = y0, dxTiled = dx0
+            QuantizedMatrix.forward(x, tokens: T, weight: dense, outFeatures: out, inFeatures: inF, into: &yTiled,
+                                    accumulate: accumulate, bf16: bf16)
+            QuantizedMatrix.inputGradient(dy, tokens: T, weight: dense, outFeatures: out, inFeatures: inF, into: &dxTiled,
+                                          accumulate: accumulate, bf16: bf16)
+            expectIdentical(y, yTiled, "forward against the tiled fp32 product, " + what, file: file, line: line)
+            expectIdentical(dx, dxTiled, "input gradient against the tiled fp32 product, " + what, file: file, line: line)
             let round: (Float) -> Float = bf16 ? bf16Round : { $0 }
             let (xr, dyr, wr) = (x.map(round), dy.map(round), dense.map(round))
             expectClose(y, yRef, a: xr, b: wr, c0: accumulate ? y0 : nil, m: T, n: out, k: inF, transB: true,
@@ -159,6 +168,11 @@ final class QuantizedMatrixTests: XCTestCase {
             total += y.count + dx.count
         }
         return total == 0 ? 1 : Double(identical) / Double(total)
+    }
+
+    func expectIdentical(_ got: [Float], _ want: [Float], _ what: String, file: StaticString, line: UInt) {
+        let bad = zip(got, want).enumerated().filter { $0.element.0.bitPattern != $0.element.1.bitPattern }
+        XCTAssertTrue(bad.isEmpty, "\(what): \(bad.count) of \(got.count) differ, first at \(bad.first.map { "\($0.offset): \($0.element.0) vs \($0.element.1)" } ?? "")", file: file, line: line)
     }
 
     /// For C = A op(B) (+ c0), A [m, k], op(B) [k, n] (B stored [n, k] when `transB`): every
@@ -193,7 +207,7 @@ final class QuantizedMatrixTests: XCTestCase {
                 seed += 1
                 let w = try QuantizedMatrixTests.randomMatrix(type, out: out, in: inF, seed: seed)
                 for tile in [QuantizedMatrixTests.defaultTile, 1] {
-                    // Tile 1: the smallest tiles (64 rows, 64 or 256 columns), the last one partial.
+                    // Tile 1: the smallest tiles (64 rows, 256 columns), the last one partial.
                     QuantizedScratch.setTileFloats(tile)
                     fractions.append(checkProducts(w, tokens: T, bf16: false, label: "\(type.name) tile \(tile)"))
                 }
@@ -227,6 +241,15 @@ final class QuantizedMatrixTests: XCTestCase {
         w.inputGradient([], tokens: 2, into: &dx)
         XCTAssertEqual(dx, [Float](repeating: 0, count: 128))
         w.forward(QuantizedMatrixTests.randomFloats(128, seed: 2), tokens: 2, into: &y)
+        // No input features: Y = 0, or unchanged.
+        let u = try QuantizedMatrixTests.randomMatrix(.Q4_1, out: 3, in: 0, seed: 1)
+        var y3 = [Float](repeating: 3, count: 6)
+        for bf16 in [false, true] {
+            u.forward([], tokens: 2, into: &y3, accumulate: true, bf16: bf16)
+            XCTAssertEqual(y3, [Float](repeating: 3, count: 6))
+        }
+        u.forward([], tokens: 2, into: &y3, bf16: true)
+        XCTAssertEqual(y3, [Float](repeating: 0, count: 6))
         let v = try QuantizedMatrixTests.randomMatrix(.Q8_0, out: 5, in: 32, seed: 1)
         var untouched: [Float] = [7]
         v.forward([], tokens: 0, into: &untouched)
@@ -363,27 +386,36 @@ final class QuantizedMatrixTests: XCTestCase {
             let x = QuantizedMatrixTests.randomFloats(T * inF, seed: 1), dy = QuantizedMatrixTests.randomFloats(T * out, seed: 2)
             var y = [Float](repeating: 0, count: T * out), dx = [Float](repeating: 0, count: T * inF)
             let flops = 2 * Double(T) * Double(out) * Double(inF)
-            func time(_ body: () -> Void) -> Double {
-                body()
-                var best = Double.infinity
-                for _ in 0..<7 {
-                    let t0 = GemmCounter.now()
-                    body()
-                    best = min(best, GemmCounter.now() - t0)
+            /// The best of 15 rounds (after one to warm up) of each body, the bodies interleaved so that they see the
+            /// same load (the machine is shared).
+            func times(_ bodies: [() -> Void]) -> [Double] {
+                var best = [Double](repeating: .infinity, count: bodies.count)
+                for round in 0..<16 {
+                    for (i, body) in bodies.enumerated() {
+                        let t0 = GemmCounter.now()
+                        body()
+                        if round > 0 { best[i] = min(best[i], GemmCounter.now() - t0) }
+                    }
                 }
                 return best
             }
-            let qf = time { w.forward(x, tokens: T, into: &y) }
-            let sf = time { sgemm(transB: true, m: T, n: out, k: inF, a: x, lda: inF, b: dense, ldb: inF, c: &y, ldc: out) }
-            let qb = time { w.inputGradient(dy, tokens: T, into: &dx) }
-            let sb = time { sgemm(m: T, n: inF, k: out, a: dy, lda: out, b: dense, ldb: inF, c: &dx, ldc: inF) }
+            func time(_ body: () -> Void) -> Double { withoutActuallyEscaping(body) { times([$0])[0] } }
+            let t = times([
+                { w.forward(x, tokens: T, into: &y) },
+                { sgemm(transB: true, m: T, n: out, k: inF, a: x, lda: inF, b: dense, ldb: inF, c: &y, ldc: out) },
+                { QuantizedMatrix.forward(x, tokens: T, weight: dense, outFeatures: out, inFeatures: inF, into: &y) },
+                { w.inputGradient(dy, tokens: T, into: &dx) },
+                { sgemm(m: T, n: inF, k: out, a: dy, lda: out, b: dense, ldb: inF, c: &dx, ldc: inF) },
+                { QuantizedMatrix.inputGradient(dy, tokens: T, weight: dense, outFeatures: out, inFeatures: inF, into: &dx) },
+            ])
+            let (qf, sf, tf, qb, sb, tb) = (t[0], t[1], t[2], t[3], t[4], t[5])
             var full = [Float](repeating: 0, count: out * inF)
             let dq = time { full.withUnsafeMutableBufferPointer { w.dequantizeTile(rows: 0..<out, blocks: 0..<inF / 32, into: $0.baseAddress!, parallel: true) } }
             let dq1 = time { full.withUnsafeMutableBufferPointer { w.dequantizeTile(rows: 0..<out, blocks: 0..<inF / 32, into: $0.baseAddress!, parallel: false) } }
             func f(_ v: Double, _ digits: Int = 1) -> String { String(format: "%.\(digits)f", v) }
             func g(_ s: Double) -> String { f(flops / s * 1e-9) }
-            lines.append("[\(out) x \(inF)] forward \(g(qf)) GFLOP/s (sgemm \(g(sf))) x\(f(qf / sf, 2))"
-                         + " | input grad \(g(qb)) (sgemm \(g(sb))) x\(f(qb / sb, 2)) | full dequant \(f(dq * 1e3, 3)) ms (one thread \(f(dq1 * 1e3, 3)))")
+            lines.append("[\(out) x \(inF)] forward \(g(qf)) GFLOP/s (sgemm \(g(sf)), fp32 tiles \(g(tf))) x\(f(qf / sf, 2))"
+                         + " | input grad \(g(qb)) (sgemm \(g(sb)), fp32 tiles \(g(tb))) x\(f(qb / sb, 2)) | full dequant \(f(dq * 1e3, 3)) ms (one thread \(f(dq1 * 1e3, 3)))")
         }
         print(lines.joined(separator: "\n"))
     }

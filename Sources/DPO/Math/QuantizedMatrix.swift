@@ -15,12 +15,13 @@ import Glibc
 /// fully dequantized W's (the dequantizers are exact):
 ///   forward         Y[T, out] (+)= X[T, in] W^T    tiles of rows of W (output features)
 ///   input gradient  dX[T, in] (+)= dY[T, out] W    tiles of columns of W (input features)
-/// The results equal sgemm's on the fully dequantized fp32 W up to the order in which OpenBLAS
-/// sums each dot product, which depends on how it blocks and threads the product (its kernels
-/// keep several partial sums per element for some block widths): each element is within
-/// 1e-6 * (|C| + sum_k |A_ik| |B_kj|) of it (QuantizedMatrixTests), and often bit-identical
-/// (tiles start at multiples of `QuantizedScratch.alignment` rows or columns, as OpenBLAS's own
-/// blocks do).
+/// The results are bit-identical to the same tiled products on the dequantized fp32 W
+/// (`QuantizedMatrix.forward(_:tokens:weight:...)` and `inputGradient(_:tokens:weight:...)`,
+/// which an fp32 frozen base can use to compute the same bits), and equal one sgemm on the
+/// dequantized W (`linearForward`) up to the order in which OpenBLAS sums each dot product,
+/// which depends on how it blocks and threads the product (its kernels keep several partial sums
+/// per element for some block widths): each element within 1e-6 * (|C| + sum_k |A_ik| |B_kj|)
+/// of it (QuantizedMatrixTests), most bit-identical.
 ///
 /// Immutable after creation, so any number of threads may multiply with it at once.
 public final class QuantizedMatrix: @unchecked Sendable {
@@ -142,57 +143,131 @@ public final class QuantizedMatrix: @unchecked Sendable {
     /// The forward product of a frozen linear layer, Y[T, outFeatures] = X[T, inFeatures] W^T, or
     /// Y += X W^T with `accumulate`: what `linearForward` computes with the fp32 W (a bias is the
     /// caller's). `bf16`: the product with bf16-rounded operands, as `gemm(bf16: true)` computes it
-    /// (LlamaModel.bf16). X and Y are contiguous row-major. The result equals the product with the
-    /// fully dequantized fp32 W (see the type's comment).
+    /// (LlamaModel.bf16). X and Y are contiguous row-major. Bit-identical to
+    /// `QuantizedMatrix.forward(_:tokens:weight:...)` on the dequantized W (see the type's comment).
     public func forward(_ x: UnsafePointer<Float>, tokens: Int, into y: UnsafeMutablePointer<Float>,
                         accumulate: Bool = false, bf16: Bool = false) {
-        let (T, out, inF) = (tokens, outFeatures, inFeatures)
-        if T <= 0 || out == 0 { return }
-        let beta: Float = accumulate ? 1 : 0
         if type == .F32 {
-            let w = UnsafeRawPointer(storage).assumingMemoryBound(to: Float.self)
-            return gemm(bf16: bf16, transB: true, m: T, n: out, k: inF, a: x, lda: inF, b: w, ldb: inF,
-                        beta: beta, c: y, ldc: out)
+            return QuantizedMatrix.forward(x, tokens: tokens, weight: fp32Storage, outFeatures: outFeatures,
+                                           inFeatures: inFeatures, into: y, accumulate: accumulate, bf16: bf16)
         }
-        let tileRows = Swift.min(out, QuantizedScratch.tileExtent(other: inF, unit: 1))
-        let scratch = QuantizedScratch.take(floats: tileRows * inF)
+        let inF = inFeatures
+        let scratch = QuantizedScratch.take(floats: FrozenLinearTiles.forwardRows(outFeatures, inF) * inF)
         defer { QuantizedScratch.give(scratch) }
-        let tile = scratch.pointer
         let allBlocks = 0..<inF / type.blockSize
-        for r0 in stride(from: 0, to: out, by: tileRows) {
-            let n = Swift.min(tileRows, out - r0)
-            dequantizeTile(rows: r0..<r0 + n, blocks: allBlocks, into: tile, parallel: false)
-            gemm(bf16: bf16, transB: true, m: T, n: n, k: inF, a: x, lda: inF, b: tile, ldb: inF,
-                 beta: beta, c: y + r0, ldc: out)
+        FrozenLinearTiles.forward(x, tokens: tokens, outFeatures: outFeatures, inFeatures: inF, into: y,
+                                  accumulate: accumulate, bf16: bf16) { rows in
+            dequantizeTile(rows: rows, blocks: allBlocks, into: scratch.pointer, parallel: false)
+            return UnsafePointer(scratch.pointer)
         }
     }
 
     /// The input gradient of a frozen linear layer, dX[T, inFeatures] = dY[T, outFeatures] W, or
     /// dX += dY W with `accumulate`: what `linearBackward` computes for dx with the fp32 W (no
     /// weight gradient: W is frozen). `bf16` as in `forward`. dY and dX are contiguous row-major.
+    /// Bit-identical to `QuantizedMatrix.inputGradient(_:tokens:weight:...)` on the dequantized W.
     public func inputGradient(_ dy: UnsafePointer<Float>, tokens: Int, into dx: UnsafeMutablePointer<Float>,
                               accumulate: Bool = false, bf16: Bool = false) {
-        let (T, out, inF) = (tokens, outFeatures, inFeatures)
-        if T <= 0 || inF == 0 { return }
-        let beta: Float = accumulate ? 1 : 0
-        if type == .F32 || out == 0 {
-            // out == 0: k = 0, the product is zero (gemm scales C by beta); no tile to make.
-            let w = UnsafeRawPointer(storage).assumingMemoryBound(to: Float.self)
-            return gemm(bf16: bf16, m: T, n: inF, k: out, a: dy, lda: out, b: w, ldb: inF,
-                        beta: beta, c: dx, ldc: inF)
+        if type == .F32 {
+            return QuantizedMatrix.inputGradient(dy, tokens: tokens, weight: fp32Storage, outFeatures: outFeatures,
+                                                 inFeatures: inFeatures, into: dx, accumulate: accumulate, bf16: bf16)
         }
-        // Column tiles are whole blocks wide.
-        let blockSize = type.blockSize, blockCount = inF / blockSize
-        let tileBlocks = Swift.min(blockCount, QuantizedScratch.tileExtent(other: out, unit: blockSize) / blockSize)
-        let scratch = QuantizedScratch.take(floats: out * tileBlocks * blockSize)
+        let (out, blockSize) = (outFeatures, type.blockSize)
+        let scratch = QuantizedScratch.take(floats: out * FrozenLinearTiles.gradientColumns(out, inFeatures))
         defer { QuantizedScratch.give(scratch) }
-        let tile = scratch.pointer
-        for b0 in stride(from: 0, to: blockCount, by: tileBlocks) {
-            let nb = Swift.min(tileBlocks, blockCount - b0), width = nb * blockSize
-            dequantizeTile(rows: 0..<out, blocks: b0..<b0 + nb, into: tile, parallel: false)
-            gemm(bf16: bf16, m: T, n: width, k: out, a: dy, lda: out, b: tile, ldb: width,
-                 beta: beta, c: dx + b0 * blockSize, ldc: inF)
+        FrozenLinearTiles.inputGradient(dy, tokens: tokens, outFeatures: out, inFeatures: inFeatures, into: dx,
+                                        accumulate: accumulate, bf16: bf16) { columns in
+            // Tile columns start and end on block boundaries (FrozenLinearTiles.columnStep).
+            let blocks = columns.lowerBound / blockSize..<columns.upperBound / blockSize
+            dequantizeTile(rows: 0..<out, blocks: blocks, into: scratch.pointer, parallel: false)
+            return (UnsafePointer(scratch.pointer), columns.count)
         }
+    }
+
+    /// The stored bytes of an F32 matrix as floats.
+    private var fp32Storage: UnsafePointer<Float> {
+        UnsafeRawPointer(storage).assumingMemoryBound(to: Float.self)
+    }
+
+    /// `forward` with an fp32 W [outFeatures, inFeatures] (row-major, contiguous), cut into the
+    /// same tiles as a quantized W of that shape: on the dequantized values of a QuantizedMatrix
+    /// the result is bit-identical to the QuantizedMatrix's (so a model whose frozen weights are
+    /// fp32 and one that keeps them quantized compute the same bits), and within rounding
+    /// (see the type's comment) of one sgemm (`linearForward`).
+    public static func forward(_ x: UnsafePointer<Float>, tokens: Int, weight w: UnsafePointer<Float>,
+                               outFeatures: Int, inFeatures: Int, into y: UnsafeMutablePointer<Float>,
+                               accumulate: Bool = false, bf16: Bool = false) {
+        FrozenLinearTiles.forward(x, tokens: tokens, outFeatures: outFeatures, inFeatures: inFeatures, into: y,
+                                  accumulate: accumulate, bf16: bf16) { rows in w + rows.lowerBound * inFeatures }
+    }
+
+    /// `inputGradient` with an fp32 W, tiled as `forward(_:tokens:weight:...)` is.
+    public static func inputGradient(_ dy: UnsafePointer<Float>, tokens: Int, weight w: UnsafePointer<Float>,
+                                     outFeatures: Int, inFeatures: Int, into dx: UnsafeMutablePointer<Float>,
+                                     accumulate: Bool = false, bf16: Bool = false) {
+        FrozenLinearTiles.inputGradient(dy, tokens: tokens, outFeatures: outFeatures, inFeatures: inFeatures, into: dx,
+                                        accumulate: accumulate, bf16: bf16) { columns in
+            (w + columns.lowerBound, inFeatures)
+        }
+    }
+}
+
+/// The tiles of the frozen-linear products, one scheme for every weight type, so that products
+/// with a quantized W and with its dequantized fp32 values make the same sgemm calls on the same
+/// values (a tile's row stride does not change OpenBLAS's arithmetic: it packs B first).
+enum FrozenLinearTiles {
+    /// Forward tiles start at multiples of 64 rows, input-gradient tiles at multiples of 256
+    /// columns: multiples of OpenBLAS's register blocking (16 x 4 or 8 x 8 floats for sgemm on
+    /// x86-64), so that a tile's product is blocked like the same rows of the whole product where
+    /// OpenBLAS does not thread it differently, and 256 is a whole number of blocks of every ggml
+    /// type (block sizes 1, 32, 256).
+    static let rowStep = 64, columnStep = 256
+
+    /// Rows of W per forward tile: `QuantizedScratch.tileFloats / inFeatures` rounded down to a
+    /// multiple of `rowStep` (at least one step, at most all rows).
+    static func forwardRows(_ outFeatures: Int, _ inFeatures: Int) -> Int {
+        Swift.min(outFeatures, Swift.max(1, QuantizedScratch.tileFloats / Swift.max(inFeatures, 1) / rowStep) * rowStep)
+    }
+
+    /// Columns of W per input-gradient tile, likewise with `columnStep`.
+    static func gradientColumns(_ outFeatures: Int, _ inFeatures: Int) -> Int {
+        Swift.min(inFeatures, Swift.max(1, QuantizedScratch.tileFloats / Swift.max(outFeatures, 1) / columnStep) * columnStep)
+    }
+
+    /// Y (+)= X W^T, tile by tile: `tile(rows)` returns rows `rows` of W (row stride inFeatures),
+    /// valid until the next call.
+    static func forward(_ x: UnsafePointer<Float>, tokens T: Int, outFeatures out: Int, inFeatures inF: Int,
+                        into y: UnsafeMutablePointer<Float>, accumulate: Bool, bf16: Bool,
+                        tile: (Range<Int>) -> UnsafePointer<Float>) {
+        if T <= 0 || out <= 0 { return }
+        if inF <= 0 { return zeroUnlessAccumulating(y, count: T * out, accumulate) }
+        let step = forwardRows(out, inF), beta: Float = accumulate ? 1 : 0
+        for r0 in stride(from: 0, to: out, by: step) {
+            let rows = r0..<Swift.min(r0 + step, out)
+            gemm(bf16: bf16, transB: true, m: T, n: rows.count, k: inF, a: x, lda: inF, b: tile(rows), ldb: inF,
+                 beta: beta, c: y + r0, ldc: out)
+        }
+    }
+
+    /// dX (+)= dY W, tile by tile: `tile(columns)` returns columns `columns` of all rows of W and
+    /// their row stride, valid until the next call.
+    static func inputGradient(_ dy: UnsafePointer<Float>, tokens T: Int, outFeatures out: Int, inFeatures inF: Int,
+                              into dx: UnsafeMutablePointer<Float>, accumulate: Bool, bf16: Bool,
+                              tile: (Range<Int>) -> (UnsafePointer<Float>, Int)) {
+        if T <= 0 || inF <= 0 { return }
+        if out <= 0 { return zeroUnlessAccumulating(dx, count: T * inF, accumulate) }
+        let step = gradientColumns(out, inF), beta: Float = accumulate ? 1 : 0
+        for c0 in stride(from: 0, to: inF, by: step) {
+            let columns = c0..<Swift.min(c0 + step, inF)
+            let (b, ldb) = tile(columns)
+            gemm(bf16: bf16, m: T, n: columns.count, k: out, a: dy, lda: out, b: b, ldb: ldb,
+                 beta: beta, c: dx + c0, ldc: inF)
+        }
+    }
+
+    /// An empty sum (no columns of X, no rows of W): C = 0, or C unchanged when accumulating.
+    private static func zeroUnlessAccumulating(_ c: UnsafeMutablePointer<Float>, count: Int, _ accumulate: Bool) {
+        if !accumulate { c.update(repeating: 0, count: count) }
     }
 }
 
@@ -207,7 +282,7 @@ private let dequantizeParallelMinimum = 16_384
 /// matrix when that is larger).
 enum QuantizedScratch {
     /// Floats per tile: 192 Ki = 768 KiB (in L2 beside OpenBLAS's packed panels), e.g. 320 rows
-    /// of a 576-column matrix or 128 of a 1536-column one (`tileExtent`). Tuned with the benchmark
+    /// of a 576-column matrix or 128 of a 1536-column one (`FrozenLinearTiles`). Tuned with the benchmark
     /// in QuantizedMatrixTests (DPO_QGEMM_BENCH=1, T = 512, SmolLM2's shapes: 64 Ki tiles cost
     /// 1.1-1.2x sgemm's time, 128 Ki to 256 Ki 1.06-1.12x); `setTileFloats` changes it (tests).
     nonisolated(unsafe) private(set) static var tileFloats = 192 * 1024
@@ -228,26 +303,6 @@ enum QuantizedScratch {
             return list
         }
         for b in old { UnsafeMutablePointer<Float>(bitPattern: b.address)?.deallocate() }
-    }
-
-    /// Tiles start at multiples of this many rows (forward) or columns (input gradient): a
-    /// multiple of OpenBLAS's register blocking (16 x 4 or 8 x 8 floats for sgemm on x86-64), so
-    /// that a tile's product is blocked like the same rows of the whole product where OpenBLAS
-    /// does not thread or block it differently.
-    static let alignment = 64
-
-    /// The rows (or columns) of a tile whose other side is `other` long: `tileFloats / other`
-    /// rounded down to a multiple of `alignment` and of `unit` (the block size for columns), at
-    /// least one such multiple.
-    static func tileExtent(other: Int, unit: Int) -> Int {
-        let step = lcm(alignment, unit)
-        return Swift.max(1, tileFloats / Swift.max(other, 1) / step) * step
-    }
-
-    private static func lcm(_ a: Int, _ b: Int) -> Int {
-        var (x, y) = (a, b)
-        while y != 0 { (x, y) = (y, x % y) }
-        return a / x * b
     }
 
     static func take(floats: Int) -> Buffer {
