@@ -116,10 +116,10 @@ public final class QuantizedMatrix: @unchecked Sendable {
     /// Dequantizes rows `rows` and block columns `blocks` of W into `dst`, row r at
     /// `dst + (r - rows.lowerBound) * blocks.count * blockSize`. Parallel over rows when `parallel`
     /// and the tile is large enough to pay for waking workers. The products dequantize their tiles
-    /// on the calling thread: the benchmark measured no gain from two threads (a tile is
-    /// dequantized at about 5 G floats/s, near the speed its 768 KiB are written to L2, in
-    /// 30-40 us, about what waking a worker and OpenBLAS's threads cost), and OpenBLAS's threads
-    /// then have the cores to themselves.
+    /// on the calling thread: on the 2-core development machine the benchmark measured no gain
+    /// from two threads (a 576 x 576 Q4_1 matrix took 0.06 ms either way, about 5 G floats/s, a
+    /// few percent of the T = 512 product), and OpenBLAS's threads then have the cores to
+    /// themselves between tiles.
     func dequantizeTile(rows: Range<Int>, blocks: Range<Int>, into dst: UnsafeMutablePointer<Float>, parallel: Bool) {
         let type = self.type, base = UnsafeRawPointer(storage), rowBytes = self.rowBytes
         let blockBytes = type.bytesPerBlock, width = blocks.count * type.blockSize
@@ -278,8 +278,10 @@ private let dequantizeParallelMinimum = 16_384
 /// The fp32 tile buffers of `QuantizedMatrix`'s products, kept for the next product (a fresh
 /// allocation per product would cost page faults every time). A buffer is taken for one product
 /// and given back after it; at most `kept` stay allocated, so the memory the pool holds is bounded
-/// by `kept` times the largest tile (`tileFloats` floats, or one block column of the tallest
-/// matrix when that is larger).
+/// by `kept` times the largest tile (`tileFloats` floats, or one tile step of `FrozenLinearTiles`,
+/// 64 rows or 256 columns, when that is larger). A single-threaded SmolLM2 step needs two: 768 KiB
+/// (the forward tiles) and 1.5 MiB (the input-gradient tile of gate/up_proj: 1536 rows x 256
+/// columns).
 enum QuantizedScratch {
     /// Floats per tile: 192 Ki = 768 KiB (in L2 beside OpenBLAS's packed panels), e.g. 320 rows
     /// of a 576-column matrix or 128 of a 1536-column one (`FrozenLinearTiles`). Tuned with the benchmark
