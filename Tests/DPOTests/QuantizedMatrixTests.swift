@@ -296,9 +296,9 @@ final class QuantizedMatrixTests: XCTestCase {
     // MARK: Loading from GGUF
 
     /// Every linear weight of `path`, dequantized, equals the parameter LlamaModel.load(ggufFile:)
-    /// reads (q/k rows un-permuted for llama); returns the matrices.
+    /// reads (q/k rows un-permuted for llama); returns the matrices and the fp32 model.
     @discardableResult
-    func checkLoader(_ path: String, layers: Int) throws -> [String: QuantizedMatrix] {
+    func checkLoader(_ path: String, layers: Int) throws -> ([String: QuantizedMatrix], LlamaModel) {
         let weights = try QuantizedMatrix.linearWeights(ggufFile: path)
         let model = try LlamaModel.load(ggufFile: path)
         XCTAssertEqual(Set(weights.keys), Set((0..<layers).flatMap { l in QuantizedMatrix.layerLinearNames.map { "model.layers.\(l).\($0)" } }))
@@ -308,12 +308,12 @@ final class QuantizedMatrixTests: XCTestCase {
             try got.withUnsafeMutableBufferPointer { try w.dequantize(rows: 0..<w.outFeatures, into: $0) }
             XCTAssertEqual(got.map(\.bitPattern), Array(p).map(\.bitPattern), name)
         }
-        return weights
+        return (weights, model)
     }
 
     func testLoaderMatchesTheFP32ModelOnTheFixtureModels() throws {
         let dir = TestModels.fixturesDirectory() + "/gguf/models"
-        let q8 = try checkLoader(dir + "/llama_gqa_q8.gguf", layers: 2)
+        let (q8, _) = try checkLoader(dir + "/llama_gqa_q8.gguf", layers: 2)
         XCTAssertEqual(q8["model.layers.0.self_attn.q_proj.weight"]?.type, .Q8_0)
         try checkLoader(dir + "/llama_gqa_untied.gguf", layers: 2)
         try checkLoader(dir + "/qwen2_tied_bias.gguf", layers: 2)
@@ -350,20 +350,56 @@ final class QuantizedMatrixTests: XCTestCase {
         }
     }
 
-    /// SmolLM2-135M-Instruct Q4_1: all 210 linear weights load, equal the fp32 model's, and take
-    /// 6.4x less memory than fp32; the products on a real matrix equal sgemm's.
+    /// The resident memory of this process (/proc/self/statm), in bytes.
+    static func residentBytes() throws -> Int {
+        let fields = try String(contentsOfFile: "/proc/self/statm", encoding: .utf8).split(separator: " ")
+        return try XCTUnwrap(Int(fields[1])) * Int(sysconf(Int32(_SC_PAGESIZE)))
+    }
+
+    /// SmolLM2-135M-Instruct Q4_1: all 210 linear weights load, take 6.4x less memory than fp32
+    /// (resident memory grows by their quantized bytes), equal the fp32 model's parameters, and
+    /// their products equal the tiled fp32 products with those parameters bit for bit; the tied
+    /// Q8_0 embedding loads too.
     func testSmolLM2LinearWeights() throws {
         let path = try TestModels.smolLM2GGUF()
-        let weights = try checkLoader(path, layers: 30)
+        let before = try QuantizedMatrixTests.residentBytes()
+        var held: [String: QuantizedMatrix]? = try QuantizedMatrix.linearWeights(ggufFile: path)
+        let grown = try QuantizedMatrixTests.residentBytes() - before
+        let quantized = held!.values.reduce(0) { $0 + $1.byteCount }
+        let fp32 = held!.values.reduce(0) { $0 + $1.fp32ByteCount }
+        print("SmolLM2 linear weights: \(quantized) bytes quantized (Q4_1), \(fp32) bytes as fp32, ratio \(Double(fp32) / Double(quantized)); resident memory grew by \(grown) bytes loading them")
+        XCTAssertEqual(quantized * 32 / 5, fp32)  // 20 bytes per 32 weights vs 128
+        XCTAssertLessThan(grown, quantized + quantized / 8 + (8 << 20))
+        held = nil
+
+        let (weights, model) = try checkLoader(path, layers: 30)
         XCTAssertEqual(weights.count, 210)
         XCTAssertTrue(weights.values.allSatisfy { $0.type == .Q4_1 })
-        let quantized = weights.values.reduce(0) { $0 + $1.byteCount }
-        let fp32 = weights.values.reduce(0) { $0 + $1.fp32ByteCount }
-        print("SmolLM2 linear weights: \(quantized) bytes quantized (Q4_1), \(fp32) bytes as fp32, ratio \(Double(fp32) / Double(quantized))")
-        XCTAssertEqual(quantized * 32 / 5, fp32)  // 20 bytes per 32 weights vs 128
         for name in ["model.layers.0.self_attn.q_proj.weight", "model.layers.29.mlp.down_proj.weight"] {
             checkProducts(try XCTUnwrap(weights[name]), tokens: 7, bf16: false, label: name)
         }
+        // Every matrix against the fp32 model's parameter (q/k rows un-permuted by the model loader).
+        let T = 3
+        for (name, w) in weights.sorted(by: { $0.key < $1.key }) {
+            let p = try XCTUnwrap(model.parameter(name)).baseAddress!
+            let (out, inF) = (w.outFeatures, w.inFeatures)
+            let x = QuantizedMatrixTests.randomFloats(T * inF, seed: 21), dy = QuantizedMatrixTests.randomFloats(T * out, seed: 22)
+            var y = [Float](repeating: 0, count: T * out), yRef = y, dx = [Float](repeating: 0, count: T * inF), dxRef = dx
+            w.forward(x, tokens: T, into: &y)
+            QuantizedMatrix.forward(x, tokens: T, weight: p, outFeatures: out, inFeatures: inF, into: &yRef)
+            w.inputGradient(dy, tokens: T, into: &dx)
+            QuantizedMatrix.inputGradient(dy, tokens: T, weight: p, outFeatures: out, inFeatures: inF, into: &dxRef)
+            expectIdentical(y, yRef, "forward \(name)", file: #filePath, line: #line)
+            expectIdentical(dx, dxRef, "input gradient \(name)", file: #filePath, line: #line)
+        }
+        // The tied embedding / LM head, Q8_0.
+        let embed = try QuantizedMatrix.load("model.embed_tokens.weight", from: try GGUFFile.open(path: path))
+        print("SmolLM2 embedding (tied LM head): \(embed.byteCount) bytes \(embed.type.name), \(embed.fp32ByteCount) bytes as fp32")
+        XCTAssertEqual(embed.type, .Q8_0)
+        var row = [Float](repeating: 0, count: 2 * embed.inFeatures)
+        try row.withUnsafeMutableBufferPointer { try embed.dequantize(rows: 1234..<1236, into: $0) }
+        let table = try XCTUnwrap(model.parameter("model.embed_tokens.weight"))
+        XCTAssertEqual(row, Array(table[1234 * embed.inFeatures..<1236 * embed.inFeatures]))
     }
 
     // MARK: Benchmark
