@@ -336,6 +336,47 @@ final class QuantizedMatrixTests: XCTestCase {
         let quants = TestModels.fixturesDirectory() + "/gguf/quants/Q4_0.gguf"
         expectDPOError(["Q4_0.gguf"]) { _ = try QuantizedMatrix.linearWeights(ggufFile: quants) }
         expectDPOError(["/nonexistent.gguf"]) { _ = try QuantizedMatrix.linearWeights(ggufFile: "/nonexistent.gguf") }
+        // The corrupt GGUF files: the errors the reader and the model loader give.
+        let dir = TestModels.fixturesDirectory() + "/gguf/corrupt"
+        let cases = try XCTUnwrap(try JSON.parse(try readFile(dir + "/expected.json")).array)
+        for item in cases {
+            let c = try XCTUnwrap(item.object)
+            let path = dir + "/" + c["file"]!.string!
+            let stage = c["stage"]!.string!
+            let words = [path] + (stage == "read" ? [] : c["error"]!.array!.map { $0.string! })
+            expectDPOError(words) { _ = try QuantizedMatrix.linearWeights(ggufFile: path) }
+        }
+    }
+
+    /// The tiny Q8_0 llama fixture with one tensor's header entry patched.
+    func patchedModel(_ tensor: String, _ patch: (inout [UInt8], Int) -> Void) throws -> String {
+        var bytes = try readFile(TestModels.fixturesDirectory() + "/gguf/models/llama_gqa_q8.gguf")
+        let name = Array(tensor.utf8)
+        let at = try XCTUnwrap((0...bytes.count - name.count).first { bytes[$0..<$0 + name.count].elementsEqual(name) })
+        patch(&bytes, at + name.count)  // n_dims u32, ne u64 x n_dims, type u32, offset u64
+        let path = try makeScratchDirectory() + "/patched.gguf"
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        return path
+    }
+
+    func testLoaderRefusesMisshapenMissingOrUnreadableTensors() throws {
+        // A q_proj with half its rows.
+        let short = try patchedModel("blk.0.attn_q.weight") { b, at in b[at + 12] /= 2 }
+        expectDPOError(["patched.gguf", "'blk.0.attn_q.weight'", "has shape [16, 32]", "implies [32, 32]"]) {
+            _ = try QuantizedMatrix.linearWeights(ggufFile: short)
+        }
+        // A down_proj of type I8 (fewer bytes, so the file stays valid).
+        let i8 = try patchedModel("blk.1.ffn_down.weight") { b, at in
+            b[at + 20] = 24; b[at + 21] = 0; b[at + 22] = 0; b[at + 23] = 0
+        }
+        expectDPOError(["patched.gguf", "'blk.1.ffn_down.weight'", "I8", "cannot dequantize"]) {
+            _ = try QuantizedMatrix.linearWeights(ggufFile: i8)
+        }
+        // v_proj renamed.
+        let renamed = try patchedModel("blk.1.attn_v.weight") { b, at in b[at - 8] = UInt8(ascii: "x") }
+        expectDPOError(["patched.gguf", "'blk.1.attn_v.weight'", "is missing"]) {
+            _ = try QuantizedMatrix.linearWeights(ggufFile: renamed)
+        }
     }
 
     /// The q/k row map is the inverse of the permutation llama.cpp's converter applies.
