@@ -95,26 +95,31 @@ final class QuantizedMatrixTests: XCTestCase {
         }
     }
 
-    /// The SIMD kernels of the tiles (Q4_0, Q4_1, Q8_0) against the scalar ones, on blocks of
-    /// random bytes: every fp16 scale (subnormal, infinite and NaN ones too), every quant.
+    /// The tile kernels (SIMD for Q4_0, Q4_1, Q8_0, Q6_K) against the scalar ones, on blocks of
+    /// random bytes: every fp16 scale (subnormal, infinite and NaN ones too), every quant; F16
+    /// with all 65536 values.
     func testSIMDKernelsEqualTheScalarKernels() {
         var rng = Xoshiro256(seed: 42)
-        for type in [GGMLType.Q4_0, .Q4_1, .Q8_0, .Q6_K, .F16] {
-            let blocks = 4096, n = blocks * type.blockSize
-            let bytes = (0..<blocks * type.bytesPerBlock).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
-            var scalar = [Float](repeating: 1, count: n), simd = [Float](repeating: 2, count: n)
+        for type in [GGMLType.Q4_0, .Q4_1, .Q8_0, .Q6_K, .F16, .Q4_K] {
+            let blocks = 4099, n = blocks * type.blockSize
+            var bytes = (0..<blocks * type.bytesPerBlock).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            if type == .F16 {
+                // All 65536 fp16 values, then random ones.
+                bytes = (0..<65536).flatMap { [UInt8($0 & 0xFF), UInt8($0 >> 8)] } + bytes
+            }
+            let count = bytes.count / type.bytesPerBlock
+            var scalar = [Float](repeating: 1, count: count * type.blockSize), simd = [Float](repeating: 2, count: scalar.count)
             bytes.withUnsafeBytes { src in
-                ggmlDequantize(type, src.baseAddress!, blocks: blocks, into: &scalar)
+                ggmlDequantize(type, src.baseAddress!, blocks: count, into: &scalar)
                 simd.withUnsafeMutableBufferPointer { dst in
-                    // Block by block from block 1 (unaligned source and destination), then 0.
-                    for b in 1..<blocks {
-                        dequantizeBlocks(type, src.baseAddress! + b * type.bytesPerBlock, blocks: 1,
-                                         into: dst.baseAddress! + b * type.blockSize)
-                    }
+                    // From block 1 on in one call (unaligned source and destination), then block 0.
+                    dequantizeBlocks(type, src.baseAddress! + type.bytesPerBlock, blocks: count - 1,
+                                     into: dst.baseAddress! + type.blockSize)
                     dequantizeBlocks(type, src.baseAddress!, blocks: 1, into: dst.baseAddress!)
                 }
             }
             XCTAssertEqual(scalar.map(\.bitPattern), simd.map(\.bitPattern), type.name)
+            XCTAssertGreaterThanOrEqual(scalar.count, n)
         }
     }
 
@@ -446,16 +451,19 @@ final class QuantizedMatrixTests: XCTestCase {
     // MARK: Benchmark
 
     /// With DPO_QGEMM_BENCH=1: GFLOP/s of the tiled products on SmolLM2's Q4_1 matrices (T = 512)
-    /// against sgemm on the dequantized fp32 matrix. DPO_QGEMM_TILE sets the tile size in floats,
-    /// DPO_QGEMM_T the tokens.
+    /// against one sgemm on the dequantized fp32 matrix and against the tiled fp32 products.
+    /// DPO_QGEMM_TILE sets the tile size in floats, DPO_QGEMM_T the tokens, DPO_QGEMM_BF16=1 the
+    /// bf16 products (against bf16gemm).
     func testBenchmark() throws {
         let env = ProcessInfo.processInfo.environment
         guard env["DPO_QGEMM_BENCH"] == "1" else { throw XCTSkip("set DPO_QGEMM_BENCH=1 to run the benchmark") }
         Threads.setCount(Threads.count)  // as the CLI and the bindings do at start-up
         if let tile = env["DPO_QGEMM_TILE"].flatMap(Int.init) { QuantizedScratch.setTileFloats(tile) }
         let T = env["DPO_QGEMM_T"].flatMap(Int.init) ?? 512
+        let bf16 = env["DPO_QGEMM_BF16"] == "1"
         let file = try GGUFFile.open(path: try TestModels.smolLM2GGUF())
-        var lines = ["T=\(T) tile=\(QuantizedScratch.tileFloats) floats threads=\(Threads.count)"]
+        var lines = ["T=\(T) tile=\(QuantizedScratch.tileFloats) floats threads=\(Threads.count)"
+                     + (bf16 ? " bf16 (native kernel: \(BF16Gemm.usesNativeKernel))" : "")]
         for name in ["self_attn.q_proj.weight", "self_attn.k_proj.weight", "mlp.gate_proj.weight", "mlp.down_proj.weight"] {
             let w = try QuantizedMatrix.load("model.layers.0." + name, from: file)
             let (out, inF) = (w.outFeatures, w.inFeatures)
@@ -478,12 +486,12 @@ final class QuantizedMatrixTests: XCTestCase {
             }
             func time(_ body: () -> Void) -> Double { withoutActuallyEscaping(body) { times([$0])[0] } }
             let t = times([
-                { w.forward(x, tokens: T, into: &y) },
-                { sgemm(transB: true, m: T, n: out, k: inF, a: x, lda: inF, b: dense, ldb: inF, c: &y, ldc: out) },
-                { QuantizedMatrix.forward(x, tokens: T, weight: dense, outFeatures: out, inFeatures: inF, into: &y) },
-                { w.inputGradient(dy, tokens: T, into: &dx) },
-                { sgemm(m: T, n: inF, k: out, a: dy, lda: out, b: dense, ldb: inF, c: &dx, ldc: inF) },
-                { QuantizedMatrix.inputGradient(dy, tokens: T, weight: dense, outFeatures: out, inFeatures: inF, into: &dx) },
+                { w.forward(x, tokens: T, into: &y, bf16: bf16) },
+                { gemm(bf16: bf16, transB: true, m: T, n: out, k: inF, a: x, lda: inF, b: dense, ldb: inF, c: &y, ldc: out) },
+                { QuantizedMatrix.forward(x, tokens: T, weight: dense, outFeatures: out, inFeatures: inF, into: &y, bf16: bf16) },
+                { w.inputGradient(dy, tokens: T, into: &dx, bf16: bf16) },
+                { gemm(bf16: bf16, m: T, n: inF, k: out, a: dy, lda: out, b: dense, ldb: inF, c: &dx, ldc: inF) },
+                { QuantizedMatrix.inputGradient(dy, tokens: T, weight: dense, outFeatures: out, inFeatures: inF, into: &dx, bf16: bf16) },
             ])
             let (qf, sf, tf, qb, sb, tb) = (t[0], t[1], t[2], t[3], t[4], t[5])
             var full = [Float](repeating: 0, count: out * inF)
@@ -494,6 +502,25 @@ final class QuantizedMatrixTests: XCTestCase {
             lines.append("[\(out) x \(inF)] forward \(g(qf)) GFLOP/s (sgemm \(g(sf)), fp32 tiles \(g(tf))) x\(f(qf / sf, 2))"
                          + " | input grad \(g(qb)) (sgemm \(g(sb)), fp32 tiles \(g(tb))) x\(f(qb / sb, 2)) | full dequant \(f(dq * 1e3, 3)) ms (one thread \(f(dq1 * 1e3, 3)))")
         }
+        // Tile dequantization rate of every type, one thread, a [1024, 4096] matrix in 256 x 4096 tiles.
+        var rates: [String] = []
+        var tile = [Float](repeating: 0, count: 256 * 4096)
+        for type in QuantizedMatrixTests.allTypes {
+            let w = try QuantizedMatrixTests.randomMatrix(type, out: 1024, in: 4096, seed: 3)
+            let blocks = 0..<4096 / type.blockSize
+            var best = Double.infinity
+            for _ in 0..<5 {
+                let t0 = GemmCounter.now()
+                tile.withUnsafeMutableBufferPointer { t in
+                    for r0 in stride(from: 0, to: 1024, by: 256) {
+                        w.dequantizeTile(rows: r0..<r0 + 256, blocks: blocks, into: t.baseAddress!, parallel: false)
+                    }
+                }
+                best = min(best, GemmCounter.now() - t0)
+            }
+            rates.append("\(type.name) \(String(format: "%.2f", 4096 * 1024 / best * 1e-9))")
+        }
+        lines.append("tile dequantization, G floats/s on one thread: " + rates.joined(separator: ", "))
         print(lines.joined(separator: "\n"))
     }
 }
