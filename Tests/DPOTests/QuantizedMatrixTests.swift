@@ -95,19 +95,13 @@ final class QuantizedMatrixTests: XCTestCase {
         }
     }
 
-    /// The tile kernels (SIMD for Q4_0, Q4_1, Q8_0, Q6_K) against the scalar ones, on blocks of
-    /// random bytes: every fp16 scale (subnormal, infinite and NaN ones too), every quant; F16
-    /// with all 65536 values.
+    /// The SIMD tile kernels (Q4_0, Q4_1, Q8_0, Q6_K) against the scalar ones, on blocks of random
+    /// bytes: every fp16 scale (subnormal, infinite and NaN ones too), every quant.
     func testSIMDKernelsEqualTheScalarKernels() {
         var rng = Xoshiro256(seed: 42)
-        for type in [GGMLType.Q4_0, .Q4_1, .Q8_0, .Q6_K, .F16, .Q4_K] {
-            let blocks = 4099, n = blocks * type.blockSize
-            var bytes = (0..<blocks * type.bytesPerBlock).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
-            if type == .F16 {
-                // All 65536 fp16 values, then random ones.
-                bytes = (0..<65536).flatMap { [UInt8($0 & 0xFF), UInt8($0 >> 8)] } + bytes
-            }
-            let count = bytes.count / type.bytesPerBlock
+        for type in [GGMLType.Q4_0, .Q4_1, .Q8_0, .Q6_K] {
+            let count = 4099
+            let bytes = (0..<count * type.bytesPerBlock).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
             var scalar = [Float](repeating: 1, count: count * type.blockSize), simd = [Float](repeating: 2, count: scalar.count)
             bytes.withUnsafeBytes { src in
                 ggmlDequantize(type, src.baseAddress!, blocks: count, into: &scalar)
@@ -119,7 +113,6 @@ final class QuantizedMatrixTests: XCTestCase {
                 }
             }
             XCTAssertEqual(scalar.map(\.bitPattern), simd.map(\.bitPattern), type.name)
-            XCTAssertGreaterThanOrEqual(scalar.count, n)
         }
     }
 
