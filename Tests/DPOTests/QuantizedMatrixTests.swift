@@ -446,7 +446,7 @@ final class QuantizedMatrixTests: XCTestCase {
     /// With DPO_QGEMM_BENCH=1: GFLOP/s of the tiled products on SmolLM2's Q4_1 matrices (T = 512)
     /// against one sgemm on the dequantized fp32 matrix and against the tiled fp32 products.
     /// DPO_QGEMM_TILE sets the tile size in floats, DPO_QGEMM_T the tokens, DPO_QGEMM_BF16=1 the
-    /// bf16 products (against bf16gemm).
+    /// bf16 products (against bf16gemm), DPO_QGEMM_HEAD=1 adds the tied LM head (Q8_0).
     func testBenchmark() throws {
         let env = ProcessInfo.processInfo.environment
         guard env["DPO_QGEMM_BENCH"] == "1" else { throw XCTSkip("set DPO_QGEMM_BENCH=1 to run the benchmark") }
@@ -457,8 +457,11 @@ final class QuantizedMatrixTests: XCTestCase {
         let file = try GGUFFile.open(path: try TestModels.smolLM2GGUF())
         var lines = ["T=\(T) tile=\(QuantizedScratch.tileFloats) floats threads=\(Threads.count)"
                      + (bf16 ? " bf16 (native kernel: \(BF16Gemm.usesNativeKernel))" : "")]
-        for name in ["self_attn.q_proj.weight", "self_attn.k_proj.weight", "mlp.gate_proj.weight", "mlp.down_proj.weight"] {
-            let w = try QuantizedMatrix.load("model.layers.0." + name, from: file)
+        var names = ["self_attn.q_proj.weight", "self_attn.k_proj.weight", "mlp.gate_proj.weight", "mlp.down_proj.weight"]
+            .map { "model.layers.0." + $0 }
+        if env["DPO_QGEMM_HEAD"] == "1" { names.append("model.embed_tokens.weight") }  // the tied LM head, Q8_0
+        for name in names {
+            let w = try QuantizedMatrix.load(name, from: file)
             let (out, inF) = (w.outFeatures, w.inFeatures)
             let dense = QuantizedMatrixTests.reference(w)
             let x = QuantizedMatrixTests.randomFloats(T * inF, seed: 1), dy = QuantizedMatrixTests.randomFloats(T * out, seed: 2)
@@ -488,11 +491,11 @@ final class QuantizedMatrixTests: XCTestCase {
             ])
             let (qf, sf, tf, qb, sb, tb) = (t[0], t[1], t[2], t[3], t[4], t[5])
             var full = [Float](repeating: 0, count: out * inF)
-            let dq = time { full.withUnsafeMutableBufferPointer { w.dequantizeTile(rows: 0..<out, blocks: 0..<inF / 32, into: $0.baseAddress!, parallel: true) } }
-            let dq1 = time { full.withUnsafeMutableBufferPointer { w.dequantizeTile(rows: 0..<out, blocks: 0..<inF / 32, into: $0.baseAddress!, parallel: false) } }
+            let dq = time { full.withUnsafeMutableBufferPointer { w.dequantizeTile(rows: 0..<out, blocks: 0..<inF / w.type.blockSize, into: $0.baseAddress!, parallel: true) } }
+            let dq1 = time { full.withUnsafeMutableBufferPointer { w.dequantizeTile(rows: 0..<out, blocks: 0..<inF / w.type.blockSize, into: $0.baseAddress!, parallel: false) } }
             func f(_ v: Double, _ digits: Int = 1) -> String { String(format: "%.\(digits)f", v) }
             func g(_ s: Double) -> String { f(flops / s * 1e-9) }
-            lines.append("[\(out) x \(inF)] forward \(g(qf)) GFLOP/s (sgemm \(g(sf)), fp32 tiles \(g(tf))) x\(f(qf / sf, 2))"
+            lines.append("[\(out) x \(inF)] \(w.type.name) forward \(g(qf)) GFLOP/s (sgemm \(g(sf)), fp32 tiles \(g(tf))) x\(f(qf / sf, 2))"
                          + " | input grad \(g(qb)) (sgemm \(g(sb)), fp32 tiles \(g(tb))) x\(f(qb / sb, 2)) | full dequant \(f(dq * 1e3, 3)) ms (one thread \(f(dq1 * 1e3, 3)))")
         }
         // Tile dequantization rate of every type, one thread, a [1024, 4096] matrix in 256 x 4096 tiles.
