@@ -113,7 +113,9 @@ final class BF16ConfigTests: XCTestCase {
     func lastRowLogProbs(_ model: LlamaModel, _ prompt: [Int32]) throws -> (cached: [Double], forward: [Double]) {
         let V = model.config.vocabSize
         let cache = KVCache(layers: model.config.numHiddenLayers, kvWidth: model.attentionShape.kvWidth, capacity: prompt.count)
-        let logits = try model.extend([cache], tokens: [prompt]).map(Double.init)
+        let work = try GenerationWorkspace(model: model, promptLengths: [prompt.count], maxNewTokens: 0)
+        let cached = try model.extend([cache], tokens: [prompt], work: work)
+        let logits = (0..<V).map { Double(cached[$0]) }
         let m = logits.max()!
         let lse = m + log(logits.reduce(0) { $0 + exp($1 - m) })
         let row = Int32(prompt.count - 1)

@@ -44,19 +44,7 @@ extension LlamaModel {
         let layout = ParameterLayout(config: config)
         var names: [(spec: TensorSpec, gguf: GGUFTensorInfo)] = []
         for spec in layout.tensors {
-            guard let ggufName = GGUFTensorNames.gguf(spec.name) else {
-                throw DPOError.internal("no GGUF name for parameter '\(spec.name)'")
-            }
-            guard let info = file.tensor(named: ggufName) else {
-                throw fail("tensor '\(ggufName)' (\(spec.name)) is missing")
-            }
-            guard info.shape == spec.shape else {
-                throw fail("tensor '\(ggufName)' has shape \(info.shape), the metadata implies \(spec.shape)")
-            }
-            guard info.type.isReadableAsFloat else {
-                throw fail("tensor '\(ggufName)' has ggml type \(info.type.name), which swift-dpo cannot dequantize (supported: \(GGMLType.readableNames))")
-            }
-            names.append((spec, info))
+            names.append((spec, try file.readableTensor(for: spec).info))
         }
         let used = Set(names.map(\.gguf.name))
         for info in file.tensors where !used.contains(info.name) && !(info.name == "rope_freqs.weight" && config.ropeScaling != .none) {
@@ -84,5 +72,26 @@ extension LlamaModel {
                             columns: spec.shape.count == 2 ? spec.shape[1] : 1, toGGUF: false)
         }
         return model
+    }
+}
+
+extension GGUFFile {
+    /// The file's tensor for the Hugging Face parameter `spec`: present under its GGUF name, of the
+    /// shape the metadata implies and of a type swift-dpo dequantizes; otherwise an error naming it.
+    func readableTensor(for spec: TensorSpec) throws -> (name: String, info: GGUFTensorInfo) {
+        func fail(_ message: String) -> DPOError { .format("\(path): \(message)") }
+        guard let ggufName = GGUFTensorNames.gguf(spec.name) else {
+            throw DPOError.internal("no GGUF name for parameter '\(spec.name)'")
+        }
+        guard let info = tensor(named: ggufName) else {
+            throw fail("tensor '\(ggufName)' (\(spec.name)) is missing")
+        }
+        guard info.shape == spec.shape else {
+            throw fail("tensor '\(ggufName)' has shape \(info.shape), the metadata implies \(spec.shape)")
+        }
+        guard info.type.isReadableAsFloat else {
+            throw fail("tensor '\(ggufName)' has ggml type \(info.type.name), which swift-dpo cannot dequantize (supported: \(GGMLType.readableNames))")
+        }
+        return (ggufName, info)
     }
 }

@@ -58,19 +58,7 @@ extension QuantizedMatrix {
     }
 
     private static func load(_ spec: TensorSpec, from file: GGUFFile, config: LlamaConfig) throws -> QuantizedMatrix {
-        func fail(_ message: String) -> DPOError { .format("\(file.path): \(message)") }
-        guard let ggufName = GGUFTensorNames.gguf(spec.name) else {
-            throw DPOError.internal("no GGUF name for parameter '\(spec.name)'")
-        }
-        guard let info = file.tensor(named: ggufName) else {
-            throw fail("tensor '\(ggufName)' (\(spec.name)) is missing")
-        }
-        guard info.shape == spec.shape else {
-            throw fail("tensor '\(ggufName)' has shape \(info.shape), the metadata implies \(spec.shape)")
-        }
-        guard info.type.isReadableAsFloat else {
-            throw fail("tensor '\(ggufName)' has ggml type \(info.type.name), which swift-dpo cannot dequantize (supported: \(GGMLType.readableNames))")
-        }
+        let (ggufName, info) = try file.readableTensor(for: spec)
         let (rows, columns) = (spec.shape[0], spec.shape[1])
         let bytes = try file.rawBytes(ggufName)
         let what = "\(file.path): tensor '\(ggufName)' (\(spec.name))"
@@ -82,7 +70,7 @@ extension QuantizedMatrix {
             }
         }
         guard hd > 0, hd % 2 == 0, heads * hd == rows else {
-            throw fail("tensor '\(ggufName)' has \(rows) rows, not \(heads) heads of an even head_dim \(hd)")
+            throw DPOError.format("\(file.path): tensor '\(ggufName)' has \(rows) rows, not \(heads) heads of an even head_dim \(hd)")
         }
         return try bytes.withUnsafeBytes {
             try QuantizedMatrix(type: info.type, outFeatures: rows, inFeatures: columns, bytes: $0, what: what,
