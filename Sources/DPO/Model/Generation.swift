@@ -118,10 +118,12 @@ extension LlamaModel {
             ropeTables(cos: cosT.pointer, sin: sinT.pointer, positions: $0.baseAddress!, tokens: T, invFreq: invFreq)
         }
         for t in 0..<T { (x.pointer + t * H).update(from: p + lay.embed + Int(flat[t]) * H, count: H) }
+        lora = try beginLoraPass(tokens: T, training: false)
+        defer { lora = nil }
         for l in 0..<c.numHiddenLayers {
             let o = lay.layers[l]
             rmsnormForward(xn.pointer, rstd: rstd.pointer, x.pointer, weight: p + o.inputNorm, rows: T, dim: H, eps: eps)
-            projectQKV(layer: o, xn: xn.pointer, q: q.pointer, k: k.pointer, v: v.pointer,
+            projectQKV(layer: o, index: l, xn: xn.pointer, q: q.pointer, k: k.pointer, v: v.pointer,
                        cos: cosT.pointer, sin: sinT.pointer, rows: T)
             for b in 0..<B {
                 let cache = caches[b], n = tokens[b].count, past = cache.length, total = past + n
@@ -131,9 +133,9 @@ extension LlamaModel {
                 cachedAttention(out: att.pointer + starts[b] * a.qWidth, q: q.pointer + starts[b] * a.qWidth,
                                 k: kc, v: vc, newTokens: n, total: total, shape: a, scores: scores.pointer)
             }
-            addOutputProjection(layer: o, attn: att.pointer, residual: x.pointer, rows: T)
+            addOutputProjection(layer: o, index: l, attn: att.pointer, residual: x.pointer, rows: T)
             rmsnormForward(xn.pointer, rstd: rstd.pointer, x.pointer, weight: p + o.postNorm, rows: T, dim: H, eps: eps)
-            addMLP(layer: o, xn: xn.pointer, gate: gate.pointer, up: up.pointer, hidden: gate.pointer,
+            addMLP(layer: o, index: l, xn: xn.pointer, gate: gate.pointer, up: up.pointer, hidden: gate.pointer,
                    residual: x.pointer, rows: T)
         }
         for b in 0..<B { caches[b].length += tokens[b].count }

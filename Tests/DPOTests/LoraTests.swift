@@ -1,0 +1,307 @@
+import XCTest
+@testable import DPO
+
+/// LoRA in the engine: the adapter's forward and backward against independent references (the
+/// naive Double model with merged weights W + s B A, finite differences), the exactness of the
+/// adapters-off and fresh-adapter forwards, and the trainer training the adapter alone.
+final class LoraTests: XCTestCase {
+    /// A model with an attached adapter whose A and B are both random (init_lora_weights=False),
+    /// so every adapter term matters.
+    func adapted(_ config: LlamaConfig, _ lora: LoraConfig, seed: UInt64 = 7) throws -> LlamaModel {
+        let model = try TestModels.model(config, seed: seed)
+        var c = lora
+        c.initLoraWeights = .random
+        try model.addAdapter(c, seed: 5)
+        return model
+    }
+
+    /// The naive Double model of `model`'s base with the adapter folded in (W + s B A), so its
+    /// forward is the LoRA forward without dropout; `adapterValues` replaces the adapter's values.
+    func mergedNaive(_ model: LlamaModel, adapterValues: [Double]? = nil) -> NaiveLlama {
+        var naive = NaiveLlama(model: model)
+        let a = model.adapter!
+        let values = adapterValues ?? a.parameters.array.map(Double.init)
+        let r = a.config.r, s = a.config.scaling
+        for (l, row) in a.slots.enumerated() {
+            for m in LoraModule.allCases {
+                guard let slot = row[m.rawValue] else { continue }
+                let w = model.weightOffset(layer: l, m)
+                for o in 0..<slot.outFeatures {
+                    for i in 0..<slot.inFeatures {
+                        var d = 0.0
+                        for k in 0..<r { d += values[slot.b + o * r + k] * values[slot.a + k * slot.inFeatures + i] }
+                        naive.params[w + o * slot.inFeatures + i] += s * d
+                    }
+                }
+            }
+        }
+        return naive
+    }
+
+    // MARK: - Gradients
+
+    /// d S / d A and d S / d B (S = sum_i w_i logp_i) against central differences of the naive
+    /// merged model, for every adapted module of every layer: single entries and a directional
+    /// derivative over each tensor. The base has no gradient buffer.
+    func checkGradients(_ config: LlamaConfig, _ lora: LoraConfig, file: StaticString = #filePath, line: UInt = #line) throws {
+        let model = try adapted(config, lora)
+        let (packed, head) = TestModels.batch(vocab: config.vocabSize)
+        var rng = Xoshiro256(seed: 11)
+        let weights = (0..<head.count).map { _ in Float(rng.nextUniform() * 2 - 1) }
+        // The LoRA forward equals the merged naive forward.
+        let out = try model.forward(packed, head: head, keepActivations: true)
+        let naiveLogps = mergedNaive(model).logps(packed, head)
+        for (x, y) in zip(out.logps, naiveLogps) { XCTAssertEqual(Double(x), y, accuracy: 1e-4, file: file, line: line) }
+        try model.zeroGradients()
+        try model.backward(dlogp: weights)
+        XCTAssertNil(model.gradients, "a frozen base has no gradient buffer", file: file, line: line)
+        let adapter = model.adapter!
+        let grads = adapter.gradients!.array
+        var values = adapter.parameters.array.map(Double.init)
+        func scalar() -> Double {
+            zip(mergedNaive(model, adapterValues: values).logps(packed, head), weights).reduce(0) { $0 + $1.0 * Double($1.1) }
+        }
+        let h = 1e-5
+        XCTAssertEqual(adapter.tensors.count, 2 * config.numHiddenLayers * lora.modules.count, file: file, line: line)
+        for spec in adapter.tensors {
+            let g = Array(grads[spec.offset..<(spec.offset + spec.count)])
+            let scale = max(g.map { abs(Double($0)) }.max()!, 1e-3)
+            for _ in 0..<2 {
+                let i = spec.offset + Int(rng.next() % UInt64(spec.count))
+                let saved = values[i]
+                values[i] = saved + h; let up = scalar()
+                values[i] = saved - h; let down = scalar()
+                values[i] = saved
+                XCTAssertEqual(Double(grads[i]), (up - down) / (2 * h), accuracy: 1e-3 * scale + 1e-6,
+                               "\(spec.name)[\(i - spec.offset)]", file: file, line: line)
+            }
+            let dir = (0..<spec.count).map { _ in rng.nextUniform() * 2 - 1 }
+            let saved = values
+            for j in 0..<spec.count { values[spec.offset + j] += h * dir[j] }
+            let up = scalar()
+            values = saved
+            for j in 0..<spec.count { values[spec.offset + j] -= h * dir[j] }
+            let down = scalar()
+            values = saved
+            let fd = (up - down) / (2 * h)
+            let analytic = zip(g, dir).reduce(0.0) { $0 + Double($1.0) * $1.1 }
+            XCTAssertEqual(analytic, fd, accuracy: 1e-3 * max(abs(fd), scale), "\(spec.name) directional", file: file, line: line)
+        }
+    }
+
+    func testGradientsAllLinearGQATied() throws {
+        try checkGradients(TestModels.gqaTied, LoraConfig(r: 3, loraAlpha: 6, targetModules: LoraModule.allCases))
+    }
+
+    func testGradientsRsLoraBiasesUntied() throws {
+        try checkGradients(TestModels.mhaUntiedBias,
+                           LoraConfig(r: 4, loraAlpha: 3, targetModules: LoraModule.allCases, useRslora: true))
+    }
+
+    func testGradientsDefaultTargetsQwen2() throws {
+        // PEFT's default targets (q_proj, v_proj) on a model with q/k/v biases.
+        try checkGradients(TestModels.qwen2, LoraConfig(r: 2, loraAlpha: 5))
+    }
+
+    /// The input gradient of one LoRA linear layer (frozen W plus the adapter, with and without
+    /// dropout) against central differences of f(x) = sum dy * y(x) computed in Double, with the
+    /// forward's dropout mask.
+    func testInputGradientOfALoraLinear() throws {
+        for p in [0.0, 0.3] {
+            let rows = 5, inF = 7, outF = 6, r = 3
+            var rng = Xoshiro256(seed: 42)
+            func rand(_ n: Int) -> [Float] { (0..<n).map { _ in Float(rng.nextUniform() * 2 - 1) } }
+            let x = rand(rows * inF), w = rand(outF * inF), a = rand(r * inF), b = rand(outF * r), dy = rand(rows * outF)
+            let scale: Float = 1.7
+            let scratch = try LoraScratch(tokens: rows, rank: r, maxIn: inF, dropout: p > 0)
+            let dropout = p > 0 ? LoraDropout(p: p, key: 12345) : nil
+            var dx = [Float](repeating: 0, count: rows * inF), y = [Float](repeating: 0, count: rows * outF)
+            a.withUnsafeBufferPointer { a in
+                b.withUnsafeBufferPointer { b in
+                    let ll = LoraLinear(a: a.baseAddress!, b: b.baseAddress!, rank: r, inFeatures: inF, outFeatures: outF,
+                                        scale: scale, scratch: scratch, dropout: dropout, bf16: false)
+                    frozenLinearForward(&y, x, weight: w, rows: rows, inFeatures: inF, outFeatures: outF, accumulate: false, bf16: false)
+                    x.withUnsafeBufferPointer { ll.forward(&y, $0.baseAddress!, rows: rows) }
+                    frozenLinearInputGradient(&dx, dy, weight: w, rows: rows, inFeatures: inF, outFeatures: outF,
+                                              accumulate: false, bf16: false)
+                    dy.withUnsafeBufferPointer { ll.addInputGradient(&dx, dy: $0.baseAddress!, rows: rows) }
+                }
+            }
+            func f(_ x: [Double]) -> (value: Double, y: [Double]) {
+                var total = 0.0, ys = [Double](repeating: 0, count: rows * outF)
+                for t in 0..<rows {
+                    var xd = [Double](repeating: 0, count: inF)
+                    for i in 0..<inF {
+                        let keep = dropout.map { $0.keeps(t * inF + i) } ?? true
+                        xd[i] = keep ? x[t * inF + i] / (1 - p) : 0
+                    }
+                    let u = (0..<r).map { k in (0..<inF).reduce(0.0) { $0 + Double(a[k * inF + $1]) * xd[$1] } }
+                    for o in 0..<outF {
+                        var v = (0..<inF).reduce(0.0) { $0 + Double(w[o * inF + $1]) * x[t * inF + $1] }
+                        v += Double(scale) * (0..<r).reduce(0.0) { $0 + Double(b[o * r + $1]) * u[$1] }
+                        ys[t * outF + o] = v
+                        total += Double(dy[t * outF + o]) * v
+                    }
+                }
+                return (total, ys)
+            }
+            let xd = x.map(Double.init)
+            for (i, v) in f(xd).y.enumerated() { XCTAssertEqual(Double(y[i]), v, accuracy: 1e-5, "y[\(i)] p \(p)") }
+            let h = 1e-6
+            for i in 0..<(rows * inF) {
+                var up = xd, down = xd
+                up[i] += h; down[i] -= h
+                XCTAssertEqual(Double(dx[i]), (f(up).value - f(down).value) / (2 * h), accuracy: 1e-4, "dx[\(i)] p \(p)")
+            }
+        }
+    }
+
+    // MARK: - Exactness
+
+    /// Adapters off: the forward is the base model's, bit for bit; a fresh adapter (B = 0, PEFT's
+    /// default init) leaves the forward unchanged, bit for bit (log-probs, entropies, logits).
+    func testAdaptersOffAndFreshAdapterEqualTheBase() throws {
+        let config = TestModels.mhaUntiedBias
+        let (packed, head) = TestModels.batch(vocab: config.vocabSize)
+        let base = try TestModels.model(config).forward(packed, head: head, keepActivations: false)
+        let model = try adapted(config, LoraConfig(r: 4, targetModules: LoraModule.allCases))
+        let on = try model.forward(packed, head: head, keepActivations: false)
+        XCTAssertNotEqual(on.logps, base.logps, "a random adapter changes the model")
+        let off = try model.withAdaptersDisabled { try model.forward(packed, head: head, keepActivations: false) }
+        XCTAssertEqual(off.logps, base.logps)
+        XCTAssertEqual(off.entropy, base.entropy)
+        XCTAssertEqual(off.meanLogit, base.meanLogit)
+
+        let fresh = try TestModels.model(config)
+        let adapter = try fresh.addAdapter(LoraConfig(r: 4, loraAlpha: 16, targetModules: LoraModule.allCases), seed: 3)
+        XCTAssertTrue(adapter.tensors.filter { $0.name.contains("lora_A") }.allSatisfy { spec in
+            adapter.parameter(spec.name)!.contains { $0 != 0 }
+        }, "A is random")
+        let freshOut = try fresh.forward(packed, head: head, keepActivations: false)
+        XCTAssertEqual(freshOut.logps, base.logps)
+        XCTAssertEqual(freshOut.entropy, base.entropy)
+        XCTAssertEqual(freshOut.meanLogit, base.meanLogit)
+    }
+
+    /// PEFT's Kaiming-uniform A: every entry inside +-1/sqrt(in_features), spread over the range
+    /// (sample variance near bound^2 / 3); B zero.
+    func testDefaultInitialisation() throws {
+        let config = TestModels.gqaTied
+        let a = try LoraAdapter(config: LoraConfig(r: 8, targetModules: [.q, .down]), model: config, seed: 1)
+        for spec in a.tensors {
+            let v = a.parameter(spec.name)!
+            if spec.name.contains("lora_B") { XCTAssertTrue(v.allSatisfy { $0 == 0 }, spec.name); continue }
+            let bound = 1 / Float(spec.shape[1]).squareRoot()
+            XCTAssertTrue(v.allSatisfy { abs($0) <= bound }, spec.name)
+            let variance = v.reduce(0.0) { $0 + Double($1 * $1) } / Double(v.count)
+            XCTAssertEqual(variance, Double(bound * bound) / 3, accuracy: 0.35 * Double(bound * bound) / 3, spec.name)
+        }
+        XCTAssertEqual(a.tensors.map(\.name).prefix(4), [
+            "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight",
+            "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight",
+            "base_model.model.model.layers.0.mlp.down_proj.lora_A.weight",
+            "base_model.model.model.layers.0.mlp.down_proj.lora_B.weight",
+        ])
+        XCTAssertEqual(a.tensor(named: "base_model.model.model.layers.1.mlp.down_proj.lora_A.weight")?.shape, [8, 24])
+    }
+
+    // MARK: - Training
+
+    /// One DPO step with peft_config: the base weights are bit-identical afterwards, the adapter
+    /// changed, no gradient buffer or moments exist for the base, and the reference is the base
+    /// (the first step's reference log-probs equal the policy's: B starts at 0).
+    func testDPOStepTrainsOnlyTheAdapter() throws {
+        let policy = try LlamaModel.randomlyInitialized(config: PreferenceTask.config, seed: 1)
+        let before = policy.parameters.array
+        var c = DPOConfig()
+        c.optimizer.learningRate = 1e-2
+        let trainer = try DPOTrainer(policy: policy, config: c,
+                                     peftConfig: LoraConfig(r: 4, targetModules: LoraModule.allCases))
+        XCTAssertEqual(trainer.referenceKind, .adaptersDisabled)
+        let adapter = try XCTUnwrap(policy.adapter)
+        XCTAssertEqual(trainer.state.adam.m.count, adapter.parameterCount)
+        let adapterBefore = adapter.parameters.array
+        let pairs = PreferenceTask.pairs(4, seed: 3)
+        let first = try trainer.step(pairs)
+        XCTAssertTrue(first.optimizerStepped)
+        XCTAssertEqual(first.metrics.rewardsMargins, 0, accuracy: 1e-6, "fresh adapter: policy == reference")
+        XCTAssertEqual(policy.parameters.array, before, "the base is frozen")
+        XCTAssertNil(policy.gradients)
+        XCTAssertNotEqual(adapter.parameters.array, adapterBefore)
+        let second = try trainer.step(pairs)
+        XCTAssertNotEqual(second.metrics.rewardsMargins, 0, "the trained adapter moved the policy away from the base")
+        XCTAssertEqual(policy.parameters.array, before)
+    }
+
+    /// A trainer of a model that already has an adapter trains it against a frozen copy of its
+    /// initial weights (TRL's "ref" adapter): on the first step the policy equals the reference
+    /// even though B != 0.
+    func testLoadedAdapterTrainsAgainstItsCopy() throws {
+        let policy = try adapted(PreferenceTask.config, LoraConfig(r: 4, targetModules: [.q, .v, .down]))
+        var c = DPOConfig()
+        c.optimizer.learningRate = 1e-2
+        let trainer = try DPOTrainer(policy: policy, config: c)
+        XCTAssertEqual(trainer.referenceKind, .referenceAdapter)
+        let pairs = PreferenceTask.pairs(4, seed: 3)
+        let r = try trainer.step(pairs)
+        XCTAssertEqual(r.metrics.rewardsMargins, 0, accuracy: 1e-6)
+        // The reference log-probs are those of the model with the initial adapter, not the base's.
+        let base = try policy.withAdaptersDisabled { try trainer.precomputeReferenceLogProbs(pairs) }
+        let ref = try trainer.precomputeReferenceLogProbs(pairs)
+        XCTAssertNotEqual(base.map(\.chosen), ref.map(\.chosen))
+        XCTAssertThrowsError(try DPOTrainer(policy: policy, config: c, peftConfig: LoraConfig()))
+    }
+
+    /// SFT with peft_config trains the adapter only; bad configs are refused by name.
+    func testSFTAndRefusals() throws {
+        let model = try LlamaModel.randomlyInitialized(config: PreferenceTask.config, seed: 1)
+        let before = model.parameters.array
+        var sc = SFTConfig()
+        sc.optimizer.learningRate = 1e-2
+        let sft = try SFTTrainer(model: model, config: sc, peftConfig: LoraConfig(r: 2, loraDropout: 0.1))
+        let batch = PreferenceTask.pairs(4, seed: 1).map { SFTExample(promptIds: $0.promptIds, completionIds: $0.chosenIds) }
+        let l0 = try sft.step(batch).metrics.loss
+        for _ in 0..<5 { _ = try sft.step(batch) }
+        XCTAssertLessThan(try sft.step(batch).metrics.loss, l0)
+        XCTAssertEqual(model.parameters.array, before)
+
+        expectDPOError(["lora_dropout"]) { try LoraConfig(r: 2, loraDropout: 1).validate() }
+        expectDPOError(["r must"]) { try LoraConfig(r: 0).validate() }
+        expectDPOError(["lm_head", "not supported"]) { _ = try LoraConfig.targetModules(["lm_head"]) }
+        expectDPOError(["unknown module 'fc1'"]) { _ = try LoraConfig.targetModules(["q_proj", "fc1"]) }
+        expectDPOError(["already has a LoRA adapter"]) { try model.attachAdapter(try LoraAdapter(config: LoraConfig(), model: model.config, seed: 1)) }
+        let other = try LlamaModel.randomlyInitialized(config: TestModels.gqaTied, seed: 1)
+        expectDPOError(["maps"]) { try other.attachAdapter(try LoraAdapter(config: LoraConfig(), model: PreferenceTask.config, seed: 1)) }
+    }
+
+    /// adapter_config.json: PEFT's names both ways; unsupported features refused by key.
+    func testConfigJSON() throws {
+        var c = LoraConfig(r: 16, loraAlpha: 32, loraDropout: 0.05, targetModules: [.v, .q, .o], useRslora: true)
+        c.baseModelNameOrPath = "HuggingFaceTB/SmolLM2-135M-Instruct"
+        let o = c.jsonObject
+        XCTAssertEqual(o["task_type"], .string("CAUSAL_LM"))
+        XCTAssertEqual(o["peft_type"], .string("LORA"))
+        XCTAssertEqual(o["target_modules"], .array([.string("q_proj"), .string("v_proj"), .string("o_proj")]))
+        let back = try LoraConfig(json: o)
+        XCTAssertEqual(back.modules, c.modules)
+        XCTAssertEqual(back.r, 16); XCTAssertEqual(back.loraAlpha, 32); XCTAssertEqual(back.loraDropout, 0.05)
+        XCTAssertTrue(back.useRslora)
+        XCTAssertEqual(back.baseModelNameOrPath, c.baseModelNameOrPath)
+        var all = o
+        all["target_modules"] = .string("all-linear")
+        XCTAssertEqual(try LoraConfig(json: all).modules, LoraModule.allCases)
+        for (key, value, words) in [
+            ("modules_to_save", JSONValue.array([.string("lm_head")]), ["modules_to_save", "lm_head"]),
+            ("use_dora", .bool(true), ["use_dora"]),
+            ("bias", .string("all"), ["bias"]),
+            ("rank_pattern", .object(["q_proj": .number(4)]), ["rank_pattern"]),
+            ("target_modules", .string(".*proj"), ["regular expression"]),
+            ("r", .number(0), ["'r'"]),
+            ("peft_type", .string("IA3"), ["IA3"]),
+        ] {
+            var bad = o
+            bad[key] = value
+            expectDPOError(words) { _ = try LoraConfig(json: bad) }
+        }
+    }
+}
