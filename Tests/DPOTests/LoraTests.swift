@@ -17,7 +17,7 @@ final class LoraTests: XCTestCase {
 
     /// The naive Double model of `model`'s base with the adapter folded in (W + s B A), so its
     /// forward is the LoRA forward without dropout; `adapterValues` replaces the adapter's values.
-    func mergedNaive(_ model: LlamaModel, adapterValues: [Double]? = nil) -> NaiveLlama {
+    static func mergedNaive(_ model: LlamaModel, adapterValues: [Double]? = nil) -> NaiveLlama {
         var naive = NaiveLlama(model: model)
         let a = model.adapter!
         let values = adapterValues ?? a.parameters.array.map(Double.init)
@@ -50,7 +50,7 @@ final class LoraTests: XCTestCase {
         let weights = (0..<head.count).map { _ in Float(rng.nextUniform() * 2 - 1) }
         // The LoRA forward equals the merged naive forward.
         let out = try model.forward(packed, head: head, keepActivations: true)
-        let naiveLogps = mergedNaive(model).logps(packed, head)
+        let naiveLogps = LoraTests.mergedNaive(model).logps(packed, head)
         for (x, y) in zip(out.logps, naiveLogps) { XCTAssertEqual(Double(x), y, accuracy: 1e-4, file: file, line: line) }
         try model.zeroGradients()
         try model.backward(dlogp: weights)
@@ -59,7 +59,7 @@ final class LoraTests: XCTestCase {
         let grads = adapter.gradients!.array
         var values = adapter.parameters.array.map(Double.init)
         func scalar() -> Double {
-            zip(mergedNaive(model, adapterValues: values).logps(packed, head), weights).reduce(0) { $0 + $1.0 * Double($1.1) }
+            zip(LoraTests.mergedNaive(model, adapterValues: values).logps(packed, head), weights).reduce(0) { $0 + $1.0 * Double($1.1) }
         }
         let h = 1e-5
         XCTAssertEqual(adapter.tensors.count, 2 * config.numHiddenLayers * lora.modules.count, file: file, line: line)
@@ -302,6 +302,151 @@ final class LoraTests: XCTestCase {
             var bad = o
             bad[key] = value
             expectDPOError(words) { _ = try LoraConfig(json: bad) }
+        }
+    }
+}
+
+/// Adapter files in PEFT's format, merge_and_unload, and LoRA checkpoints.
+final class LoraFileTests: XCTestCase {
+    func randomAdapterModel(_ modules: [LoraModule] = LoraModule.allCases) throws -> LlamaModel {
+        let model = try TestModels.model(TestModels.mhaUntiedBias)
+        try model.addAdapter(LoraConfig(r: 3, loraAlpha: 5, targetModules: modules, initLoraWeights: .random), seed: 9)
+        return model
+    }
+
+    /// save -> load gives the same adapter bit for bit; the files carry PEFT's names.
+    func testSaveAndLoadRoundTrip() throws {
+        let model = try randomAdapterModel()
+        let dir = try makeScratchDirectory() + "/adapter"
+        try model.save(directory: dir)  // save_pretrained of a LoRA model: the adapter files
+        XCTAssertTrue(fileExists(dir + "/adapter_config.json"))
+        XCTAssertFalse(fileExists(dir + "/model.safetensors"))
+        let config = try JSON.parse(try readFile(dir + "/adapter_config.json")).object!
+        XCTAssertEqual(config["task_type"], .string("CAUSAL_LM"))
+        XCTAssertEqual(config["r"], .number(3))
+        let file = try SafetensorsFile.open(dir + "/adapter_model.safetensors")
+        XCTAssertEqual(file.info("base_model.model.model.layers.1.mlp.down_proj.lora_B.weight")?.shape, [12, 3])
+        XCTAssertEqual(file.tensorNames.count, 2 * 7 * 2)
+
+        let other = try TestModels.model(TestModels.mhaUntiedBias)
+        let loaded = try other.loadAdapter(directory: dir)
+        XCTAssertEqual(loaded.parameters.array, model.adapter!.parameters.array)
+        XCTAssertEqual(loaded.config.modules, LoraModule.allCases)
+        let (packed, head) = TestModels.batch(vocab: 20)
+        XCTAssertEqual(try other.forward(packed, head: head, keepActivations: false).logps,
+                       try model.forward(packed, head: head, keepActivations: false).logps)
+        expectDPOError(["already has a LoRA adapter"]) { try other.loadAdapter(directory: dir) }
+        expectDPOError(["merge_and_unload"]) { try other.saveGGUF(path: dir + "/x.gguf", type: .f32) }
+    }
+
+    /// Bad adapter directories are refused with the file and tensor named, nothing attached.
+    func testBadAdapterFilesAreRefused() throws {
+        let model = try randomAdapterModel([.q, .v])
+        let root = try makeScratchDirectory()
+        let dir = root + "/a"
+        try model.adapter!.save(directory: dir)
+        let base = try TestModels.model(TestModels.mhaUntiedBias)
+        func rewrite(_ name: String, drop: String? = nil, shape: [Int]? = nil, extra: String? = nil, nan: Bool = false) throws -> String {
+            let d = root + "/" + name
+            try model.adapter!.save(directory: d)
+            var tensors: [(name: String, shape: [Int], data: [Float])] = model.adapter!.tensors.compactMap { s in
+                s.name == drop ? nil : (s.name, s.shape, Array(model.adapter!.parameter(s.name)!))
+            }
+            if let shape { tensors[0].shape = shape; tensors[0].data = [Float](repeating: 0, count: shape.reduce(1, *)) }
+            if let extra { tensors.append((extra, [1], [0])) }
+            if nan { tensors[1].data[2] = .nan }
+            let arrays = tensors.map { $0.data }
+            try withExtendedLifetime(arrays) {
+                let list = tensors.enumerated().map { i, t in
+                    (name: t.name, shape: t.shape, data: arrays[i].withUnsafeBufferPointer { $0 })
+                }
+                try SafetensorsWriter.write(d + "/adapter_model.safetensors", tensors: list, metadata: [:])
+            }
+            return d
+        }
+        let missing = try rewrite("missing", drop: "base_model.model.model.layers.1.self_attn.v_proj.lora_B.weight")
+        expectDPOError(["missing", "layers.1.self_attn.v_proj.lora_B"]) { try base.loadAdapter(directory: missing) }
+        let shaped = try rewrite("shape", shape: [4, 12])
+        expectDPOError(["shape [4, 12]"]) { try base.loadAdapter(directory: shaped) }
+        let extra = try rewrite("extra", extra: "base_model.model.lm_head.weight")
+        expectDPOError(["lm_head", "not part of the adapter"]) { try base.loadAdapter(directory: extra) }
+        let nan = try rewrite("nan", nan: true)
+        expectDPOError(["NaN"]) { try base.loadAdapter(directory: nan) }
+        var json = try JSON.parse(try readFile(dir + "/adapter_config.json")).object!
+        json["use_dora"] = .bool(true)
+        try writeFileAtomically(dir + "/adapter_config.json", bytes: Array(JSON.serialize(.object(json)).utf8))
+        expectDPOError(["adapter_config.json", "use_dora"]) { try base.loadAdapter(directory: dir) }
+        expectDPOError(["no adapter_config.json"]) { try base.loadAdapter(directory: root) }
+        XCTAssertNil(base.adapter)
+    }
+
+    /// merge_and_unload: W += s B A; the merged model computes what the adapted one did (fp32
+    /// rounding apart) and has no adapter.
+    func testMergeAndUnload() throws {
+        let model = try randomAdapterModel()
+        let (packed, head) = TestModels.batch(vocab: 20)
+        let adapted = try model.forward(packed, head: head, keepActivations: false).logps
+        let expected = LoraTests.mergedNaive(model).params
+        try model.mergeAndUnload()
+        XCTAssertNil(model.adapter)
+        for (x, y) in zip(model.parameters.array, expected) { XCTAssertEqual(Double(x), y, accuracy: 1e-6) }
+        let merged = try model.forward(packed, head: head, keepActivations: false).logps
+        for (x, y) in zip(merged, adapted) { XCTAssertEqual(x, y, accuracy: 1e-5) }
+        expectDPOError(["no LoRA adapter"]) { try model.mergeAndUnload() }
+    }
+
+    /// A LoRA checkpoint holds the adapter and its optimizer state only, and resuming from it
+    /// continues bit-identically (dropout on, gradient accumulation mid-way, both reference kinds).
+    func testCheckpointResumesBitIdentically() throws {
+        for loaded in [false, true] {
+            var c = DPOConfig()
+            c.optimizer.learningRate = 5e-3
+            c.optimizer.gradientAccumulationSteps = 2
+            let lora = LoraConfig(r: 4, loraDropout: 0.2, targetModules: [.q, .v, .up])
+            func makeTrainer() throws -> DPOTrainer {
+                let m = try LlamaModel.randomlyInitialized(config: PreferenceTask.config, seed: 1)
+                if loaded {
+                    var l = lora
+                    l.initLoraWeights = .random
+                    try m.addAdapter(l, seed: 4)
+                    return try DPOTrainer(policy: m, config: c)
+                }
+                return try DPOTrainer(policy: m, config: c, peftConfig: lora)
+            }
+            let batches = (0..<7).map { PreferenceTask.pairs(4, seed: UInt64(50 + $0)) }
+            let straight = try makeTrainer()
+            for b in batches { _ = try straight.step(b) }
+
+            let first = try makeTrainer()
+            for b in batches.prefix(3) { _ = try first.step(b) }  // one micro-batch pending
+            let dir = try makeScratchDirectory() + "/ckpt"
+            try first.saveCheckpoint(directory: dir)
+            XCTAssertFalse(isDirectory(dir + "/model"), "no base weights in a LoRA checkpoint")
+            XCTAssertTrue(fileExists(dir + "/adapter/adapter_model.safetensors"))
+            XCTAssertEqual(isDirectory(dir + "/reference_adapter"), loaded)
+            let opt = try SafetensorsFile.open(dir + "/optimizer.safetensors")
+            XCTAssertEqual(opt.info("exp_avg")?.count, first.policy.adapter!.parameterCount)
+            XCTAssertEqual(opt.info("gradients")?.count, first.policy.adapter!.parameterCount)
+
+            let resumed = try makeTrainer()
+            try resumed.loadCheckpoint(directory: dir)
+            for b in batches.dropFirst(3) { _ = try resumed.step(b) }
+            XCTAssertEqual(resumed.policy.adapter!.parameters.array, straight.policy.adapter!.parameters.array, "loaded \(loaded)")
+            XCTAssertEqual(resumed.globalStep, straight.globalStep)
+
+            // A full fine-tuning trainer refuses the LoRA checkpoint (and the other way round).
+            let full = try DPOTrainer(policy: try LlamaModel.randomlyInitialized(config: PreferenceTask.config, seed: 1), config: c)
+            expectDPOError(["uses reference kind", loaded ? "reference_adapter" : "adapters_disabled"]) {
+                try full.loadCheckpoint(directory: dir)
+            }
+            var p = c
+            p.precomputeRefLogProbs = true
+            let fullPrecomputed = try DPOTrainer(policy: try LlamaModel.randomlyInitialized(config: PreferenceTask.config, seed: 1), config: p)
+            let loraPrecomputed = try DPOTrainer(policy: try LlamaModel.randomlyInitialized(config: PreferenceTask.config, seed: 1),
+                                                 config: p, peftConfig: lora)
+            let fullDir = try makeScratchDirectory() + "/full"
+            try fullPrecomputed.saveCheckpoint(directory: fullDir)
+            expectDPOError(["full fine-tuning run"]) { try loraPrecomputed.loadCheckpoint(directory: fullDir) }
         }
     }
 }

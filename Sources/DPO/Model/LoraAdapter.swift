@@ -34,6 +34,22 @@ public final class LoraAdapter {
     /// (A Kaiming-uniform, B zero by default) from `seed`.
     public init(config: LoraConfig, model c: LlamaConfig, seed: UInt64) throws {
         try config.validate()
+        let plan = try LoraAdapter.plan(config, model: c)
+        self.config = config
+        tensors = plan.tensors
+        slots = plan.slots
+        scale = Float(config.scaling)
+        parameters = try FloatBuffer(checkedCount: plan.count, for: "the LoRA adapters of this model")
+        maxInFeatures = plan.maxIn
+        dropoutSeed = seed ^ 0x6C6F_7261_6472_6F70  // "loradrop"
+        initialize(seed: seed)
+    }
+
+    /// The tensors, slots and float count of an adapter of `config` for a model of shape `c`,
+    /// without allocating it (after checking its size against memory).
+    static func plan(_ config: LoraConfig, model c: LlamaConfig) throws
+        -> (tensors: [TensorSpec], slots: [[LoraSlot?]], count: Int, maxIn: Int) {
+        try config.validate()
         let r = config.r, h = c.hiddenSize, hd = c.resolvedHeadDim, inter = c.intermediateSize
         let qW = c.numAttentionHeads * hd, kvW = c.numKeyValueHeads * hd
         let shapes: [LoraModule: (inF: Int, outF: Int)] = [
@@ -56,14 +72,7 @@ public final class LoraAdapter {
             }
             slots.append(row)
         }
-        self.config = config
-        self.tensors = specs
-        self.slots = slots
-        self.scale = Float(config.scaling)
-        parameters = try FloatBuffer(checkedCount: offset, for: "the LoRA adapters of this model")
-        maxInFeatures = modules.map { shapes[$0]!.inF }.max() ?? h
-        dropoutSeed = seed ^ 0x6C6F_7261_6472_6F70  // "loradrop"
-        initialize(seed: seed)
+        return (specs, slots, offset, modules.map { shapes[$0]!.inF }.max() ?? h)
     }
 
     /// A copy with the same config and weights (TRL's frozen "ref" adapter).
@@ -74,7 +83,9 @@ public final class LoraAdapter {
         return c
     }
 
-    private init(config: LoraConfig, tensors: [TensorSpec], slots: [[LoraSlot?]], maxInFeatures: Int) throws {
+    /// An adapter with zero weights laid out as `tensors` and `slots` say (a copy, or a load that
+    /// fills it).
+    init(config: LoraConfig, tensors: [TensorSpec], slots: [[LoraSlot?]], maxInFeatures: Int) throws {
         self.config = config; self.tensors = tensors; self.slots = slots; self.maxInFeatures = maxInFeatures
         scale = Float(config.scaling)
         dropoutSeed = 0
