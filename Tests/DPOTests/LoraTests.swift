@@ -450,3 +450,103 @@ final class LoraFileTests: XCTestCase {
         }
     }
 }
+
+/// A LoRA DPO run learns the tiny preference task of TrainingTests (SFT'd base, fresh adapter on
+/// every linear layer, reference = the base with the adapter off).
+final class LoraLearningTests: XCTestCase {
+    func run(seed: UInt64, steps: Int = 150) throws -> (before: DPOMetrics, after: DPOMetrics) {
+        let model = try LlamaModel.randomlyInitialized(config: PreferenceTask.config, seed: seed)
+        var sc = SFTConfig()
+        sc.optimizer.learningRate = 3e-3
+        sc.optimizer.lrSchedulerType = .constant
+        let sft = try SFTTrainer(model: model, config: sc)
+        for s in 0..<60 {
+            _ = try sft.step(PreferenceTask.pairs(16, seed: seed &* 1000 &+ UInt64(100 + s)).flatMap {
+                [SFTExample(promptIds: $0.promptIds, completionIds: $0.chosenIds),
+                 SFTExample(promptIds: $0.promptIds, completionIds: $0.rejectedIds)]
+            })
+        }
+        var c = DPOConfig()
+        c.beta = 0.1
+        c.optimizer.learningRate = 1e-2
+        c.optimizer.lrSchedulerType = .constant
+        c.optimizer.seed = seed
+        let trainer = try DPOTrainer(policy: model, config: c,
+                                     peftConfig: LoraConfig(r: 8, loraAlpha: 16, targetModules: LoraModule.allCases))
+        let base = model.parameters.array
+        let heldOut = PreferenceTask.pairs(64, seed: 999)
+        let before = try trainer.evaluate(heldOut)
+        for s in 0..<steps { _ = try trainer.step(PreferenceTask.pairs(16, seed: seed &* 1000 &+ UInt64(500 + s))) }
+        XCTAssertEqual(model.parameters.array, base)
+        return (before, try trainer.evaluate(heldOut))
+    }
+
+    func testLoraDPOLearnsAHeldOutPreference() throws {
+        for seed: UInt64 in [1, 2, 3] {
+            let (before, after) = try run(seed: seed)
+            print("LoRA DPO learning, seed \(seed): held-out accuracy \(before.rewardsAccuracies) -> \(after.rewardsAccuracies), margin \(after.rewardsMargins), loss \(after.loss)")
+            XCTAssertEqual(before.rewardsMargins, 0, accuracy: 1e-9, "fresh adapter: the policy is the reference")
+            XCTAssertGreaterThanOrEqual(after.rewardsAccuracies, 0.95, "seed \(seed)")
+        }
+    }
+}
+
+/// LoRA with bf16 products and with data-parallel ranks.
+final class LoraModesTests: XCTestCase {
+    /// bf16: the adapter's products run in bf16 too (log-probs differ from fp32's, slightly), and
+    /// the adapter gradients point where fp32's do.
+    func testBF16() throws {
+        func run(_ bf16: Bool) throws -> (logps: [Float], grads: [Float]) {
+            let model = try LlamaModel.randomlyInitialized(config: PreferenceTask.config, seed: 3)
+            try model.addAdapter(LoraConfig(r: 4, targetModules: LoraModule.allCases, initLoraWeights: .random), seed: 2)
+            model.bf16 = bf16
+            let (packed, head) = TestModels.batch(vocab: PreferenceTask.vocab)
+            let out = try model.forward(packed, head: head, keepActivations: true)
+            try model.backward(dlogp: (0..<out.logps.count).map { Float(($0 % 5) - 2) / 4 })
+            return (out.logps, model.adapter!.gradients!.array)
+        }
+        let fp32 = try run(false), bf16 = try run(true)
+        let logpDiff = zip(fp32.logps, bf16.logps).map { abs(Double($0) - Double($1)) }.max()!
+        XCTAssertGreaterThan(logpDiff, 0)
+        XCTAssertLessThan(logpDiff, 0.1)
+        var dot = 0.0, n1 = 0.0, n2 = 0.0
+        for (a, b) in zip(fp32.grads, bf16.grads) { dot += Double(a) * Double(b); n1 += Double(a * a); n2 += Double(b * b) }
+        let cosine = dot / (n1.squareRoot() * n2.squareRoot())
+        print("LoRA bf16 vs fp32: max |d logp| \(logpDiff), adapter gradient cosine \(cosine)")
+        XCTAssertGreaterThan(cosine, 0.995)
+        XCTAssertLessThan(cosine, 1)
+    }
+
+    /// Two in-process ranks with a LoRA trainer train what one process with the global batch
+    /// trains (the adapter gradients are all-reduced; the base stays untouched on both).
+    func testTwoRanksEqualOneProcess() throws {
+        let data = DataParallelTests.pairs(8, seed: 3)
+        func make() throws -> DPOTrainer {
+            var c = DPOConfig()
+            c.optimizer.learningRate = 1e-2
+            c.optimizer.maxGradNorm = 0.5
+            return try DPOTrainer(policy: try LlamaModel.randomlyInitialized(config: PreferenceTask.config, seed: 5), config: c,
+                                  peftConfig: LoraConfig(r: 4, targetModules: [.q, .v, .down]))
+        }
+        let single = try make()
+        _ = try single.step(data)
+        _ = try single.step(data)
+        let ranks = try [make(), make()]
+        _ = try LocalGroup(size: 2).runRanks { r, c -> Int in
+            try ranks[r].setCommunicator(c)
+            for _ in 0..<2 { _ = try ranks[r].step(Array(data[(4 * r)..<(4 * r + 4)])) }
+            return 0
+        }
+        let w0 = ranks[0].policy.adapter!.parameters.array, w1 = ranks[1].policy.adapter!.parameters.array
+        XCTAssertEqual(w0, w1)
+        let ws = single.policy.adapter!.parameters.array
+        // The gradients differ by the order of their sums only; AdamW's early steps divide by
+        // |g| + eps, which amplifies that rounding for entries whose gradient is near zero, so
+        // the bound is on the step (lr = 1e-2 per step), not on the weights' magnitude.
+        let diff = zip(w0, ws).map { abs($0 - $1) }.max()!
+        print("LoRA data parallel: 2 ranks x 4 vs 1 x 8, max |weight difference| \(diff) (lr 1e-2)")
+        XCTAssertLessThanOrEqual(diff, 1e-2 * 1e-2)
+        XCTAssertNotEqual(ws, try make().policy.adapter!.parameters.array)
+        XCTAssertEqual(ranks[0].policy.parameters.array, try LlamaModel.randomlyInitialized(config: PreferenceTask.config, seed: 5).parameters.array)
+    }
+}
