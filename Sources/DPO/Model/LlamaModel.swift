@@ -102,10 +102,10 @@ public final class LlamaModel {
     }
 
     /// What the optimizer trains: the adapter's tensors when one is attached, else the model's.
-    var trainableTensors: [TensorSpec] { adapter?.tensors ?? layout.tensors }
-    var trainableParameters: FloatBuffer { adapter?.parameters ?? parameters }
+    public var trainableTensors: [TensorSpec] { adapter?.tensors ?? layout.tensors }
+    public var trainableParameters: FloatBuffer { adapter?.parameters ?? parameters }
     /// The gradient buffer of `trainableTensors` (nil before the first backward).
-    var trainableGradients: FloatBuffer? { adapter != nil ? adapter!.gradients : gradients }
+    public var trainableGradients: FloatBuffer? { adapter != nil ? adapter!.gradients : gradients }
 
     var attentionShape: AttentionShape {
         AttentionShape(heads: config.numAttentionHeads, kvHeads: config.numKeyValueHeads,
