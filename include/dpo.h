@@ -735,6 +735,10 @@ dpo_status dpo_lora_default_params(dpo_lora_params *params);
    or a trainer holds accumulated gradients of it); DPO_ERR_OUT_OF_MEMORY. */
 dpo_status dpo_model_add_adapter(dpo_model *model, const dpo_lora_params *params, uint64_t seed);
 
+/* Like dpo_model_add_adapter() with a JSON object of PEFT LoraConfig fields (see
+   dpo_trainer_create_peft_json). */
+dpo_status dpo_model_add_adapter_json(dpo_model *model, const char *peft_config_json, uint64_t seed);
+
 /* Loads a PEFT adapter directory (adapter_config.json + adapter_model.safetensors, F32/F16/BF16)
    and attaches it (transformers' load_adapter). A DPO trainer created afterwards with no reference
    trains it against a frozen copy of these weights (TRL's "ref" adapter).

@@ -69,6 +69,15 @@ public func dpo_model_add_adapter(_ model: OpaquePointer?, _ params: UnsafePoint
     }
 }
 
+@_cdecl("dpo_model_add_adapter_json")
+public func dpo_model_add_adapter_json(_ model: OpaquePointer?, _ json: UnsafePointer<CChar>?, _ seed: UInt64) -> dpo_status {
+    exportCall("dpo_model_add_adapter_json") { ctx in
+        let m = try ctx.use(model, ModelObject.self, "model")
+        let config = try LoraConfig(jsonText: try required(json, "peft_config_json"), "peft_config_json")
+        try m.model.addAdapter(config, seed: seed)
+    }
+}
+
 @_cdecl("dpo_model_load_adapter")
 public func dpo_model_load_adapter(_ model: OpaquePointer?, _ directory: UnsafePointer<CChar>?) -> dpo_status {
     exportCall("dpo_model_load_adapter") { ctx in
