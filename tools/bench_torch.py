@@ -16,6 +16,11 @@ Install (CPU wheels) and run:
     venv/bin/python tools/bench_torch.py --shape tiny --steps 5 --warmup 1
     venv/bin/python tools/bench_torch.py --shape smollm2-135m --json
 tools/compare_bench.sh runs this and `dpo bench` alternately and prints the ratios.
+
+--lora: TRL + PEFT's LoRA step instead (`dpo bench --lora`'s counterpart): peft.get_peft_model with
+LoraConfig(r=--lora-r, lora_alpha=2r, target_modules="all-linear", lora_dropout=0), the reference
+forward under `model.disable_adapter()` as TRL does for a peft_config run (no reference copy), AdamW
+over the adapter parameters only (needs `pip install peft`).
 """
 import argparse
 import copy
@@ -92,6 +97,8 @@ def main():
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
     p.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa", help="attention implementation")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.add_argument("--lora", action="store_true", help="TRL + PEFT LoRA step (reference = adapters disabled)")
+    p.add_argument("--lora-r", type=int, default=16)
     a = p.parse_args()
     if min(a.pairs, a.prompt_length, a.completion_length, a.steps, a.threads) < 1 or a.warmup < 0:
         p.error("--pairs, --prompt-length, --completion-length, --steps, --threads must be >= 1, --warmup >= 0")
@@ -101,10 +108,16 @@ def main():
     torch.manual_seed(1)
     policy = LlamaForCausalLM(config).float().train()
     ref = None
-    if a.reference == "model":  # a frozen copy, as TRL's create_reference_model makes
+    if a.lora:
+        from peft import LoraConfig, get_peft_model
+        policy = get_peft_model(policy, LoraConfig(r=a.lora_r, lora_alpha=2 * a.lora_r, lora_dropout=0.0,
+                                                   target_modules="all-linear", task_type="CAUSAL_LM"))
+        policy.train()
+    elif a.reference == "model":  # a frozen copy, as TRL's create_reference_model makes
         ref = copy.deepcopy(policy).eval().requires_grad_(False)
+    trainable = [x for x in policy.parameters() if x.requires_grad]
     # TRL 1.16's default optimizer is adamw_torch_fused, without weight decay (as DPOConfig in Swift).
-    opt = torch.optim.AdamW(policy.parameters(), lr=1e-7, weight_decay=0.0, fused=True)
+    opt = torch.optim.AdamW(trainable, lr=1e-7, weight_decay=0.0, fused=True)
 
     # Batch: chosen rows then rejected rows, each prompt + completion (prompt duplicated, no padding).
     g = torch.Generator().manual_seed(7)
@@ -115,14 +128,17 @@ def main():
     completion_mask = torch.cat([torch.zeros(2 * n, P), torch.ones(2 * n, C)], 1)
 
     precomputed = None
-    if ref is None:  # TRL's precompute_ref_log_probs without a ref model: the initial policy, once
+    if ref is None and not a.lora:  # TRL's precompute_ref_log_probs without a ref model: the initial policy, once
         with torch.no_grad():
             precomputed = sequence_logps(policy.eval(), input_ids, completion_mask)
         policy.train()
 
     def step():
         logps = sequence_logps(policy, input_ids, completion_mask)
-        if ref is not None:
+        if a.lora:
+            with torch.no_grad(), policy.disable_adapter():
+                ref_logps = sequence_logps(policy, input_ids, completion_mask)
+        elif ref is not None:
             with torch.no_grad():
                 ref_logps = sequence_logps(ref, input_ids, completion_mask)
         else:
@@ -132,7 +148,7 @@ def main():
         delta = (chosen_logps - rejected_logps) - (ref_chosen - ref_rejected)
         loss = -F.logsigmoid(BETA * delta).mean()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
         opt.zero_grad()
 
@@ -145,18 +161,23 @@ def main():
 
     t = statistics.median(times)
     tokens = n * (2 * P + 2 * C)  # TRL's num_tokens per step
+    # LoRA: policy forward, a backward without weight gradients of the frozen matrices (about one
+    # forward), the reference forward: 3 forwards' worth, as the precomputed case (the adapters'
+    # own rank-r products are not counted).
     flops = gemm_flops_per_step(config, P + C, 2 * n, ref is not None)
     sgemm = sgemm_gflops()
     result = {
         "threads": torch.get_num_threads(),
         "parameters": sum(x.numel() for x in policy.parameters()),  # tied head counted once
+        **({"lora_parameters": sum(x.numel() for x in trainable)} if a.lora else {}),
         "step_seconds": t, "tokens_per_step": tokens, "tokens_per_second": tokens / t,
         "gemm_flops_per_step": flops, "achieved_gflops": flops / t / 1e9,
         "sgemm_gflops": sgemm, "ratio_to_sgemm": flops / t / 1e9 / sgemm,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux: KiB
     }
     if a.json:
-        print(json.dumps({"shape": a.shape, "mode": "step", "reference": a.reference, "packing": "plain", **result}))
+        print(json.dumps({"shape": a.shape, "mode": "step", "reference": a.reference, "packing": "plain", "lora": a.lora,
+                          **result}))
     else:
         print(f"shape {a.shape}, mode step, {n} pairs x ({P} prompt + 2 x {C} completion), "
               f"reference {a.reference}, packing plain (torch {torch.__version__}, attn {a.attn})")

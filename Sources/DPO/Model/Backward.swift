@@ -145,7 +145,10 @@ extension LlamaModel {
         }
         guard let ll = loraLinear(l, m), let pass = lora, let ag = pass.adapter.gradients,
               let slot = pass.adapter.slots[l][m.rawValue] else { return }
-        if let dx, m != .o { ll.addInputGradient(dx, dy: dy, rows: rows) }  // o_proj's is added before attention
-        ll.addParameterGradients(dA: ag.pointer + slot.a, dB: ag.pointer + slot.b, dy: dy, x: x, rows: rows)
+        // o_proj's input gradient was added before the attention backward (which leaves the LoRA
+        // scratch alone, so its dy B is still there).
+        if let dx, m != .o { ll.addInputGradient(dx, dy: dy, rows: rows) }
+        ll.addParameterGradients(dA: ag.pointer + slot.a, dB: ag.pointer + slot.b, dy: dy, x: x, rows: rows,
+                                 dyBComputed: dx != nil || m == .o)
     }
 }

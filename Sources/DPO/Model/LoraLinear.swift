@@ -58,13 +58,14 @@ struct LoraLinear {
     }
 
     /// dA += s (dy B)^T xd and dB += s dy^T (xd A^T), given the layer's input x and output gradient dy.
+    /// `dyBComputed`: scratch.dyB still holds dy B from `addInputGradient` with this dy.
     func addParameterGradients(dA: UnsafeMutablePointer<Float>, dB: UnsafeMutablePointer<Float>,
-                               dy: UnsafePointer<Float>, x: UnsafePointer<Float>, rows: Int) {
+                               dy: UnsafePointer<Float>, x: UnsafePointer<Float>, rows: Int, dyBComputed: Bool = false) {
         let xd = droppedInput(x, rows: rows)
         let u = project(xd, rows: rows)
         gemm(bf16: bf16, transA: true, m: outFeatures, n: rank, k: rows, alpha: scale, a: dy, lda: outFeatures,
              b: u, ldb: rank, beta: 1, c: dB, ldc: rank)
-        let dyB = dyTimesB(dy, rows: rows)
+        let dyB = dyBComputed ? UnsafePointer(scratch.dyB.pointer) : dyTimesB(dy, rows: rows)
         gemm(bf16: bf16, transA: true, m: rank, n: inFeatures, k: rows, alpha: scale, a: dyB, lda: rank,
              b: xd, ldb: inFeatures, beta: 1, c: dA, ldc: inFeatures)
     }
