@@ -3,6 +3,8 @@ extension LlamaModel {
     ///
     /// With `keepActivations`, the buffers the backward needs are kept until the next forward, and
     /// `backward(dlogp:)` may follow. Without, the forward holds one layer's activations at a time.
+    /// With a LoRA adapter (LoraModel.swift) each adapted layer adds its share; a forward that keeps
+    /// activations is a training forward, the only kind that applies the adapter's dropout.
     public func forward(_ packed: PackedTokens, head: HeadQuery, keepActivations: Bool) throws -> HeadOutputs {
         try forward(packed, head: head, keepActivations: keepActivations, workspaceOf: self)
     }
