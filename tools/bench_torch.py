@@ -176,11 +176,13 @@ def main():
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux: KiB
     }
     if a.json:
-        print(json.dumps({"shape": a.shape, "mode": "step", "reference": a.reference, "packing": "plain", "lora": a.lora,
+        print(json.dumps({"shape": a.shape, "mode": "step", "reference": "adapters_disabled" if a.lora else a.reference,
+                          "packing": "plain", "lora": a.lora,
                           **result}))
     else:
         print(f"shape {a.shape}, mode step, {n} pairs x ({P} prompt + 2 x {C} completion), "
-              f"reference {a.reference}, packing plain (torch {torch.__version__}, attn {a.attn})")
+              f"reference {'the base (adapters disabled), LoRA r %d all-linear' % a.lora_r if a.lora else a.reference}, "
+              f"packing plain (torch {torch.__version__}, attn {a.attn})")
         for k, v in result.items():
             print(f"  {k:<20} {v:.4g}")
 
