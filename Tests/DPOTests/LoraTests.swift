@@ -387,7 +387,16 @@ final class LoraFileTests: XCTestCase {
         let (packed, head) = TestModels.batch(vocab: 20)
         let adapted = try model.forward(packed, head: head, keepActivations: false).logps
         let expected = LoraTests.mergedNaive(model).params
+        // KV-cached generation runs the adapter too: greedy tokens and the base's differ, the
+        // merged model's are the adapted model's.
+        var g = GenerationConfig()
+        g.maxNewTokens = 12
+        g.eosTokenIds = []
+        let prompts: [[Int32]] = [[1, 2, 3], [4, 5]]
+        let adaptedTokens = try model.generate(prompts, config: g)
+        XCTAssertNotEqual(try model.withAdaptersDisabled { try model.generate(prompts, config: g) }, adaptedTokens)
         try model.mergeAndUnload()
+        XCTAssertEqual(try model.generate(prompts, config: g), adaptedTokens)
         XCTAssertNil(model.adapter)
         for (x, y) in zip(model.parameters.array, expected) { XCTAssertEqual(Double(x), y, accuracy: 1e-6) }
         let merged = try model.forward(packed, head: head, keepActivations: false).logps
