@@ -569,7 +569,7 @@ dpo_status dpo_trainer_accumulate(dpo_trainer *trainer, const dpo_preference_bat
                                   dpo_metrics *out_metrics);
 
 /* Distributed grain, 2/3: the flat fp32 gradient buffer of the policy (all parameters, in
-   checkpoint order), for an all-reduce between accumulate and apply_optimizer. The host may
+   checkpoint order; with a LoRA adapter, the adapter's A and B entries in its tensor order), for an all-reduce between accumulate and apply_optimizer. The host may
    read and overwrite the values in place (e.g. replace them with the average over ranks).
    The pointer is owned by the library and stays valid and unchanged until the trainer is freed
    (another trainer on the same policy model shares it). Do not touch it while a call on this
@@ -697,6 +697,94 @@ dpo_status dpo_sft_trainer_global_step(dpo_sft_trainer *trainer, int64_t *out_st
 /* As dpo_trainer_save_checkpoint / dpo_trainer_load_checkpoint (a DPO checkpoint is refused). */
 dpo_status dpo_sft_trainer_save_checkpoint(dpo_sft_trainer *trainer, const char *directory);
 dpo_status dpo_sft_trainer_load_checkpoint(dpo_sft_trainer *trainer, const char *directory);
+
+/* ------------------------------------------------------------------------------------------ */
+/* LoRA adapters (PEFT)                                                                         */
+/* ------------------------------------------------------------------------------------------ */
+
+/* PEFT's LoraConfig fields, same names and defaults (bias "none"; DoRA, rank/alpha patterns and
+   modules_to_save are not supported). A model with an adapter has frozen base weights: its
+   forwards add scaling * B A dropout(x) to every adapted linear layer (scaling = lora_alpha / r,
+   lora_alpha / sqrt(r) with use_rslora), trainers train the adapter alone (no gradient or AdamW
+   state for the base), dpo_model_save() writes the adapter files exactly as PEFT's
+   save_pretrained (adapter_config.json + adapter_model.safetensors, loadable with
+   PeftModel.from_pretrained), and dpo_model_save_gguf() is refused until
+   dpo_model_merge_and_unload(). */
+typedef struct dpo_lora_params {
+    size_t struct_size;          /* sizeof(dpo_lora_params) */
+    int64_t r;                   /* 8; 1..65536 */
+    double lora_alpha;           /* 8; finite, non-zero */
+    double lora_dropout;         /* 0; in [0, 1) (on the adapter's input, in training steps only) */
+    /* NULL = PEFT's default for Llama, "q_proj,v_proj"; else comma-separated names among q_proj,
+       k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, or "all-linear" (all seven; the LM
+       head is never adapted). */
+    const char *target_modules;
+    int32_t use_rslora;          /* 0 */
+    /* 1 (PEFT's True, default): A Kaiming-uniform as nn.Linear, B 0 (a fresh adapter changes
+       nothing); 0 (False): B random too; 2 ("gaussian"): A normal(0, 1/r), B 0. */
+    int32_t init_lora_weights;
+} dpo_lora_params;
+
+/* Fills *params with PEFT's defaults (caller sets params->struct_size).
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT. */
+dpo_status dpo_lora_default_params(dpo_lora_params *params);
+
+/* Attaches a fresh adapter (PEFT's get_peft_model / transformers' add_adapter), initialised from
+   seed. Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (NULL, wrong struct_size, a field out of range,
+   an unknown or unsupported target module); DPO_ERR_WRONG_STATE (the model already has an adapter,
+   or a trainer holds accumulated gradients of it); DPO_ERR_OUT_OF_MEMORY. */
+dpo_status dpo_model_add_adapter(dpo_model *model, const dpo_lora_params *params, uint64_t seed);
+
+/* Like dpo_model_add_adapter() with a JSON object of PEFT LoraConfig fields (see
+   dpo_trainer_create_peft_json). */
+dpo_status dpo_model_add_adapter_json(dpo_model *model, const char *peft_config_json, uint64_t seed);
+
+/* Loads a PEFT adapter directory (adapter_config.json + adapter_model.safetensors, F32/F16/BF16)
+   and attaches it (transformers' load_adapter). A DPO trainer created afterwards with no reference
+   trains it against a frozen copy of these weights (TRL's "ref" adapter).
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (NULL); DPO_ERR_IO (missing directory or file);
+   DPO_ERR_FORMAT (a config with unsupported features, or tensors missing, of the wrong shape,
+   unexpected or not finite: the message names the file and tensor); DPO_ERR_WRONG_STATE (the
+   model already has an adapter); DPO_ERR_OUT_OF_MEMORY. */
+dpo_status dpo_model_load_adapter(dpo_model *model, const char *directory);
+
+/* PEFT's merge_and_unload: W += scaling * B A for every adapted layer, then the adapter is
+   removed (the model is a plain model again; save it with dpo_model_save / dpo_model_save_gguf).
+   A trainer created while the adapter was attached refuses further steps.
+   Returns: DPO_OK; DPO_ERR_WRONG_STATE (no adapter, or a trainer holds accumulated gradients). */
+dpo_status dpo_model_merge_and_unload(dpo_model *model);
+
+/* The number of adapter parameters (all A and B entries), 0 when the model has no adapter.
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT. */
+dpo_status dpo_model_adapter_num_parameters(dpo_model *model, int64_t *out_count);
+
+/* The adapter's adapter_config.json text (as dpo_model_save writes it), NUL-terminated into the
+   caller's buffer; *out_needed as in dpo_model_config_json.
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT; DPO_ERR_WRONG_STATE (no adapter);
+   DPO_ERR_BUFFER_TOO_SMALL. */
+dpo_status dpo_model_adapter_config_json(dpo_model *model, char *buffer, size_t capacity, size_t *out_needed);
+
+/* TRL's DPOTrainer(..., peft_config=...): as dpo_trainer_create(), after attaching a fresh adapter
+   to policy (initialised from params->seed; refused if policy already has one). With reference
+   NULL (and no precompute_ref_log_probs), the reference is the policy with the adapter switched
+   off: no copy of any weights. params may be NULL for the defaults; peft_config must not be NULL.
+   On failure the policy is left without the adapter.
+   Returns: as dpo_trainer_create(); DPO_ERR_INVALID_ARGUMENT also for a NULL or bad peft_config
+   and when policy already has an adapter. */
+dpo_status dpo_trainer_create_peft(dpo_model *policy, dpo_model *reference, const dpo_trainer_params *params,
+                                   const dpo_lora_params *peft_config, dpo_trainer **out_trainer);
+
+/* Like dpo_trainer_create_peft() with JSON: config_json as dpo_trainer_create_json(), peft_config_json
+   a JSON object of PEFT LoraConfig fields (r, lora_alpha, lora_dropout, target_modules as a list
+   or "all-linear", use_rslora, init_lora_weights, bias, modules_to_save, ...; absent = default). */
+dpo_status dpo_trainer_create_peft_json(dpo_model *policy, dpo_model *reference, const char *config_json,
+                                        const char *peft_config_json, dpo_trainer **out_trainer);
+
+/* TRL's SFTTrainer(..., peft_config=...), as dpo_trainer_create_peft(). */
+dpo_status dpo_sft_trainer_create_peft(dpo_model *model, const dpo_sft_params *params,
+                                       const dpo_lora_params *peft_config, dpo_sft_trainer **out_trainer);
+dpo_status dpo_sft_trainer_create_peft_json(dpo_model *model, const char *config_json,
+                                            const char *peft_config_json, dpo_sft_trainer **out_trainer);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Datasets and the training loop                                                               */

@@ -24,6 +24,11 @@ Install (CPU wheels) and run:
     venv/bin/python tools/bench_torch.py --shape smollm2-135m --json
     venv/bin/python tools/bench_torch.py --shape smollm2-135m --bf16 [--trl]   (--trl: pip install trl)
 tools/compare_bench.sh runs this and `dpo bench` alternately and prints the ratios.
+
+--lora: TRL + PEFT's LoRA step instead (`dpo bench --lora`'s counterpart): peft.get_peft_model with
+LoraConfig(r=--lora-r, lora_alpha=2r, target_modules="all-linear", lora_dropout=0), the reference
+forward under `model.disable_adapter()` as TRL does for a peft_config run (no reference copy), AdamW
+over the adapter parameters only (needs `pip install peft`).
 """
 import argparse
 import copy
@@ -164,19 +169,29 @@ def main():
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--bf16", action="store_true", help="forwards under torch.autocast(\"cpu\", dtype=torch.bfloat16)")
     p.add_argument("--trl", action="store_true", help="time TRL's DPOTrainer (its defaults) instead of the plain step")
+    p.add_argument("--lora", action="store_true", help="TRL + PEFT LoRA step (reference = adapters disabled)")
+    p.add_argument("--lora-r", type=int, default=16)
     a = p.parse_args()
     if min(a.pairs, a.prompt_length, a.completion_length, a.steps, a.threads) < 1 or a.warmup < 0:
         p.error("--pairs, --prompt-length, --completion-length, --steps, --threads must be >= 1, --warmup >= 0")
+    if a.trl and a.lora:
+        p.error("--trl and --lora: not both (--lora times the PEFT step in the plain loop)")
 
     torch.set_num_threads(a.threads)
     config = LlamaConfig(**SHAPES[a.shape], attn_implementation=a.attn)
     torch.manual_seed(1)
     policy = LlamaForCausalLM(config).float().train()
     ref = None
-    if a.reference == "model":  # a frozen copy, as TRL's create_reference_model makes
+    if a.lora:
+        from peft import LoraConfig, get_peft_model
+        policy = get_peft_model(policy, LoraConfig(r=a.lora_r, lora_alpha=2 * a.lora_r, lora_dropout=0.0,
+                                                   target_modules="all-linear", task_type="CAUSAL_LM"))
+        policy.train()
+    elif a.reference == "model":  # a frozen copy, as TRL's create_reference_model makes
         ref = copy.deepcopy(policy).eval().requires_grad_(False)
+    trainable = [x for x in policy.parameters() if x.requires_grad]
     # TRL 1.16's default optimizer is adamw_torch_fused, without weight decay (as DPOConfig in Swift).
-    opt = torch.optim.AdamW(policy.parameters(), lr=1e-7, weight_decay=0.0, fused=True)
+    opt = torch.optim.AdamW(trainable, lr=1e-7, weight_decay=0.0, fused=True)
 
     # Batch: chosen rows then rejected rows, each prompt + completion (prompt duplicated, no padding).
     g = torch.Generator().manual_seed(7)
@@ -188,7 +203,7 @@ def main():
 
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16)
     precomputed = None
-    if ref is None and not a.trl:  # TRL's precompute_ref_log_probs without a ref model: the initial policy, once
+    if ref is None and not a.trl and not a.lora:  # TRL's precompute_ref_log_probs without a ref model: the initial policy, once
         with torch.no_grad(), autocast:
             precomputed = sequence_logps(policy.eval(), input_ids, completion_mask)
         policy.train()
@@ -196,7 +211,10 @@ def main():
     def step():
         with autocast:
             logps = sequence_logps(policy, input_ids, completion_mask)
-            if ref is not None:
+            if a.lora:
+                with torch.no_grad(), policy.disable_adapter():
+                    ref_logps = sequence_logps(policy, input_ids, completion_mask)
+            elif ref is not None:
                 with torch.no_grad():
                     ref_logps = sequence_logps(ref, input_ids, completion_mask)
             else:
@@ -206,7 +224,7 @@ def main():
         delta = (chosen_logps - rejected_logps) - (ref_chosen - ref_rejected)
         loss = -F.logsigmoid(BETA * delta).mean()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         opt.step()
         opt.zero_grad()
 
@@ -222,23 +240,28 @@ def main():
 
     t = statistics.median(times)
     tokens = n * (2 * P + 2 * C)  # TRL's num_tokens per step
+    # LoRA: policy forward, a backward without weight gradients of the frozen matrices (about one
+    # forward), the reference forward: 3 forwards' worth, as the precomputed case (the adapters'
+    # own rank-r products are not counted).
     flops = gemm_flops_per_step(config, P + C, 2 * n, ref is not None)
     sgemm = sgemm_gflops()
     result = {
         "threads": torch.get_num_threads(),
         "parameters": sum(x.numel() for x in policy.parameters()),  # tied head counted once
         "bf16": int(a.bf16),
+        **({"lora_parameters": sum(x.numel() for x in trainable)} if a.lora else {}),
         "step_seconds": t, "tokens_per_step": tokens, "tokens_per_second": tokens / t,
         "gemm_flops_per_step": flops, "achieved_gflops": flops / t / 1e9,
         "sgemm_gflops": sgemm, "ratio_to_sgemm": flops / t / 1e9 / sgemm, "bf16_mm_gflops": bf16_mm_gflops(),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux: KiB
     }
     if a.json:
-        print(json.dumps({"shape": a.shape, "mode": "step", "reference": a.reference, "packing": "plain",
-                          "runner": "trl" if a.trl else "eager", **result}))
+        print(json.dumps({"shape": a.shape, "mode": "step", "reference": "adapters_disabled" if a.lora else a.reference,
+                          "packing": "plain", "lora": a.lora, "runner": "trl" if a.trl else "eager", **result}))
     else:
         print(f"shape {a.shape}, mode step, {n} pairs x ({P} prompt + 2 x {C} completion), "
-              f"reference {a.reference}, packing plain (torch {torch.__version__}, attn {a.attn}"
+              f"reference {'the base (adapters disabled), LoRA r %d all-linear' % a.lora_r if a.lora else a.reference}, "
+              f"packing plain (torch {torch.__version__}, attn {a.attn}"
               + (", TRL's DPOTrainer" if a.trl else "") + (", bf16 autocast" if a.bf16 else "") + ")")
         for k, v in result.items():
             print(f"  {k:<20} {v:.4g}")

@@ -7,12 +7,12 @@ import DPO
 private typealias Calls = TrainerCalls<SFTTrainer>
 
 func createSFTTrainer(_ ctx: CallContext, _ model: OpaquePointer?, _ out: UnsafeMutablePointer<OpaquePointer?>?,
-                      _ makeConfig: () throws -> SFTTrainingConfig) throws {
+                      peftConfig: LoraConfig? = nil, _ makeConfig: () throws -> SFTTrainingConfig) throws {
     let out = try required(out, "out_trainer")
     let m = try ctx.use(model, ModelObject.self, "model")
     let config = try makeConfig()
-    try checkTrainerMemory(m.model.config, copies: 4)
-    let trainer = try SFTTrainer(model: m.model, config: config.trainer)
+    if peftConfig == nil && m.model.adapter == nil { try checkTrainerMemory(m.model.config, copies: 4) }
+    let trainer = try SFTTrainer(model: m.model, config: config.trainer, peftConfig: peftConfig)
     out.pointee = try Registry.register(SFTTrainerObject(trainer, models: [m], args: config.args, data: config.data))
 }
 

@@ -55,8 +55,8 @@ enum TrainerCalls<T: CTrainer> {
         exportCall(name) { ctx in
             let model = try use(ctx, handle).trainer.model
             let data = try required(outData, "out_data"), count = try required(outCount, "out_count")
-            if model.gradients == nil { try model.zeroGradients() }
-            guard let g = model.gradients else { throw APIError.internal("the gradient buffer could not be allocated") }
+            if model.trainableGradients == nil { try model.zeroGradients() }
+            guard let g = model.trainableGradients else { throw APIError.internal("the gradient buffer could not be allocated") }
             data.pointee = g.pointer
             count.pointee = Int64(g.count)
         }

@@ -7,7 +7,8 @@ import DPO
 private typealias Calls = TrainerCalls<DPOTrainer>
 
 func createTrainer(_ ctx: CallContext, _ policy: OpaquePointer?, _ reference: OpaquePointer?,
-                   _ out: UnsafeMutablePointer<OpaquePointer?>?, _ makeConfig: () throws -> DPOTrainingConfig) throws {
+                   _ out: UnsafeMutablePointer<OpaquePointer?>?, peftConfig: LoraConfig? = nil,
+                   _ makeConfig: () throws -> DPOTrainingConfig) throws {
     let out = try required(out, "out_trainer")
     if reference != nil && reference == policy {
         throw APIError.invalid("reference is the same handle as policy: pass NULL to use a snapshot of the policy's initial weights")
@@ -15,9 +16,11 @@ func createTrainer(_ ctx: CallContext, _ policy: OpaquePointer?, _ reference: Op
     let p = try ctx.use(policy, ModelObject.self, "policy")
     let r = try ctx.useOptional(reference, ModelObject.self, "reference")
     let config = try makeConfig()
-    let snapshot: Double = (r == nil && !config.trainer.precomputeRefLogProbs) ? 1 : 0
-    try checkTrainerMemory(p.model.config, copies: 4 + snapshot)
-    let trainer = try DPOTrainer(policy: p.model, reference: r?.model, config: config.trainer)
+    let lora = peftConfig != nil || p.model.adapter != nil
+    let snapshot: Double = (r == nil && !config.trainer.precomputeRefLogProbs && !lora) ? 1 : 0
+    // LoRA: no gradient, moments or snapshot of the base (the adapter's are small).
+    if !lora { try checkTrainerMemory(p.model.config, copies: 4 + snapshot) }
+    let trainer = try DPOTrainer(policy: p.model, reference: r?.model, config: config.trainer, peftConfig: peftConfig)
     out.pointee = try Registry.register(DPOTrainerObject(trainer, models: [p] + (r.map { [$0] } ?? []),
                                                          args: config.args, data: config.data))
 }

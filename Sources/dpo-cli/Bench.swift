@@ -92,6 +92,11 @@ struct Bench: ParsableCommand {
     @Option(help: "Threads (default: all cores).") var threads: Int?
     @Flag(help: "Print one JSON object instead of text.") var json = false
     @Flag(help: "bf16 mixed precision (the model's matrix products with bf16 inputs, fp32 accumulation).") var bf16 = false
+    @Flag(help: "Step mode: a LoRA DPO step (fresh adapter, reference = the base with the adapter off), then the full fine-tuning step of the same run (held reference) in a child process, and their ratios of time and peak memory.")
+    var lora = false
+    @Option(help: "lora_r with --lora.") var loraR: Int = 16
+    @Option(help: "lora_target_modules with --lora (comma-separated or all-linear).") var loraTargetModules: String = "all-linear"
+    @Flag(help: "With --lora: skip the full step's child process.") var noCompare = false
 
     func validate() throws {
         guard ["step", "model", "generate", "gemm"].contains(mode) else {
@@ -104,6 +109,7 @@ struct Bench: ParsableCommand {
             throw ValidationError("--\(name) must be >= 1, got \(v)")
         }
         if warmup < 0 { throw ValidationError("--warmup must be >= 0") }
+        if lora && mode != "step" { throw ValidationError("--lora needs --mode step") }
     }
 
     func run() throws {
@@ -165,8 +171,15 @@ struct Bench: ParsableCommand {
             c.optimizer.learningRate = 1e-7
             c.precomputeRefLogProbs = reference == "precomputed"
             c.bf16 = bf16  // the trainer sets LlamaModel.bf16 of policy and reference
-            let ref = reference == "model" ? try LlamaModel.randomlyInitialized(config: config, seed: 2) : nil
-            let trainer = try DPOTrainer(policy: policy, reference: ref, config: c)
+            // LoRA holds no reference model: the reference is the policy with its adapter off.
+            let ref = reference == "model" && !lora ? try LlamaModel.randomlyInitialized(config: config, seed: 2) : nil
+            var peft: LoraConfig? = nil
+            if lora {
+                peft = LoraConfig(r: loraR, loraAlpha: Double(2 * loraR),
+                                  targetModules: try LoraConfig.targetModules(loraTargetModules.split(separator: ",").map(String.init)))
+            }
+            let trainer = try DPOTrainer(policy: policy, reference: ref, config: c, peftConfig: peft)
+            if let a = policy.adapter { result.append(("lora_parameters", Double(a.parameterCount))) }
             trainer.packing = PreferencePacking(rawValue: packing)!
             var batch = (0..<pairs).map { _ in
                 PreferencePair(promptIds: randomTokens(promptLength), chosenIds: randomTokens(completionLength),
@@ -192,21 +205,54 @@ struct Bench: ParsableCommand {
         let achieved = flopsPerRun / t / 1e9
         let sgemmRate = measureSgemm(m: 1024, n: 1536, k: 576)
         result = [("threads", Double(Threads.count)), ("parameters", Double(policy.parameterCount)),
-                  ("bf16", bf16 ? 1 : 0)]
+                  ("bf16", bf16 ? 1 : 0)] + result.filter { $0.0 == "lora_parameters" }
             + (mode == "model" ? [("forward_seconds", median(timesF))] : [])
             + [("step_seconds", t), ("gemm_seconds", median(gemmSeconds)), ("tokens_per_step", Double(tokensPerRun)),
                ("tokens_per_second", Double(tokensPerRun) / t), ("gemm_flops_per_step", flopsPerRun),
                ("achieved_gflops", achieved), ("sgemm_gflops", sgemmRate), ("ratio_to_sgemm", achieved / sgemmRate),
                ("peak_rss_mib", Double(peakRSS()) / 1048576)]
+        if lora && !noCompare {
+            // The full step in a child process: peak memory is per process.
+            let full = try fullStepInChild()
+            let step = t, peak = Double(peakRSS()) / 1048576
+            result += [("full_step_seconds", full.step), ("full_peak_rss_mib", full.peak),
+                       ("step_time_ratio", step / full.step), ("peak_rss_ratio", peak / full.peak)]
+        }
         if json {
             var o: [String] = ["\"shape\": \"\(shape.rawValue)\"", "\"mode\": \"\(mode)\"", "\"reference\": \"\(reference)\"",
-                               "\"packing\": \"\(packing)\""]
+                               "\"packing\": \"\(packing)\"", "\"lora\": \(lora)"]
             o += result.map { "\"\($0.0)\": \($0.1)" }
             print("{" + o.joined(separator: ", ") + "}")
         } else {
-            print("shape \(shape.rawValue), mode \(mode)" + (mode == "step" ? ", \(pairs) pairs x (\(promptLength) prompt + 2 x \(completionLength) completion), reference \(reference), packing \(packing)" : ", \(tokens) tokens in sequences of \(sequenceLength)"))
+            print("shape \(shape.rawValue), mode \(mode)" + (mode == "step" ? ", \(pairs) pairs x (\(promptLength) prompt + 2 x \(completionLength) completion), reference \(lora ? "the base (adapter off)" : reference), packing \(packing)" : ", \(tokens) tokens in sequences of \(sequenceLength)")
+                  + (lora ? ", LoRA r \(loraR) on \(loraTargetModules)" + (noCompare ? "" : "; full_* = the full fine-tuning step (held reference model) in a child process") : ""))
             for (k, v) in result { print(String(format: "  %-20@ %.4g", k as NSString, v)) }
         }
+    }
+}
+
+extension Bench {
+    /// Runs this benchmark without --lora (the full fine-tuning step) in a child process and
+    /// returns its median step time and peak resident memory.
+    func fullStepInChild() throws -> (step: Double, peak: Double) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        var args = ["bench", "--shape", shape.rawValue, "--mode", "step", "--pairs", "\(pairs)",
+                    "--prompt-length", "\(promptLength)", "--completion-length", "\(completionLength)",
+                    "--reference", reference, "--packing", packing, "--steps", "\(steps)", "--warmup", "\(warmup)",
+                    "--threads", "\(Threads.count)", "--json"]
+        if bf16 { args.append("--bf16") }
+        p.arguments = args
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        try p.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0, let o = try? JSON.parse(Array(data)).object,
+              let step = o["step_seconds"]?.double, let peak = o["peak_rss_mib"]?.double else {
+            throw CLIError("bench --lora: the full step's child process failed (status \(p.terminationStatus))")
+        }
+        return (step, peak)
     }
 }
 

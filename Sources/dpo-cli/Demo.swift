@@ -24,6 +24,11 @@ struct Demo: ParsableCommand {
     @Option(help: "RPO: weight of an added NLL term on the chosen completions (0 = plain DPO; default 1; with --model the real demo's).") var rpoAlpha: Double?
     @Option(help: "Sampling temperature of the generations (with --model also of the sampled training answers).") var temperature: Double = 0.7
     @Flag(help: "bf16 mixed precision in every phase (TRL's bf16=True: matrix products with bf16 inputs, fp32 accumulation).") var bf16 = false
+    @Flag(help: "DPO with a LoRA adapter (all linear layers) on the frozen SFT model, which is also the reference (adapter off): no copy of the weights.")
+    var usePeft = false
+    @Option(help: "lora_r with --use-peft.") var loraR: Int = 16
+    @Option(help: "lora_alpha with --use-peft.") var loraAlpha: Double = 32
+    @Option(help: "DPO learning rate with --use-peft.") var loraLearningRate: Double = 2e-3
 
     struct Outcome {
         var heldOutAccuracy = 0.0, heldOutMargin = 0.0
@@ -67,9 +72,15 @@ struct Demo: ParsableCommand {
         try TrainingRun(trainer: sft, args: sftArgs, train: ReviewTask.sftData(4000, seed: s + 10),
                         eval: ReviewTask.sftData(64, items: ReviewTask.heldOutItems, seed: s + 11), options: sftRun).run()
 
-        // Phase 2: DPO against a frozen copy of the SFT model.
-        let reference = try LlamaModel(config: config)
-        reference.parameters.copy(from: model.parameters)
+        // Phase 2: DPO against a frozen copy of the SFT model, or (LoRA) the SFT model itself
+        // with the adapter off.
+        let reference = usePeft ? model : try LlamaModel(config: config)
+        if !usePeft { reference.parameters.copy(from: model.parameters) }
+        let peft = usePeft ? LoraConfig(r: loraR, loraAlpha: loraAlpha, targetModules: LoraModule.allCases) : nil
+        /// `body` with the reference: the model with its adapter off when LoRA trains.
+        func asReference<R>(_ body: (LlamaModel) throws -> R) rethrows -> R {
+            usePeft ? try model.withAdaptersDisabled { try body(model) } : try body(reference)
+        }
         var dc = DPOConfig()
         dc.beta = beta
         try dc.set("loss_type", .array(lossType.split(separator: ",").map { .string(String($0)) }))
@@ -77,19 +88,20 @@ struct Demo: ParsableCommand {
             dc.lossType.append(.sft)
             dc.lossWeights = [Double](repeating: 1, count: dc.lossType.count - 1) + [rpoAlpha]
         }
-        dc.optimizer.learningRate = learningRate
+        dc.optimizer.learningRate = usePeft ? loraLearningRate : learningRate
         dc.optimizer.lrSchedulerType = .linear
         dc.optimizer.warmupSteps = 5
         dc.optimizer.maxSteps = dpoSteps
         dc.bf16 = bf16
-        let dpo = try DPOTrainer(policy: model, reference: reference, config: dc)
+        dc.optimizer.seed = s
+        let dpo = try DPOTrainer(policy: model, reference: usePeft ? nil : reference, config: dc, peftConfig: peft)
         let heldOutPairs = ReviewTask.pairs(128, items: ReviewTask.heldOutItems, seed: s + 21)
         let before = try dpo.evaluate(heldOutPairs)
         let dpoArgs = Demo.arguments(output: output + "/dpo", batchSize: 16, maxSteps: dpoSteps, seed: s, loggingSteps: 10, evalSteps: 20)
         var dpoRun = RunOptions(title: "dpo")
         dpoRun.plotMetrics = ["loss", "rewards/margins", "rewards/accuracies"]
         dpoRun.logMetrics = ["rewards/accuracies", "rewards/margins"]
-        print("\nPhase 2: DPO (beta \(dc.beta), \(dc.lossType.map(\.rawValue).joined(separator: "+")) loss), \(dpoSteps) steps of 16 pairs, reference = the SFT model")
+        print("\nPhase 2: DPO (beta \(dc.beta), \(dc.lossType.map(\.rawValue).joined(separator: "+")) loss), \(dpoSteps) steps of 16 pairs, reference = the SFT model" + (usePeft ? " (LoRA r \(loraR), alpha \(loraAlpha), all linear layers: the reference is the base with the adapter off)" : ""))
         try TrainingRun(trainer: dpo, args: dpoArgs, train: ReviewTask.pairs(2000, seed: s + 20),
                         eval: heldOutPairs, options: dpoRun).run()
         let after = try dpo.evaluate(heldOutPairs)
@@ -99,7 +111,7 @@ struct Demo: ParsableCommand {
         var g = GenerationConfig()
         g.maxNewTokens = 48; g.temperature = temperature; g.seed = s + 31
         let inputs = prompts.map(ReviewTask.encodePrompt)
-        let refOut = try reference.generate(inputs, config: g)
+        let refOut = try asReference { try $0.generate(inputs, config: g) }
         let polOut = try model.generate(inputs, config: g)
         var o = Outcome()
         o.heldOutAccuracy = after.rewardsAccuracies; o.heldOutMargin = after.rewardsMargins
@@ -110,7 +122,7 @@ struct Demo: ParsableCommand {
         o.policyWellFormed = rate(polOut, ReviewTask.isWellFormed)
         // KL(policy || reference) on the policy's own samples: mean of log pi(y|x) - log pi_ref(y|x).
         let items = zip(inputs, polOut).filter { !$0.1.isEmpty }.map { (prompt: $0.0, completion: $0.1) }
-        let lp = try model.sequenceLogProbs(items), lr = try reference.sequenceLogProbs(items)
+        let lp = try model.sequenceLogProbs(items), lr = try asReference { try $0.sequenceLogProbs(items) }
         o.kl = zip(lp, lr).map { $0 - $1 }.reduce(0, +) / Double(max(items.count, 1))
 
         func pct(_ x: Double) -> String { String(format: "%5.1f%%", 100 * x) }
@@ -137,7 +149,7 @@ struct Demo: ParsableCommand {
         }
         let pass = o.policyPositive >= 0.9 && o.heldOutAccuracy >= 0.9 && o.policyWellFormed >= 0.9
         print("""
-        Run directory \(output): sft/ and dpo/ each hold metrics.jsonl, metrics.svg and model/ (Hugging Face format).
+        Run directory \(output): sft/ and dpo/ each hold metrics.jsonl, metrics.svg and model/ (Hugging Face format)\(usePeft ? "; dpo/adapter/ is the LoRA adapter (PEFT's files)" : "").
         \(pass ? "PASS" : "FAIL"): positive rate \(pct(o.referencePositive)) -> \(pct(o.policyPositive)) (target >= 90%), held-out accuracy \(String(format: "%.2f", o.heldOutAccuracy)) (target >= 0.9), well-formed \(pct(o.policyWellFormed)).
         Demo time: \(Progress.clock(now() - start)).
         """)

@@ -175,14 +175,22 @@ enum FinalSave {
     case safetensors
     case gguf(GGUFSaveType, tokenizer: Tokenizer?)
 
-    /// Where `write` puts the model: <output>/model (a directory) or <output>/model.gguf.
-    func path(output: String) -> String {
+    /// Where `write` puts the model: <output>/model (a directory) or <output>/model.gguf; a LoRA
+    /// run's adapter goes to <output>/adapter (PEFT's files), and a gguf save is then the merged model.
+    func path(output: String, lora: Bool = false) -> String {
         if case .gguf = self { return output + "/model.gguf" }
-        return output + "/model"
+        return output + (lora ? "/adapter" : "/model")
     }
 
-    /// Writes `model` below `output`: <output>/model (a directory) or <output>/model.gguf.
+    /// Writes `model` below `output`: <output>/model (a directory) or <output>/model.gguf. With a
+    /// LoRA adapter: the adapter to <output>/adapter, and for gguf the model merged with it
+    /// (merge_and_unload; the run is over).
     func write(_ model: LlamaModel, output: String) throws -> String {
+        if model.adapter != nil {
+            try model.saveAdapter(directory: output + "/adapter")
+            guard case .gguf = self else { return output + "/adapter" }
+            try model.mergeAndUnload()
+        }
         switch self {
         case .safetensors:
             try model.save(directory: output + "/model")

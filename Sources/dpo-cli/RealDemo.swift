@@ -211,6 +211,7 @@ extension Demo {
         plan.temperature = temperature
         plan.bf16 = bf16
         if sftSteps != nil { throw ValidationError("--sft-steps: the real demo (--model) has no SFT phase") }
+        if usePeft { throw ValidationError("--use-peft: the real demo (--model) trains the full model; LoRA runs with dpo train --use-peft") }
         plan.lossType = try lossType.split(separator: ",").map { name in
             guard let t = DPOLossType(rawValue: name.trimmingCharacters(in: .whitespaces)) else {
                 throw ValidationError("--loss-type: unknown loss type '\(name)'")

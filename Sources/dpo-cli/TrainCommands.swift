@@ -23,6 +23,7 @@ struct SFT: ParsableCommand {
     @Flag(help: "assistant_only_loss: learn only the assistant's turns (needs a template with {% generation %} blocks).") var assistantOnlyLoss = false
     @Option(help: "chat_template_path: a Jinja chat template file used instead of the tokenizer's.") var chatTemplatePath: String?
     @Option(help: "dataset_text_field: the column of language-modeling rows.") var datasetTextField: String = "text"
+    @OptionGroup var lora: LoraOptions
     @OptionGroup var training: TrainingOptions
 
     func run() throws {
@@ -44,7 +45,8 @@ struct SFT: ParsableCommand {
         let train = trainFile.rows, eval = evalFile?.rows
         let args = try training.trainingArguments(evalData: eval != nil)
         try training.apply(to: &c.optimizer, args: args, examples: train.count, worldSize: DataParallel.size)
-        let trainer = try SFTTrainer(model: model, config: c)
+        try lora.loadAdapter(into: model)
+        let trainer = try SFTTrainer(model: model, config: c, peftConfig: try lora.config(base: source.model))
         if let mpi = DataParallel.communicator { try trainer.setCommunicator(mpi) }
         try trainFile.check(trainer.check)
         try evalFile?.check(trainer.check)
@@ -52,7 +54,7 @@ struct SFT: ParsableCommand {
         opts.plotMetrics = ["loss", "mean_token_accuracy"]
         opts.logMetrics = ["mean_token_accuracy"]
         opts.finalSave = try training.finalSave(modelPath: source.model, codec: codec)
-        say("sft: \(train.count) examples, \(c.optimizer.maxSteps) steps, model with \(model.parameterCount) parameters -> \(training.output)")
+        say("sft: \(train.count) examples, \(c.optimizer.maxSteps) steps, model with \(model.parameterCount) parameters\(loraNote(model)) -> \(training.output)")
         let run = try TrainingRun(trainer: trainer, args: args, train: train, eval: eval, options: opts)
         if try !run.run() { throw ExitCode(130) }
         say("sft: done; model saved to \(run.savedModelPath)")
@@ -76,6 +78,7 @@ struct Train: ParsableCommand {
     @Option(help: "Training data (JSONL).") var data: String
     @Option(help: "Evaluation data (JSONL), evaluated every --eval-steps.") var evalData: String?
     @OptionGroup var dpo: DPOOptions
+    @OptionGroup var lora: LoraOptions
     @OptionGroup var training: TrainingOptions
 
     func run() throws {
@@ -92,7 +95,8 @@ struct Train: ParsableCommand {
         let args = try training.trainingArguments(evalData: eval != nil)
         try training.apply(to: &c.optimizer, args: args, examples: train.count, worldSize: DataParallel.size)
         try c.validate()
-        var trainer = try DPOTrainer(policy: policy, reference: ref, config: c)
+        try lora.loadAdapter(into: policy)
+        var trainer = try DPOTrainer(policy: policy, reference: ref, config: c, peftConfig: try lora.config(base: source.model))
         try trainFile.check(trainer.check)
         try evalFile?.check(trainer.check)
         if c.precomputeRefLogProbs {
@@ -101,18 +105,24 @@ struct Train: ParsableCommand {
             say("train: precomputing reference log-probs of \(train.count + (eval?.count ?? 0)) pairs")
             train = try attachReferenceLogProbs(train, trainer, batch: training.perDeviceTrainBatchSize)
             eval = try eval.map { try attachReferenceLogProbs($0, trainer, batch: training.perDeviceTrainBatchSize) }
-            trainer = try DPOTrainer(policy: policy, reference: nil, config: c)
+            trainer = try DPOTrainer(policy: policy, reference: nil, config: c)  // trains the adapter, if any
         }
         if let mpi = DataParallel.communicator { try trainer.setCommunicator(mpi) }
         var opts = RunOptions(title: "dpo")
         opts.plotMetrics = ["loss", "rewards/margins", "rewards/accuracies"]
         opts.logMetrics = ["rewards/accuracies", "rewards/margins"]
         opts.finalSave = try training.finalSave(modelPath: source.model, codec: codec)
-        say("train: \(train.count) pairs, \(c.optimizer.maxSteps) steps, beta \(c.beta), loss \(c.lossType.map(\.rawValue).joined(separator: "+")), reference \(trainer.referenceKind.rawValue) -> \(training.output)")
+        say("train: \(train.count) pairs, \(c.optimizer.maxSteps) steps, beta \(c.beta), loss \(c.lossType.map(\.rawValue).joined(separator: "+")), reference \(trainer.referenceKind.rawValue)\(loraNote(policy)) -> \(training.output)")
         let run = try TrainingRun(trainer: trainer, args: args, train: train, eval: eval, options: opts)
         if try !run.run() { throw ExitCode(130) }
         say("train: done; model saved to \(run.savedModelPath)")
     }
+}
+
+/// ", LoRA r 16 on q_proj, v_proj (1.2M trained parameters)" for a model with an adapter, else "".
+func loraNote(_ model: LlamaModel) -> String {
+    guard let a = model.adapter else { return "" }
+    return ", LoRA r \(a.config.r) on \(a.config.modules.map(\.name).joined(separator: ", ")) (\(a.parameterCount) trained parameters)"
 }
 
 /// Every pair with its reference log-probs, computed in batches of `batch` pairs. Data parallel,

@@ -53,7 +53,7 @@ final class TrainingRun<T: Trainer> {
         if let mpi = DataParallel.communicator, mpi.rank == 0 {
             print(mpi.summary(steps: loop.trainer.globalStep - initialStep, seconds: now() - start))
         }
-        savedModelPath = options.finalSave.path(output: loop.args.outputDir)
+        savedModelPath = options.finalSave.path(output: loop.args.outputDir, lora: loop.trainer.model.adapter != nil)
         guard DataParallel.isPrimary else { return true }
         savedModelPath = try options.finalSave.write(loop.trainer.model, output: loop.args.outputDir)
         let svg = Plot.fromRecords(loop.state.logHistory, metrics: options.plotMetrics, title: options.title)

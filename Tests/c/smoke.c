@@ -659,6 +659,103 @@ static void test_bad_input(void) {
 #undef UNCHANGED
 }
 
+/* LoRA: a trainer with a peft_config trains the adapter only (the base's log-probs with the
+   adapter merged away are unchanged until the merge), the adapter files round-trip, a loaded
+   adapter trains against its frozen copy, merge_and_unload folds it in; bad params are refused. */
+static void test_lora(void) {
+    pairs_data d;
+    completion_data c;
+    dpo_model *policy = tiny_model(5), *base = tiny_model(5), *loaded = tiny_model(5);
+    dpo_trainer *t = NULL;
+    dpo_sft_trainer *st = NULL;
+    dpo_trainer_params p = train_params();
+    dpo_lora_params lp;
+    dpo_metrics m, first;
+    double before[PAIRS], after[PAIRS], again[PAIRS], merged[PAIRS];
+    int64_t count = -1;
+    char json[4096];
+    size_t needed = 0;
+    int i;
+
+    printf("lora\n");
+    make_pairs(&d);
+    make_completions(&d, &c);
+    lp.struct_size = sizeof lp;
+    OK(dpo_lora_default_params(&lp));
+    CHECK(lp.r == 8 && lp.lora_alpha == 8 && lp.lora_dropout == 0 && lp.target_modules == NULL && lp.init_lora_weights == 1,
+          "PEFT's defaults");
+    lp.r = 4;
+    lp.lora_alpha = 16;
+    lp.target_modules = "all-linear";
+    logps(policy, &c, before);
+    OK(dpo_trainer_create_peft(policy, NULL, &p, &lp, &t));
+    OK(dpo_model_adapter_num_parameters(policy, &count));
+    /* per layer: 4 x (16 + 16) for q and o, 4 x (16 + 8) for k and v, 4 x (16 + 32) for gate, up, down */
+    CHECK(count == 2 * (2 * 128 + 2 * 96 + 3 * 192), "adapter parameters %lld", (long long)count);
+    m.struct_size = sizeof m;
+    for (i = 0; i < 20; i++) {
+        OK(dpo_trainer_step(t, &d.batch, &m));
+        if (i == 0) first = m;
+    }
+    CHECK(fabs(first.loss - log(2.0)) < 1e-6, "fresh adapter: the policy is the reference, loss %f", first.loss);
+    CHECK(m.loss < first.loss && m.rewards_accuracies == 1.0, "LoRA DPO learns: loss %f -> %f", first.loss, m.loss);
+    logps(policy, &c, after);
+    CHECK(after[0] != before[0], "the adapter changed the policy");
+    OK(dpo_model_adapter_config_json(policy, json, sizeof json, &needed));
+    CHECK(strstr(json, "\"CAUSAL_LM\"") && strstr(json, "\"down_proj\""), "adapter config %s", json);
+    OK(dpo_model_save(policy, path("lora-adapter")));  /* a model with an adapter saves the adapter files */
+    EXPECT(DPO_ERR_WRONG_STATE, dpo_model_save_gguf(policy, path("x.gguf"), "f32", NULL), "merge_and_unload");
+    EXPECT(DPO_ERR_INVALID_ARGUMENT, dpo_trainer_create_peft(policy, NULL, &p, &lp, &t), "already has a LoRA adapter");
+
+    /* load_adapter: the same log-probs; a DPO trainer on it starts from policy == reference */
+    OK(dpo_model_load_adapter(loaded, path("lora-adapter")));
+    logps(loaded, &c, again);
+    for (i = 0; i < PAIRS; i++) CHECK(fabs(again[i] - after[i]) < 1e-9, "loaded adapter logp %d", i);
+    {
+        dpo_trainer *t2 = NULL;
+        OK(dpo_trainer_create(loaded, NULL, &p, &t2));
+        OK(dpo_trainer_step(t2, &d.batch, &m));
+        CHECK(fabs(m.rewards_margins) < 1e-9, "the reference is the loaded adapter's copy, margins %g", m.rewards_margins);
+        OK(dpo_trainer_free(t2));
+    }
+    EXPECT(DPO_ERR_WRONG_STATE, dpo_model_load_adapter(loaded, path("lora-adapter")), "already has a LoRA adapter");
+
+    /* merge_and_unload: plain weights computing what the adapter did */
+    OK(dpo_trainer_free(t));
+    OK(dpo_model_merge_and_unload(policy));
+    OK(dpo_model_adapter_num_parameters(policy, &count));
+    CHECK(count == 0, "no adapter after the merge");
+    logps(policy, &c, merged);
+    for (i = 0; i < PAIRS; i++) CHECK(fabs(merged[i] - after[i]) < 1e-4, "merged logp %d: %g vs %g", i, merged[i], after[i]);
+    EXPECT(DPO_ERR_WRONG_STATE, dpo_model_merge_and_unload(policy), "no LoRA adapter");
+
+    /* SFT with a JSON peft_config; bad configs are refused by name */
+    OK(dpo_sft_trainer_create_peft_json(base, "{\"learning_rate\": 0.01}", "{\"r\": 2, \"target_modules\": [\"q_proj\", \"v_proj\"]}", &st));
+    OK(dpo_model_adapter_num_parameters(base, &count));
+    CHECK(count == 2 * (64 + 48), "sft adapter parameters %lld", (long long)count);
+    OK(dpo_sft_trainer_free(st));
+    OK(dpo_model_free(base));
+    base = tiny_model(5);
+    EXPECT(DPO_ERR_INVALID_ARGUMENT, dpo_trainer_create_peft_json(base, NULL, NULL, "{\"modules_to_save\": [\"lm_head\"]}", &t),
+           "modules_to_save");
+    EXPECT(DPO_ERR_INVALID_ARGUMENT, dpo_trainer_create_peft_json(base, NULL, NULL, NULL, &t), "peft_config_json");
+    lp.target_modules = "q_proj,embed_tokens";
+    EXPECT(DPO_ERR_INVALID_ARGUMENT, dpo_trainer_create_peft(base, NULL, &p, &lp, &t), "embed_tokens");
+    lp.target_modules = NULL;
+    lp.lora_dropout = 1.0;
+    EXPECT(DPO_ERR_INVALID_ARGUMENT, dpo_model_add_adapter(base, &lp, 1), "lora_dropout");
+    lp.lora_dropout = 0;
+    lp.struct_size = 8;
+    EXPECT(DPO_ERR_INVALID_ARGUMENT, dpo_model_add_adapter(base, &lp, 1), "struct_size");
+    lp.struct_size = sizeof lp;
+    OK(dpo_model_adapter_num_parameters(base, &count));
+    CHECK(count == 0, "refused calls attached nothing");
+    EXPECT(DPO_ERR_IO, dpo_model_load_adapter(base, path("no-such-adapter")), "no-such-adapter");
+    OK(dpo_model_free(base));
+    OK(dpo_model_free(loaded));
+    OK(dpo_model_free(policy));
+}
+
 int main(int argc, char **argv) {
     if (argc > 1) scratch = argv[1];
     test_basics();
@@ -667,6 +764,7 @@ int main(int argc, char **argv) {
     test_checkpoint();
     test_sft_and_generation();
     test_bf16();
+    test_lora();
     test_bad_input();
     printf("all %d checks passed\n", checks);
     return 0;

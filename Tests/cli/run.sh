@@ -92,6 +92,32 @@ else fail "sft --bf16" "$tmp/log"; fi
 if "$DPO" demo --quick --bf16 --seed 1 --output "$tmp/demo-bf16" >"$tmp/demo-bf16.log" 2>&1 && grep -q "bf16 mixed precision" "$tmp/demo-bf16.log" \
    && python3 -c "import json,sys; s=json.load(open(sys.argv[1])); assert s['policy_positive_rate'] >= 0.9 and s['heldout_reward_accuracy'] >= 0.9, s" "$tmp/demo-bf16/summary.json"
 then ok "demo --quick --bf16 passes its targets"; else fail "demo --quick --bf16" "$tmp/demo-bf16.log"; fi
+# 3c. LoRA (--use-peft, TRL's script options): the adapter trains, the run writes PEFT's adapter
+#     files (no full model), a LoRA checkpoint resumes bit-identically, --adapter continues a trained
+#     adapter, a gguf save is the merged model; bad options are refused.
+lora=(--model "$SFT_MODEL" --data "$tmp/pairs.jsonl" --max-steps 4 --learning-rate 1e-3 --per-device-train-batch-size 2 --gradient-accumulation-steps 2 --use-peft --lora-r 4 --lora-target-modules all-linear)
+if "$DPO" train "${lora[@]}" --output "$tmp/lora" >"$tmp/log" 2>&1 && grep -q "reference adapters_disabled, LoRA r 4" "$tmp/log" \
+   && [ -s "$tmp/lora/adapter/adapter_model.safetensors" ] && grep -q '"task_type": "CAUSAL_LM"' "$tmp/lora/adapter/adapter_config.json" \
+   && [ ! -e "$tmp/lora/model" ]; then ok "train --use-peft writes the adapter (PEFT's files), not the model"
+else fail "train --use-peft" "$tmp/log"; fi
+"$DPO" train "${lora[@]}" --save-steps 2 --output "$tmp/lora-part" >/dev/null 2>&1
+"$DPO" train "${lora[@]}" --resume "$tmp/lora-part/checkpoint-2" --output "$tmp/lora-resumed" >"$tmp/log" 2>&1
+if [ ! -e "$tmp/lora-part/checkpoint-2/model" ] && [ -s "$tmp/lora-part/checkpoint-2/adapter/adapter_model.safetensors" ] \
+   && cmp -s "$tmp/lora/adapter/adapter_model.safetensors" "$tmp/lora-resumed/adapter/adapter_model.safetensors"; then
+    ok "a LoRA checkpoint holds the adapter only and resumes bit-identically"
+else fail "LoRA resume" "$tmp/log"; fi
+if "$DPO" train --model "$SFT_MODEL" --data "$tmp/pairs.jsonl" --max-steps 2 --per-device-train-batch-size 2 --learning-rate 1e-3 \
+      --adapter "$tmp/lora/adapter" --save-format gguf --output "$tmp/lora2" >"$tmp/log" 2>&1 && grep -q "reference reference_adapter" "$tmp/log" \
+   && [ -s "$tmp/lora2/adapter/adapter_model.safetensors" ] && [ -s "$tmp/lora2/model.gguf" ]; then
+    ok "train --adapter continues a trained adapter; --save-format gguf writes the merged model"
+else fail "train --adapter" "$tmp/log"; fi
+if "$DPO" sft --model "$SFT_MODEL" --data "$tmp/sft.jsonl" --max-steps 2 --use-peft --output "$tmp/lora-sft" >"$tmp/log" 2>&1 \
+   && [ -s "$tmp/lora-sft/adapter/adapter_config.json" ]; then ok "sft --use-peft"
+else fail "sft --use-peft" "$tmp/log"; fi
+expect_error "--lora-r without --use-peft is refused" "need --use-peft" -- "$DPO" train --model "$SFT_MODEL" --data "$tmp/pairs.jsonl" --lora-r 8
+expect_error "--use-peft with --adapter is refused" "not both" -- "$DPO" train --model "$SFT_MODEL" --data "$tmp/pairs.jsonl" --use-peft --adapter "$tmp/lora/adapter"
+expect_error "--lora-target-modules lm_head is refused" "lm_head" -- "$DPO" train --model "$SFT_MODEL" --data "$tmp/pairs.jsonl" --use-peft --lora-target-modules lm_head
+expect_error "--adapter of a missing directory is refused" "does not exist" -- "$DPO" train --model "$SFT_MODEL" --data "$tmp/pairs.jsonl" --adapter "$tmp/nowhere"
 
 # 3b. --report-to jsonl,tensorboard, checked through TensorBoard's own reader (tools/read_tensorboard.py:
 #     EventAccumulator, from the tensorboard package `make deps` puts in .cache/tensorboard; the check

@@ -63,7 +63,12 @@ extension LlamaModel {
     /// together or not at all (StagedSave.swift). Saves into one parent directory are serialised
     /// by a lock on it, so two saves to one path never mix their files. A tied model stores no
     /// `lm_head.weight`, as transformers does.
+    ///
+    /// A model with a LoRA adapter writes the adapter files only (`adapter_config.json` and
+    /// `adapter_model.safetensors`, as transformers' and PEFT's `save_pretrained` do); call
+    /// `mergeAndUnload()` first to save the merged model.
     public func save(directory: String) throws {
+        if let adapter { return try adapter.save(directory: directory) }
         let (path, lock) = try lockForSaving(directory, what: "a model")
         defer { lock.release() }
         removeTemporarySiblings(of: path)

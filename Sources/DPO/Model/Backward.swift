@@ -13,8 +13,20 @@ extension LlamaModel {
             throw DPOError.numeric("backward: d loss / d logp[\(bad)] is \(dlogp[bad])")
         }
         pending = nil
-        if gradients == nil { try zeroGradients() }
-        let g = gradients!.pointer
+        // With a LoRA adapter the base is frozen: no weight gradient of it is computed, only the
+        // input gradients through it and the gradients of the adapter that ran the forward.
+        let frozen = adapter != nil
+        if frozen && pend.lora == nil { return }  // adapters were off: nothing trainable was used
+        let g: UnsafeMutablePointer<Float>?
+        if frozen {
+            g = nil
+            if pend.lora!.adapter.gradients == nil { try pend.lora!.adapter.zeroGradients() }
+        } else {
+            if gradients == nil { try zeroGradients() }
+            g = gradients!.pointer
+        }
+        lora = pend.lora
+        defer { lora = nil }
         let c = config, lay = layout, a = attentionShape
         let packed = pend.packed, head = pend.head
         let T = packed.count, R = head.count, H = c.hiddenSize, I = c.intermediateSize
@@ -30,12 +42,12 @@ extension LlamaModel {
         dlogp.withUnsafeBufferPointer { dl in
             head.labels.withUnsafeBufferPointer { labels in
                 head.rows.withUnsafeBufferPointer { rows in
-                    lmHeadBackward(dx: b.dHeadX, dWeight: g + lay.lmHead, dlogp: dl.baseAddress!,
+                    lmHeadBackward(dx: b.dHeadX, dWeight: g.map { $0 + lay.lmHead }, dlogp: dl.baseAddress!,
                                    x: w.headX.pointer, weight: p + lay.lmHead, labels: labels.baseAddress!,
                                    rows: R, hidden: H, vocab: c.vocabSize, logits: w.logits.pointer,
                                    logitsFromForward: true, bf16: bf16)  // untouched since this model's forward
                     let dRows = b.dHeadRows
-                    rmsnormBackward(dx: dRows, dWeight: g + lay.finalNorm, dy: b.dHeadX, x: last,
+                    rmsnormBackward(dx: dRows, dWeight: g.map { $0 + lay.finalNorm }, dy: b.dHeadX, x: last,
                                     rstd: w.headRstd.pointer, weight: p + lay.finalNorm, rows: R, dim: H,
                                     accumulate: false, gather: rows.baseAddress!)
                     // Scatter: rows may repeat, so this stays one sequential pass (R x H adds).
@@ -54,29 +66,28 @@ extension LlamaModel {
             rmsnormForward(xn, rstd: w.rstd2[s].pointer, mid, weight: p + o.postNorm, rows: T, dim: H, eps: eps)
             // h = silu(gate) * up, recomputed into dUp's place (d up overwrites it after its last use).
             swigluForward(b.dUp, gate: w.gate[s].pointer, up: w.up[s].pointer, count: T * I)
-            linearBackward(dx: b.dHidden, accumulateInput: false, dWeight: g + o.down,
-                           dBias: o.downBias >= 0 ? g + o.downBias : nil, dy: dRes, x: b.dUp,
-                           weight: p + o.down, rows: T, inFeatures: I, outFeatures: H, bf16: bf16)
+            layerBackward(l, .down, dx: b.dHidden, accumulate: false, g: g, weight: o.down, bias: o.downBias,
+                          dy: dRes, x: b.dUp, rows: T, inFeatures: I, outFeatures: H)
             swigluBackward(dGate: b.dHidden, dUp: b.dUp, h: nil, dh: b.dHidden,
                            gate: w.gate[s].pointer, up: w.up[s].pointer, count: T * I)
-            linearBackward(dx: dxn, accumulateInput: false, dWeight: g + o.gate,
-                           dBias: o.gateBias >= 0 ? g + o.gateBias : nil, dy: b.dHidden, x: xn,
-                           weight: p + o.gate, rows: T, inFeatures: H, outFeatures: I, bf16: bf16)
-            linearBackward(dx: dxn, accumulateInput: true, dWeight: g + o.up,
-                           dBias: o.upBias >= 0 ? g + o.upBias : nil, dy: b.dUp, x: xn,
-                           weight: p + o.up, rows: T, inFeatures: H, outFeatures: I, bf16: bf16)
+            layerBackward(l, .gate, dx: dxn, accumulate: false, g: g, weight: o.gate, bias: o.gateBias,
+                          dy: b.dHidden, x: xn, rows: T, inFeatures: H, outFeatures: I)
+            layerBackward(l, .up, dx: dxn, accumulate: true, g: g, weight: o.up, bias: o.upBias,
+                          dy: b.dUp, x: xn, rows: T, inFeatures: H, outFeatures: I)
             dMid.update(from: dRes, count: T * H)
-            rmsnormBackward(dx: dMid, dWeight: g + o.postNorm, dy: dxn, x: mid, rstd: w.rstd2[s].pointer,
+            rmsnormBackward(dx: dMid, dWeight: g.map { $0 + o.postNorm }, dy: dxn, x: mid, rstd: w.rstd2[s].pointer,
                             weight: p + o.postNorm, rows: T, dim: H, accumulate: true)
 
             // Attention block. dMid holds d loss / d mid; mid = x + o_proj(attn), attn = attention(q, k, v),
             // q, k, v = rope'd projections of rmsnorm(x). They are recomputed here, attn inside
             // attentionBackward.
             rmsnormForward(xn, rstd: w.rstd1[s].pointer, x, weight: p + o.inputNorm, rows: T, dim: H, eps: eps)
-            projectQKV(layer: o, xn: xn, q: w.q.pointer, k: w.k.pointer, v: w.v.pointer,
+            projectQKV(layer: o, index: l, xn: xn, q: w.q.pointer, k: w.k.pointer, v: w.v.pointer,
                        cos: w.ropeCos.pointer, sin: w.ropeSin.pointer, rows: T)
-            // d attn = dMid W_o
-            gemm(bf16: bf16, m: T, n: a.qWidth, k: H, a: dMid, lda: H, b: p + o.o, ldb: a.qWidth, c: b.dAttn, ldc: a.qWidth)
+            // d attn = dMid W_o (+ the adapter's share)
+            frozenLinearInputGradient(b.dAttn, dMid, weight: p + o.o, rows: T, inFeatures: a.qWidth, outFeatures: H,
+                                      accumulate: false, bf16: bf16)
+            loraLinear(l, .o)?.addInputGradient(b.dAttn, dy: dMid, rows: T)
             b.dk.update(repeating: 0, count: T * a.kvWidth)
             b.dv.update(repeating: 0, count: T * a.kvWidth)
             attentionBackward(dq: b.dq, dk: b.dk, dv: b.dv, dOut: b.dAttn,
@@ -84,26 +95,26 @@ extension LlamaModel {
                               k: w.k.pointer, v: w.v.pointer, segments: packed.segments, shape: a,
                               scratch: w.scratch.pointer, scratchCount: w.scratchCount)
             // dW_o += dMid^T attn (attn recomputed by attentionBackward)
-            linearBackward(dx: nil, accumulateInput: false, dWeight: g + o.o,
-                           dBias: o.oBias >= 0 ? g + o.oBias : nil, dy: dMid, x: w.attn.pointer,
-                           weight: p + o.o, rows: T, inFeatures: a.qWidth, outFeatures: H, bf16: bf16)
+            layerBackward(l, .o, dx: nil, accumulate: false, g: g, weight: o.o, bias: o.oBias,
+                          dy: dMid, x: w.attn.pointer, rows: T, inFeatures: a.qWidth, outFeatures: H)
             ropeApply(b.dq, cos: w.ropeCos.pointer, sin: w.ropeSin.pointer, tokens: T,
                       heads: a.heads, headDim: a.headDim, inverse: true)
             ropeApply(b.dk, cos: w.ropeCos.pointer, sin: w.ropeSin.pointer, tokens: T,
                       heads: a.kvHeads, headDim: a.headDim, inverse: true)
-            linearBackward(dx: dxn, accumulateInput: false, dWeight: g + o.q, dBias: o.qBias >= 0 ? g + o.qBias : nil,
-                           dy: b.dq, x: xn, weight: p + o.q, rows: T, inFeatures: H, outFeatures: a.qWidth, bf16: bf16)
-            linearBackward(dx: dxn, accumulateInput: true, dWeight: g + o.k, dBias: o.kBias >= 0 ? g + o.kBias : nil,
-                           dy: b.dk, x: xn, weight: p + o.k, rows: T, inFeatures: H, outFeatures: a.kvWidth, bf16: bf16)
-            linearBackward(dx: dxn, accumulateInput: true, dWeight: g + o.v, dBias: o.vBias >= 0 ? g + o.vBias : nil,
-                           dy: b.dv, x: xn, weight: p + o.v, rows: T, inFeatures: H, outFeatures: a.kvWidth, bf16: bf16)
+            layerBackward(l, .q, dx: dxn, accumulate: false, g: g, weight: o.q, bias: o.qBias,
+                          dy: b.dq, x: xn, rows: T, inFeatures: H, outFeatures: a.qWidth)
+            layerBackward(l, .k, dx: dxn, accumulate: true, g: g, weight: o.k, bias: o.kBias,
+                          dy: b.dk, x: xn, rows: T, inFeatures: H, outFeatures: a.kvWidth)
+            layerBackward(l, .v, dx: dxn, accumulate: true, g: g, weight: o.v, bias: o.vBias,
+                          dy: b.dv, x: xn, rows: T, inFeatures: H, outFeatures: a.kvWidth)
             dRes.update(from: dMid, count: T * H)
-            rmsnormBackward(dx: dRes, dWeight: g + o.inputNorm, dy: dxn, x: x, rstd: w.rstd1[s].pointer,
+            rmsnormBackward(dx: dRes, dWeight: g.map { $0 + o.inputNorm }, dy: dxn, x: x, rstd: w.rstd1[s].pointer,
                             weight: p + o.inputNorm, rows: T, dim: H, accumulate: true)
         }
 
         // Embedding: scatter-add each token's gradient into its row (columns split across threads,
-        // so repeated tokens never race).
+        // so repeated tokens never race). Frozen with an adapter.
+        guard let g else { return }
         let dEmbed = g + lay.embed
         packed.tokens.withUnsafeBufferPointer { tok in
             let tok = tok.baseAddress!
@@ -114,5 +125,30 @@ extension LlamaModel {
                 }
             }
         }
+    }
+
+    /// Backward of layer l's linear module m, given dy [rows, out] and its input x [rows, in]:
+    /// dx (+)= dy W (+ the adapter's share); weight and bias gradients into `g` when the base
+    /// trains, the adapter's A and B gradients when the module is adapted (then `g` is nil and no
+    /// gradient of W is computed).
+    func layerBackward(_ l: Int, _ m: LoraModule, dx: UnsafeMutablePointer<Float>?, accumulate: Bool,
+                       g: UnsafeMutablePointer<Float>?, weight: Int, bias: Int, dy: UnsafePointer<Float>,
+                       x: UnsafePointer<Float>, rows: Int, inFeatures: Int, outFeatures: Int) {
+        let p = UnsafePointer(parameters.pointer)
+        if let g {
+            linearBackward(dx: dx, accumulateInput: accumulate, dWeight: g + weight, dBias: bias >= 0 ? g + bias : nil,
+                           dy: dy, x: x, weight: p + weight, rows: rows, inFeatures: inFeatures,
+                           outFeatures: outFeatures, bf16: bf16)
+        } else if let dx {
+            frozenLinearInputGradient(dx, dy, weight: p + weight, rows: rows, inFeatures: inFeatures,
+                                      outFeatures: outFeatures, accumulate: accumulate, bf16: bf16)
+        }
+        guard let ll = loraLinear(l, m), let pass = lora, let ag = pass.adapter.gradients,
+              let slot = pass.adapter.slots[l][m.rawValue] else { return }
+        // o_proj's input gradient was added before the attention backward (which leaves the LoRA
+        // scratch alone, so its dy B is still there).
+        if let dx, m != .o { ll.addInputGradient(dx, dy: dy, rows: rows) }
+        ll.addParameterGradients(dA: ag.pointer + slot.a, dB: ag.pointer + slot.b, dy: dy, x: x, rows: rows,
+                                 dyBComputed: dx != nil || m == .o)
     }
 }

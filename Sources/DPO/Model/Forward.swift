@@ -3,6 +3,8 @@ extension LlamaModel {
     ///
     /// With `keepActivations`, the buffers the backward needs are kept until the next forward, and
     /// `backward(dlogp:)` may follow. Without, the forward holds one layer's activations at a time.
+    /// With a LoRA adapter (LoraModel.swift) each adapted layer adds its share; a forward that keeps
+    /// activations is a training forward, the only kind that applies the adapter's dropout.
     public func forward(_ packed: PackedTokens, head: HeadQuery, keepActivations: Bool) throws -> HeadOutputs {
         try forward(packed, head: head, keepActivations: keepActivations, workspaceOf: self)
     }
@@ -24,6 +26,8 @@ extension LlamaModel {
         let w = try (borrow ? host : self).workspaceFor(tokens: T, headRows: R, scratch: scratchCount,
                                                     keep: keepActivations)
         let p = UnsafePointer(parameters.pointer)
+        lora = try beginLoraPass(tokens: T, training: keepActivations)
+        defer { lora = nil }
 
         packed.positions.withUnsafeBufferPointer { pos in
             ropeTables(cos: w.ropeCos.pointer, sin: w.ropeSin.pointer, positions: pos.baseAddress!,
@@ -45,16 +49,16 @@ extension LlamaModel {
             let q = w.q.pointer, k = w.k.pointer, v = w.v.pointer
             // Attention block: mid = x + o_proj(attention(rope(q), rope(k), v)) of rmsnorm(x).
             rmsnormForward(xn, rstd: w.rstd1[s].pointer, x, weight: p + o.inputNorm, rows: T, dim: H, eps: eps)
-            projectQKV(layer: o, xn: xn, q: q, k: k, v: v, cos: w.ropeCos.pointer, sin: w.ropeSin.pointer, rows: T)
+            projectQKV(layer: o, index: l, xn: xn, q: q, k: k, v: v, cos: w.ropeCos.pointer, sin: w.ropeSin.pointer, rows: T)
             attentionForward(out: w.attn.pointer, lse: w.lse[s].pointer, q: q, k: k, v: v,
                              segments: packed.segments, shape: a, scratch: w.scratch.pointer,
                              scratchCount: w.scratchCount)
             mid.update(from: x, count: T * H)
-            addOutputProjection(layer: o, attn: w.attn.pointer, residual: mid, rows: T)
+            addOutputProjection(layer: o, index: l, attn: w.attn.pointer, residual: mid, rows: T)
             // MLP block: out = mid + down(silu(gate(xn)) * up(xn)), xn = rmsnorm(mid).
             rmsnormForward(xn, rstd: w.rstd2[s].pointer, mid, weight: p + o.postNorm, rows: T, dim: H, eps: eps)
             out.update(from: mid, count: T * H)
-            addMLP(layer: o, xn: xn, gate: w.gate[s].pointer, up: w.up[s].pointer, hidden: w.hidden,
+            addMLP(layer: o, index: l, xn: xn, gate: w.gate[s].pointer, up: w.up[s].pointer, hidden: w.hidden,
                    residual: out, rows: T)
         }
         // Final norm and LM head on the requested rows only.
@@ -69,7 +73,7 @@ extension LlamaModel {
                               bf16: bf16)
             }
         }
-        if keepActivations { pending = PendingBackward(packed: packed, head: head) }
+        if keepActivations { pending = PendingBackward(packed: packed, head: head, lora: lora) }
         return result
     }
 }

@@ -143,10 +143,12 @@ extension LlamaModel {
             ropeTables(cos: cosT, sin: sinT, positions: $0.baseAddress!, tokens: T, invFreq: invFreq)
         }
         for t in 0..<T { (x + t * H).update(from: p + lay.embed + Int(flat[t]) * H, count: H) }
+        lora = try beginLoraPass(tokens: T, training: false)
+        defer { lora = nil }
         for l in 0..<c.numHiddenLayers {
             let o = lay.layers[l]
             rmsnormForward(xn, rstd: rstd, x, weight: p + o.inputNorm, rows: T, dim: H, eps: eps)
-            projectQKV(layer: o, xn: xn, q: q, k: k, v: v, cos: cosT, sin: sinT, rows: T)
+            projectQKV(layer: o, index: l, xn: xn, q: q, k: k, v: v, cos: cosT, sin: sinT, rows: T)
             // One sequence: attention's products may use OpenBLAS's threads. Several: one task per
             // sequence, each product on its worker's thread.
             func attend(_ b: Int, scores: UnsafeMutablePointer<Float>, tally: UnsafeMutablePointer<GemmTally>?) {
@@ -173,9 +175,9 @@ extension LlamaModel {
                 }
                 GemmCounter.merge(tallies)
             }
-            addOutputProjection(layer: o, attn: att, residual: x, rows: T)
+            addOutputProjection(layer: o, index: l, attn: att, residual: x, rows: T)
             rmsnormForward(xn, rstd: rstd, x, weight: p + o.postNorm, rows: T, dim: H, eps: eps)
-            addMLP(layer: o, xn: xn, gate: work.gate.pointer, up: work.up.pointer, hidden: work.gate.pointer,
+            addMLP(layer: o, index: l, xn: xn, gate: work.gate.pointer, up: work.up.pointer, hidden: work.gate.pointer,
                    residual: x, rows: T)
         }
         for b in 0..<B { caches[b].length += tokens[b].count }

@@ -114,7 +114,7 @@ func lmHeadForward(x: UnsafePointer<Float>, weight w: UnsafePointer<Float>,
 /// dW[vocab, hidden] += dz^T * x. Rows with dlogp == 0 still pass through the GEMM (their dz is 0).
 /// The logits are recomputed per chunk, unless all rows fit in one chunk and
 /// `logitsFromForward` says `logits` still holds what `lmHeadForward` computed for these rows.
-func lmHeadBackward(dx: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePointer<Float>,
+func lmHeadBackward(dx: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePointer<Float>?,
                     dlogp: UnsafePointer<Float>, x: UnsafePointer<Float>, weight w: UnsafePointer<Float>,
                     labels: UnsafePointer<Int32>, rows: Int, hidden: Int, vocab: Int,
                     logits: UnsafeMutablePointer<Float>, chunkRows: Int? = nil, logitsFromForward: Bool = false,
@@ -137,10 +137,12 @@ func lmHeadBackward(dx: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePoint
                 z[Int(labels[r0 + i])] += g           // + g at the label
             }
         }
-        gemm(bf16: bf16, m: n, n: hidden, k: vocab, a: logits, lda: vocab, b: w, ldb: hidden,
-              c: dx + r0 * hidden, ldc: hidden)
-        gemm(bf16: bf16, transA: true, m: vocab, n: hidden, k: n, a: logits, lda: vocab,
-              b: x + r0 * hidden, ldb: hidden, beta: 1, c: dWeight, ldc: hidden)
+        frozenLinearInputGradient(dx + r0 * hidden, logits, weight: w, rows: n, inFeatures: hidden, outFeatures: vocab,
+                                  accumulate: false, bf16: bf16)
+        if let dWeight {  // nil: a frozen head (LoRA)
+            gemm(bf16: bf16, transA: true, m: vocab, n: hidden, k: n, a: logits, lda: vocab,
+                  b: x + r0 * hidden, ldb: hidden, beta: 1, c: dWeight, ldc: hidden)
+        }
         r0 += n
     }
 }

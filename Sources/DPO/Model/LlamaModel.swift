@@ -7,8 +7,18 @@ public final class LlamaModel {
     public let layout: ParameterLayout
     /// All parameters, laid out by `layout`.
     public let parameters: FloatBuffer
-    /// Gradients in the same layout, allocated on first use (a frozen reference model has none).
-    public private(set) var gradients: FloatBuffer?
+    /// Gradients in the same layout, allocated on first use (a frozen reference model has none,
+    /// nor has a model with a LoRA adapter: its base is frozen).
+    public internal(set) var gradients: FloatBuffer?
+    /// The LoRA adapter (LoraModel.swift): when set, the base weights are frozen and training
+    /// updates the adapter only.
+    public internal(set) var adapter: LoraAdapter?
+    /// False inside `withAdaptersDisabled`.
+    var adaptersActive = true
+    /// An adapter used in place of `adapter` (the DPO trainer's frozen reference copy).
+    var substituteAdapter: LoraAdapter?
+    /// The adapter state of the forward, backward or decode step running now.
+    var lora: LoraPass?
     /// The trainer whose accumulated micro-batches the gradient buffer holds, if any (see
     /// OptimizationState): another trainer of this model must not overwrite them.
     weak var gradientHolder: AnyObject?
@@ -35,6 +45,8 @@ public final class LlamaModel {
     struct PendingBackward {
         let packed: PackedTokens
         let head: HeadQuery
+        /// The adapter state of that forward (its dropout masks are regenerated).
+        let lora: LoraPass?
     }
 
     /// A model with zeroed parameters (callers fill them: `randomlyInitialized` or a loader).
@@ -84,11 +96,18 @@ public final class LlamaModel {
         return UnsafeMutableBufferPointer(start: g.pointer + s.offset, count: s.count)
     }
 
-    /// Allocates the gradient buffer if needed (`DPOError.outOfMemory` when it does not fit) and
-    /// sets it to zero.
+    /// Allocates the gradient buffer of what is trained if needed (`DPOError.outOfMemory` when it
+    /// does not fit) and sets it to zero: the adapter's with a LoRA adapter, else the model's.
     public func zeroGradients() throws {
+        if let a = adapter { return try a.zeroGradients() }
         if let g = gradients { g.zero() } else { gradients = try FloatBuffer(checkedCount: layout.count, for: "the gradients of this model") }
     }
+
+    /// What the optimizer trains: the adapter's tensors when one is attached, else the model's.
+    public var trainableTensors: [TensorSpec] { adapter?.tensors ?? layout.tensors }
+    public var trainableParameters: FloatBuffer { adapter?.parameters ?? parameters }
+    /// The gradient buffer of `trainableTensors` (nil before the first backward).
+    public var trainableGradients: FloatBuffer? { adapter != nil ? adapter!.gradients : gradients }
 
     var attentionShape: AttentionShape {
         AttentionShape(heads: config.numAttentionHeads, kvHeads: config.numKeyValueHeads,

@@ -42,7 +42,7 @@ func rmsnormForward(
 /// With `gather`, row r's input was x[gather[r]]; dx is still written densely as dx[r] (the caller
 /// scatters it, since gathered rows may repeat).
 func rmsnormBackward(
-    dx: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePointer<Float>,
+    dx: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePointer<Float>?,
     dy: UnsafePointer<Float>, x: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
     weight: UnsafePointer<Float>, rows: Int, dim: Int, accumulate: Bool,
     gather: UnsafePointer<Int32>? = nil
@@ -74,6 +74,7 @@ func rmsnormBackward(
             }
         }
     }
+    guard let dWeight else { return }  // a frozen norm (LoRA): only dx
     for c in 0..<threads {
         let dw = partial + c * dim
         for j in 0..<dim { dWeight[j] += dw[j] }

@@ -15,10 +15,13 @@ final class AdamW {
     /// Each tensor's range of the flat buffer and whether weight decay applies to it.
     let decayRanges: [(name: String, range: Range<Int>, decay: Bool)]
 
-    init(layout: ParameterLayout) throws {
-        m = try FloatBuffer(checkedCount: layout.count, for: "AdamW's first moments")
-        v = try FloatBuffer(checkedCount: layout.count, for: "AdamW's second moments")
-        decayRanges = layout.tensors.map { spec in
+    convenience init(layout: ParameterLayout) throws { try self.init(tensors: layout.tensors, count: layout.count) }
+
+    /// Moments for `count` floats holding `tensors` (a model's layout, or a LoRA adapter's).
+    init(tensors: [TensorSpec], count: Int) throws {
+        m = try FloatBuffer(checkedCount: count, for: "AdamW's first moments")
+        v = try FloatBuffer(checkedCount: count, for: "AdamW's second moments")
+        decayRanges = tensors.map { spec in
             let name = spec.name.lowercased()
             let noDecay = name.contains("bias") || name.contains("layernorm") || name.contains("rmsnorm")
                 || name.hasPrefix("norm.") || name.contains(".norm.") || name.hasSuffix(".norm")

@@ -3,8 +3,11 @@
 /// exact resume needs:
 ///
 ///     model/                   the policy as a Hugging Face directory (config.json + model.safetensors)
+///     adapter/                 instead of model/ for LoRA: the trained adapter (PEFT's files)
 ///     reference/               the reference weights (separate model, snapshot or TR-DPO mix), if any
+///     reference_adapter/       LoRA: the frozen reference adapter (TRL's "ref"), if any
 ///     optimizer.safetensors    AdamW moments `exp_avg`, `exp_avg_sq` and, mid-accumulation, `gradients`
+///                              (of the trained tensors: the adapter's alone for LoRA)
 ///     trainer_state.json       step counters, accumulation state, RNG, config, pending metrics
 ///     manifest.json            size and CRC-32 of every other file, written last
 ///
@@ -21,12 +24,19 @@ extension OptimizationState {
         if communicator != nil && pendingMicroBatches > 0 {
             throw DPOError.wrongState("a data-parallel checkpoint is written between optimizer steps: this rank's \(pendingMicroBatches) accumulated micro-batches are only its part of the gradient")
         }
-        try model.save(directory: joinPath(dir, "model"))
+        if let adapter {
+            try adapter.save(directory: joinPath(dir, "adapter"))
+            state["lora"] = .bool(true)
+            state["lora_dropout_calls"] = .string(String(adapter.dropoutCalls, radix: 16))
+            state["lora_dropout_seed"] = .string(String(adapter.dropoutSeed, radix: 16))
+        } else {
+            try model.save(directory: joinPath(dir, "model"))
+        }
         var tensors: [(name: String, shape: [Int], data: UnsafeBufferPointer<Float>)] = [
             ("exp_avg", [adam.m.count], UnsafeBufferPointer(adam.m.buffer)),
             ("exp_avg_sq", [adam.v.count], UnsafeBufferPointer(adam.v.buffer)),
         ]
-        if pendingMicroBatches > 0, let g = model.gradients {
+        if pendingMicroBatches > 0, let g = model.trainableGradients {
             tensors.append(("gradients", [g.count], UnsafeBufferPointer(g.buffer)))
         }
         try SafetensorsWriter.write(joinPath(dir, "optimizer.safetensors"), tensors: tensors, metadata: [:])
@@ -39,11 +49,37 @@ extension OptimizationState {
     }
 
     func readFiles(from dir: String, state: JSONObject) throws {
-        let loaded = try LlamaModel.load(directory: joinPath(dir, "model"))
-        guard loaded.config.normalized == model.config.normalized else {
-            throw DPOError.invalidArgument("checkpoint '\(dir)': its model config differs from the trainer's model")
+        try checkTrained()
+        let isLora = state["lora"]?.bool ?? false
+        if isLora != (adapter != nil) {
+            throw DPOError.invalidArgument(isLora ? "checkpoint '\(dir)' is of a LoRA run, this trainer trains the whole model"
+                                                  : "checkpoint '\(dir)' is of a full fine-tuning run, this trainer trains a LoRA adapter")
         }
-        try checkFinite(loaded.parameters.buffer, "the model weights", dir)
+        // The trained weights: the whole model, or the adapter (the base is the caller's).
+        let loadedWeights: FloatBuffer
+        var dropout: (calls: UInt64, seed: UInt64)? = nil
+        if let adapter {
+            let loaded = try LoraAdapter.load(directory: joinPath(dir, "adapter"), model: model.config)
+            var a = loaded.config, b = adapter.config
+            a.baseModelNameOrPath = nil; b.baseModelNameOrPath = nil
+            guard a == b else {
+                throw DPOError.invalidArgument("checkpoint '\(dir)': its LoRA config differs from the trainer's adapter")
+            }
+            guard let calls = state["lora_dropout_calls"]?.string.flatMap({ UInt64($0, radix: 16) }),
+                  let seed = state["lora_dropout_seed"]?.string.flatMap({ UInt64($0, radix: 16) }) else {
+                throw DPOError.format("checkpoint '\(dir)': trainer_state.json lacks lora_dropout_calls / lora_dropout_seed")
+            }
+            dropout = (calls, seed)
+            loadedWeights = loaded.parameters
+        } else {
+            let loaded = try LlamaModel.load(directory: joinPath(dir, "model"))
+            guard loaded.config.normalized == model.config.normalized else {
+                throw DPOError.invalidArgument("checkpoint '\(dir)': its model config differs from the trainer's model")
+            }
+            try checkFinite(loaded.parameters.buffer, "the model weights", dir)
+            loadedWeights = loaded.parameters
+        }
+        let trainedCount = model.trainableParameters.count
         let opt = try SafetensorsFile.open(joinPath(dir, "optimizer.safetensors"))
         // Counters in [0, 2^50]: far beyond any run, and far from overflow when training goes on.
         func int(_ key: String) throws -> Int {
@@ -65,23 +101,23 @@ extension OptimizationState {
         // The sizes from the header first: a tensor is read only once it has the model's size.
         for (name, needed) in [("exp_avg", true), ("exp_avg_sq", true), ("gradients", pending > 0)] where needed {
             guard let info = opt.info(name) else { throw DPOError.format("checkpoint '\(dir)': optimizer.safetensors has no '\(name)'") }
-            guard info.count == model.layout.count else {
-                throw DPOError.format("checkpoint '\(dir)': optimizer tensor '\(name)' has \(info.count) entries, the model has \(model.layout.count)")
+            guard info.count == trainedCount else {
+                throw DPOError.format("checkpoint '\(dir)': optimizer tensor '\(name)' has \(info.count) entries, the trained tensors \(trainedCount)")
             }
         }
         // The model's gradient buffer is shared by its trainers: refuse to take it from another.
         if let holder = model.gradientHolder, holder !== self {
             throw DPOError.wrongState("checkpoint '\(dir)': the model's gradient buffer holds another trainer's accumulated micro-batches; step that trainer's optimizer (or free it) first")
         }
-        if model.gradients == nil { try model.zeroGradients() }
+        if model.trainableGradients == nil { try model.zeroGradients() }
         // Read everything before changing anything, so a bad checkpoint leaves the trainer as it was.
         let m = try opt.floats("exp_avg"), v = try opt.floats("exp_avg_sq")
         guard m.count == adam.m.count, v.count == adam.v.count else {
             throw DPOError.format("checkpoint '\(dir)': optimizer moments have \(m.count) entries, the model has \(adam.m.count)")
         }
         let grads = pending > 0 ? try opt.floats("gradients") : nil
-        if let grads, grads.count != model.layout.count {
-            throw DPOError.format("checkpoint '\(dir)': gradients have \(grads.count) entries, the model has \(model.layout.count)")
+        if let grads, grads.count != trainedCount {
+            throw DPOError.format("checkpoint '\(dir)': gradients have \(grads.count) entries, the trained tensors \(trainedCount)")
         }
         try m.withUnsafeBufferPointer { try checkFinite($0, "the optimizer's exp_avg", dir) }
         try v.withUnsafeBufferPointer { try checkFinite($0, "the optimizer's exp_avg_sq", dir) }
@@ -95,11 +131,13 @@ extension OptimizationState {
         numTokens = tokens
         pendingMicroBatches = pending
         rng.state = (words[0], words[1], words[2], words[3])
-        model.parameters.copy(from: loaded.parameters)
+        model.trainableParameters.copy(from: loadedWeights)
+        if let adapter, let dropout { adapter.dropoutCalls = dropout.calls; adapter.dropoutSeed = dropout.seed }
         _ = m.withUnsafeBufferPointer { adam.m.buffer.update(fromContentsOf: $0) }
         _ = v.withUnsafeBufferPointer { adam.v.buffer.update(fromContentsOf: $0) }
-        model.gradients!.zero()  // allocated above, before anything changed
-        if let grads { _ = grads.withUnsafeBufferPointer { model.gradients!.buffer.update(fromContentsOf: $0) } }
+        let g = model.trainableGradients!  // allocated above, before anything changed
+        g.zero()
+        if let grads { _ = grads.withUnsafeBufferPointer { g.buffer.update(fromContentsOf: $0) } }
         model.releaseWorkspace()
     }
 }
@@ -119,8 +157,10 @@ func isTrainerCheckpoint(_ dir: String) -> Bool {
     return state["format"]?.string == CheckpointFormat.name
 }
 
-/// The files every checkpoint's manifest must list.
+/// The files every checkpoint's manifest must list (a LoRA run's has the adapter instead of the model).
 let checkpointRequiredFiles = ["trainer_state.json", "optimizer.safetensors", "model/config.json", "model/model.safetensors"]
+let loraCheckpointRequiredFiles = ["trainer_state.json", "optimizer.safetensors",
+                                   "adapter/" + LoraFiles.configName, "adapter/" + LoraFiles.weightsName]
 
 /// Reads and checks `trainer_state.json` of checkpoint `dir`, then verifies the manifest.
 func readCheckpointState(_ dir: String, kind: String) throws -> JSONObject {
@@ -136,7 +176,7 @@ func readCheckpointState(_ dir: String, kind: String) throws -> JSONObject {
     guard state["trainer"]?.string == kind else {
         throw DPOError.invalidArgument("checkpoint '\(dir)' was written by a \(state["trainer"]?.string ?? "?") trainer, not \(kind)")
     }
-    try verifyManifest(dir, required: checkpointRequiredFiles)
+    try verifyManifest(dir, required: state["lora"]?.bool == true ? loraCheckpointRequiredFiles : checkpointRequiredFiles)
     return state
 }
 
@@ -189,6 +229,7 @@ extension DPOTrainer {
             state["reference_kind"] = .string(referenceKind.rawValue)
             state["pending_metrics"] = .array(pendingMetrics.map { .object($0.jsonObject) })
             if let reference { try reference.save(directory: joinPath(dir, "reference")) }
+            if case .adapter(let a)? = loraReference { try a.save(directory: joinPath(dir, "reference_adapter")) }
             try merge(extraState, into: &state)
             try writeFileAtomically(joinPath(dir, "trainer_state.json"), bytes: Array((JSON.serialize(.object(state)) + "\n").utf8))
         }
@@ -216,7 +257,16 @@ extension DPOTrainer {
             throw DPOError.format("checkpoint '\(directory)': reference vocabulary differs from the policy's")
         }
         if let r = restoredReference { try checkFinite(r.parameters.buffer, "the reference weights", directory) }
+        var restoredAdapter: LoraAdapter? = nil
+        if case .adapter(let current)? = loraReference {
+            let a = try LoraAdapter.load(directory: joinPath(directory, "reference_adapter"), model: policy.config)
+            guard a.parameters.count == current.parameters.count, a.tensors == current.tensors else {
+                throw DPOError.format("checkpoint '\(directory)': its reference adapter differs in shape from the trainer's")
+            }
+            restoredAdapter = a
+        }
         try self.state.readFiles(from: directory, state: state)
+        if case .adapter(let current)? = loraReference, let a = restoredAdapter { current.parameters.copy(from: a.parameters) }
         config = restoredConfig
         self.state.config = restoredConfig.optimizer
         pendingMetrics = (state["pending_metrics"]?.array ?? []).compactMap { $0.object.map(DPOMetrics.init(json:)) }

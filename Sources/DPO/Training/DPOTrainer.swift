@@ -6,6 +6,19 @@ public enum ReferenceKind: String, Sendable {
     case snapshot
     /// Every batch carries `ref_chosen_logps` / `ref_rejected_logps`; no reference model is held.
     case precomputed
+    /// LoRA with a fresh adapter: the policy itself with its adapter switched off (no weight copy).
+    case adaptersDisabled = "adapters_disabled"
+    /// LoRA continuing a loaded adapter: the policy with a frozen copy of the adapter's initial
+    /// weights in place of the trained one (TRL's "ref" adapter).
+    case referenceAdapter = "reference_adapter"
+}
+
+/// How a LoRA trainer without a reference model computes reference log-probs.
+enum LoraReference {
+    /// The base model: adapters off.
+    case adaptersDisabled
+    /// The frozen copy of the adapter's initial weights.
+    case adapter(LoraAdapter)
 }
 
 /// Result of `DPOTrainer.step`: the metrics, and whether the call completed an optimizer step
@@ -31,13 +44,33 @@ public final class DPOTrainer {
     public var packing: PreferencePacking = .sharedPrompt
     /// Metrics of the micro-batches accumulated towards the next optimizer step.
     var pendingMetrics: [DPOMetrics] = []
+    /// With a LoRA policy and no reference model: how reference log-probs are computed (also
+    /// for `precomputeReferenceLogProbs`).
+    let loraReference: LoraReference?
 
     /// - Parameters:
     ///   - policy: the model to train (its gradient buffer is used).
     ///   - reference: a frozen reference with the same vocabulary; nil to use a snapshot of the
     ///     policy's initial weights, or no model at all when `precompute_ref_log_probs` is set.
-    public init(policy: LlamaModel, reference: LlamaModel? = nil, config: DPOConfig) throws {
+    ///   - peftConfig: LoRA (TRL's `peft_config`): a fresh adapter is attached to `policy`
+    ///     (seeded by the config's `seed`) and trained alone; without a reference model the reference
+    ///     is the policy with the adapter switched off. Without `peftConfig`, a policy that already
+    ///     has an adapter (loaded or attached) trains that adapter, and without a reference model the
+    ///     reference is a frozen copy of the adapter as it is now (TRL's "ref" adapter).
+    public init(policy: LlamaModel, reference: LlamaModel? = nil, config: DPOConfig,
+                peftConfig: LoraConfig? = nil) throws {
         try config.validate()
+        if let peftConfig {
+            if policy.adapter != nil {
+                throw DPOError.invalidArgument("peft_config: the policy already has a LoRA adapter; merge_and_unload it first, or train it without peft_config")
+            }
+            if config.syncRefModel {
+                throw DPOError.invalidArgument("sync_ref_model cannot be used with LoRA (peft_config)")
+            }
+            try peftConfig.validate()
+        } else if policy.adapter != nil && config.syncRefModel {
+            throw DPOError.invalidArgument("sync_ref_model cannot be used with a LoRA adapter")
+        }
         if let reference {
             if reference === policy {
                 throw DPOError.invalidArgument("reference: the reference must be a different model object than the policy (pass nil for a snapshot)")
@@ -49,11 +82,29 @@ public final class DPOTrainer {
                 throw DPOError.invalidArgument("sync_ref_model needs a reference with the policy's exact config")
             }
         }
+        var loraReference: LoraReference? = nil
+        if let peftConfig {
+            if reference == nil { loraReference = .adaptersDisabled }
+            // Attached last, after every check, so a refused trainer leaves the policy as it was.
+            try policy.addAdapter(peftConfig, seed: config.optimizer.seed)
+        } else if let a = policy.adapter, reference == nil {
+            loraReference = .adapter(try a.copy())
+        }
         self.policy = policy
         self.config = config
         self.reference = reference
-        referenceKind = config.precomputeRefLogProbs ? .precomputed : (reference == nil ? .snapshot : .model)
-        state = try OptimizationState(model: policy, config: config.optimizer)
+        self.loraReference = loraReference
+        switch (config.precomputeRefLogProbs, reference, loraReference) {
+        case (true, _, _): referenceKind = .precomputed
+        case (false, .some, _): referenceKind = .model
+        case (false, nil, .adaptersDisabled?): referenceKind = .adaptersDisabled
+        case (false, nil, .adapter?): referenceKind = .referenceAdapter
+        case (false, nil, nil): referenceKind = .snapshot
+        }
+        do { state = try OptimizationState(model: policy, config: config.optimizer) } catch {
+            if peftConfig != nil { _ = try? policy.detachAdapter() }
+            throw error
+        }
         applyPrecision()
     }
 
@@ -222,9 +273,14 @@ public final class DPOTrainer {
         let batch = try pack(pairs.map {
             PreferencePair(promptIds: $0.promptIds, chosenIds: $0.chosenIds, rejectedIds: $0.rejectedIds)
         })
-        let model = try referenceModel(allowPolicy: true)
-        let out = try model.forward(batch.packed, head: batch.head, keepActivations: false)
-        try out.requireFinite(model === policy ? "policy" : "reference model")
+        let out: HeadOutputs
+        if reference == nil, let lr = loraReference {
+            out = try loraReferenceForward(lr, batch)
+        } else {
+            let model = try referenceModel(allowPolicy: true)
+            out = try model.forward(batch.packed, head: batch.head, keepActivations: false)
+            try out.requireFinite(model === policy ? "policy" : "reference model")
+        }
         let stats = PairStatistics(out, batch: batch, ldAlpha: config.ldAlpha)
         return (0..<batch.pairs).map { (stats.chosen[$0], stats.rejected[$0]) }
     }
@@ -252,7 +308,28 @@ public final class DPOTrainer {
         case .precomputed:
             if allowPolicy { return policy }
             throw DPOError.invalidArgument("precompute_ref_log_probs is set, so every pair needs ref_chosen_logps and ref_rejected_logps")
+        case .adaptersDisabled, .referenceAdapter:
+            throw DPOError.internal("a LoRA reference is the policy itself (loraReferenceForward)")
         }
+    }
+
+    /// The reference forward of a LoRA trainer: the policy with its adapter off, or with the
+    /// frozen reference adapter in place of the trained one (it runs in the policy's workspace,
+    /// before the policy's own forward).
+    func loraReferenceForward(_ lr: LoraReference, _ batch: PackedPreferenceBatch) throws -> HeadOutputs {
+        let out: HeadOutputs
+        switch lr {
+        case .adaptersDisabled:
+            out = try policy.withAdaptersDisabled {
+                try policy.forward(batch.packed, head: batch.head, keepActivations: false)
+            }
+        case .adapter(let a):
+            out = try policy.withAdapter(a) {
+                try policy.forward(batch.packed, head: batch.head, keepActivations: false)
+            }
+        }
+        try out.requireFinite("reference (LoRA policy with the reference adapter state)")
+        return out
     }
 
     /// Reference sums from the batch (when every pair carries them) or from a reference forward.
@@ -277,10 +354,15 @@ public final class DPOTrainer {
         if carried > 0 {
             throw DPOError.invalidArgument("\(carried) of \(pairs.count) pairs carry precomputed reference log-probs: give them for all pairs or none")
         }
-        let ref = try referenceModel()
-        // The policy has no backward pending here: the reference runs in its workspace.
-        let out = try ref.forward(batch.packed, head: batch.head, keepActivations: false, workspaceOf: policy)
-        try out.requireFinite("reference model")
+        let out: HeadOutputs
+        if reference == nil, let lr = loraReference {
+            out = try loraReferenceForward(lr, batch)
+        } else {
+            let ref = try referenceModel()
+            // The policy has no backward pending here: the reference runs in its workspace.
+            out = try ref.forward(batch.packed, head: batch.head, keepActivations: false, workspaceOf: policy)
+            try out.requireFinite("reference model")
+        }
         let stats = PairStatistics(out, batch: batch, ldAlpha: config.ldAlpha)
         return (stats.chosen, stats.rejected)
     }

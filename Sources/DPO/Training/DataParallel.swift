@@ -19,6 +19,7 @@ extension OptimizationState {
         if let holder = model.gradientHolder, holder !== self {
             throw DPOError.wrongState("the model's gradient buffer holds another trainer's accumulated micro-batches: step that trainer's optimizer (or free it) first; nothing was changed")
         }
+        try checkTrained()
         if pendingMicroBatches == 0 { try model.zeroGradients() }
         if let dlogp { try model.backward(dlogp: dlogp) }
         pendingMicroBatches += 1
@@ -26,14 +27,14 @@ extension OptimizationState {
 
     /// Sums the ranks' gradient buffers in place (the optimizer step's allreduce).
     func allreduceGradients(_ c: Communicator) throws {
-        guard let g = model.gradients else { throw DPOError.internal("no gradient buffer to all-reduce") }
+        guard let g = model.trainableGradients else { throw DPOError.internal("no gradient buffer to all-reduce") }
         try c.allreduceSum(UnsafeMutableBufferPointer(start: g.pointer, count: g.count))
     }
 
     /// After a refused data-parallel step: the buffer holds the ranks' sum, not this rank's part,
     /// so the accumulated micro-batches cannot be kept; every rank drops them alike.
     func dropAccumulation() {
-        model.gradients?.zero()
+        model.trainableGradients?.zero()
         pendingMicroBatches = 0
     }
 }

@@ -26,11 +26,25 @@ final class OptimizationState {
     /// between through the distributed grain).
     private(set) var lastBackwardNorm = Double.nan
 
+    /// The LoRA adapter this state trains (nil: the whole model). Fixed at creation: the
+    /// optimizer moments belong to it.
+    let adapter: LoraAdapter?
+
     init(model: LlamaModel, config: OptimizerConfig) throws {
         self.model = model
         self.config = config
-        adam = try AdamW(layout: model.layout)
+        adapter = model.adapter
+        adam = try AdamW(tensors: model.trainableTensors, count: model.trainableParameters.count)
         rng = Xoshiro256(seed: config.seed)
+    }
+
+    /// Refuses to go on when the model's adapter is no longer the one this state trains.
+    func checkTrained() throws {
+        if model.adapter !== adapter {
+            throw DPOError.wrongState(adapter == nil
+                ? "a LoRA adapter was attached to the model after its trainer was created: create a new trainer"
+                : "the model's LoRA adapter was detached, merged or replaced after its trainer was created: create a new trainer")
+        }
     }
 
     /// Runs `backward` into the gradient buffer (scaled by the caller) and checks the result; if any
@@ -40,15 +54,16 @@ final class OptimizationState {
         if let holder = model.gradientHolder, holder !== self {
             throw DPOError.wrongState("the model's gradient buffer holds another trainer's accumulated micro-batches: step that trainer's optimizer (or free it) first; nothing was changed")
         }
+        try checkTrained()
         if pendingMicroBatches == 0 {
             try model.zeroGradients()
         } else {
-            let g = model.gradients!
+            let g = model.trainableGradients!
             if backup == nil { backup = try FloatBuffer(checkedCount: g.count, for: "the accumulation backup of the gradients") }
             backup!.copy(from: g)
         }
         try model.backward(dlogp: dlogp)
-        let g = model.gradients!
+        let g = model.trainableGradients!
         // One parallel pass gives the norm the optimizer needs and the finiteness check (a NaN or
         // infinite entry makes the norm so).
         let norm = globalNorm(g.pointer, count: g.count)
@@ -73,7 +88,7 @@ final class OptimizationState {
     /// Takes back the last guarded backward, whose optimizer step was refused: the gradient buffer
     /// as it was before it, one micro-batch and `tokens` trained tokens fewer.
     func undoLastBackward(tokens: Int) {
-        guard pendingMicroBatches > 0, let g = model.gradients else { return }
+        guard pendingMicroBatches > 0, let g = model.trainableGradients else { return }
         pendingMicroBatches -= 1
         numTokens -= tokens
         if pendingMicroBatches == 0 { g.zero() } else if let backup { g.copy(from: backup) }
@@ -91,9 +106,10 @@ final class OptimizationState {
     /// `knownNorm` is ignored; a refused step then drops the accumulated micro-batches on every rank
     /// (the buffer no longer holds this rank's part).
     func applyOptimizer(knownNorm: Double? = nil, accumulationScale: Double = 1) throws -> (gradNorm: Double, learningRate: Double) {
-        guard pendingMicroBatches > 0, let g = model.gradients else {
+        guard pendingMicroBatches > 0, let g = model.trainableGradients else {
             throw DPOError.wrongState("apply_optimizer: no gradients have been accumulated")
         }
+        try checkTrained()
         guard model.gradientHolder === self else {
             throw DPOError.wrongState("apply_optimizer: the model's gradient buffer holds another trainer's micro-batches, not this trainer's")
         }
@@ -123,7 +139,7 @@ final class OptimizationState {
         }
         let scale = Float(accumulationScale * clip)
         let lr = config.learningRate(afterSteps: globalStep)
-        try adam.step(parameters: model.parameters.pointer, gradients: g.pointer, gradientScale: scale, lr: lr, config: config)
+        try adam.step(parameters: model.trainableParameters.pointer, gradients: g.pointer, gradientScale: scale, lr: lr, config: config)
         globalStep += 1
         pendingMicroBatches = 0
         g.zero()

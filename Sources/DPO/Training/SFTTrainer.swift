@@ -60,11 +60,23 @@ public final class SFTTrainer {
     let state: OptimizationState
     var pendingMetrics: [SFTMetrics] = []
 
-    public init(model: LlamaModel, config: SFTConfig) throws {
+    /// `peftConfig`: LoRA (TRL's `peft_config`), a fresh adapter attached to `model` (seeded by the
+    /// config's `seed`) and trained alone. Without it, a model that already has an adapter trains
+    /// that adapter.
+    public init(model: LlamaModel, config: SFTConfig, peftConfig: LoraConfig? = nil) throws {
         try config.validate()
+        if let peftConfig {
+            if model.adapter != nil {
+                throw DPOError.invalidArgument("peft_config: the model already has a LoRA adapter; merge_and_unload it first, or train it without peft_config")
+            }
+            try model.addAdapter(peftConfig, seed: config.optimizer.seed)
+        }
         self.model = model
         self.config = config
-        state = try OptimizationState(model: model, config: config.optimizer)
+        do { state = try OptimizationState(model: model, config: config.optimizer) } catch {
+            if peftConfig != nil { _ = try? model.detachAdapter() }
+            throw error
+        }
         model.bf16 = config.bf16
     }
 

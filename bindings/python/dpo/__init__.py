@@ -11,6 +11,7 @@ from . import _lib
 from .errors import (BufferTooSmallError, DPOError, DPOIOError, FormatError, InternalError, InvalidArgumentError,
                      NumericError, OutOfMemoryError, WrongStateError)
 from .model import Model
+from .lora import LoraConfig
 from .tokenizer import Tokenizer
 from .trainer import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
@@ -36,6 +37,6 @@ def set_num_threads(n):
     _lib.check(_lib.lib.dpo_set_num_threads(n))
 
 
-__all__ = ["Model", "Tokenizer", "DPOConfig", "DPOTrainer", "SFTConfig", "SFTTrainer", "DPOError", "InvalidArgumentError",
+__all__ = ["Model", "LoraConfig", "Tokenizer", "DPOConfig", "DPOTrainer", "SFTConfig", "SFTTrainer", "DPOError", "InvalidArgumentError",
            "DPOIOError", "FormatError", "OutOfMemoryError", "NumericError", "WrongStateError", "InternalError",
            "BufferTooSmallError", "get_num_threads", "set_num_threads", "__version__"]

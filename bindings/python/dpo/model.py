@@ -100,7 +100,8 @@ class Model(Handle):
 
     def save_pretrained(self, path, format=None, dtype="f32", tokenizer=None):
         """Writes the model. format "safetensors": config.json and model.safetensors (F32) into the
-        directory path (created if needed). format "gguf": one GGUF file at path (llama.cpp /
+        directory path (created if needed); a model with a LoRA adapter writes the adapter files
+        instead (adapter_config.json + adapter_model.safetensors, as PEFT's save_pretrained). format "gguf": one GGUF file at path (llama.cpp /
         Ollama), dtype "f32", "f16", "bf16" or "q8_0", with the tokenizer's metadata (tokenizer: a
         dpo.Tokenizer; default: the tokenizer of the GGUF the model was loaded from). format None:
         "gguf" if path ends with ".gguf", else "safetensors"."""
@@ -124,6 +125,45 @@ class Model(Handle):
             _lib.check(_lib.lib.dpo_model_save_gguf(self._handle, encoded, dtype.encode(), handle))
         else:
             raise InvalidArgumentError("format must be 'safetensors' or 'gguf', got %r" % (format,))
+
+    # --- LoRA adapters (PEFT) ---------------------------------------------------------------
+
+    def add_adapter(self, peft_config, seed=0):
+        """Attaches a fresh LoRA adapter (transformers' add_adapter / PEFT's get_peft_model) from a
+        dpo.LoraConfig; the base weights are frozen from now on. Returns self."""
+        from .lora import LoraConfig
+        if not isinstance(peft_config, LoraConfig):
+            raise InvalidArgumentError("peft_config must be a dpo.LoraConfig, got %r" % type(peft_config).__name__)
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**53:
+            raise InvalidArgumentError("seed must be an integer in [0, 2^53), got %r" % (seed,))
+        _lib.check(_lib.lib.dpo_model_add_adapter_json(self._handle, peft_config._json(), seed))
+        return self
+
+    def load_adapter(self, path):
+        """Loads a PEFT adapter directory (adapter_config.json + adapter_model.safetensors) onto the
+        model (transformers' load_adapter). A DPOTrainer made afterwards without ref_model trains it
+        against a frozen copy of it (TRL's "ref" adapter). Returns self."""
+        _lib.check(_lib.lib.dpo_model_load_adapter(self._handle, _lib.encode_path(path)))
+        return self
+
+    def merge_and_unload(self):
+        """PEFT's merge_and_unload: W += scaling * B A, the adapter removed. Returns self (a plain
+        model: save_pretrained then writes the merged weights)."""
+        _lib.check(_lib.lib.dpo_model_merge_and_unload(self._handle))
+        return self
+
+    @property
+    def peft_config(self):
+        """The adapter's adapter_config.json fields (a dict), or None without an adapter."""
+        if self.num_adapter_parameters() == 0:
+            return None
+        return json.loads(_lib.text_out(_lib.lib.dpo_model_adapter_config_json, self._handle))
+
+    def num_adapter_parameters(self):
+        """Entries of the adapter's A and B matrices (0 without an adapter)."""
+        out = c_int64()
+        _lib.check(_lib.lib.dpo_model_adapter_num_parameters(self._handle, ctypes.byref(out)))
+        return out.value
 
     @property
     def config(self):

@@ -96,6 +96,13 @@ class SFTConfig(_Config):
     _resolve = _lib.lib.dpo_sft_trainer_config_json
 
 
+def _peft_json(peft_config):
+    from .lora import LoraConfig
+    if not isinstance(peft_config, LoraConfig):
+        raise InvalidArgumentError("peft_config must be a dpo.LoraConfig, got %r" % type(peft_config).__name__)
+    return peft_config._json()
+
+
 def _model_handle(model, name):
     if not isinstance(model, Model):
         raise InvalidArgumentError("%s must be a dpo.Model, got %r" % (name, type(model).__name__))
@@ -245,7 +252,10 @@ class DPOTrainer(_Trainer):
     runs the engine's loop. step() takes token-id batches: lists of {"prompt_ids", "chosen_ids",
     "rejected_ids"} dicts, optionally with "ref_chosen_logps" and "ref_rejected_logps".
     ref_model=None uses a snapshot of the model's initial weights (or none with
-    precompute_ref_log_probs)."""
+    precompute_ref_log_probs). peft_config (a dpo.LoraConfig): a fresh LoRA adapter is attached to
+    the model and trained alone; without ref_model the reference is the model with the adapter
+    switched off (no copy of the weights). A model that already has an adapter (load_adapter)
+    trains it, and without ref_model against a frozen copy of it (TRL's "ref" adapter)."""
 
     _free = _lib.lib.dpo_trainer_free
     _metric_names = _DPO_METRICS
@@ -254,7 +264,7 @@ class DPOTrainer(_Trainer):
     _fn = "dpo_trainer_"
 
     def __init__(self, model, ref_model=None, args=None, train_dataset=None, eval_dataset=None,
-                 processing_class=None, callbacks=None):
+                 processing_class=None, callbacks=None, peft_config=None):
         args = DPOConfig() if args is None else args
         if not isinstance(args, DPOConfig):
             raise InvalidArgumentError("args must be a dpo.DPOConfig, got %r" % type(args).__name__)
@@ -262,7 +272,11 @@ class DPOTrainer(_Trainer):
         reference = None if ref_model is None else _model_handle(ref_model, "ref_model")
         out = c_void_p()
         text = json.dumps(args.to_dict()).encode()
-        _lib.check(_lib.lib.dpo_trainer_create_json(policy, reference, text, ctypes.byref(out)))
+        if peft_config is None:
+            _lib.check(_lib.lib.dpo_trainer_create_json(policy, reference, text, ctypes.byref(out)))
+        else:
+            _lib.check(_lib.lib.dpo_trainer_create_peft_json(policy, reference, text, _peft_json(peft_config),
+                                                             ctypes.byref(out)))
         super().__init__(out.value)
         self.ref_model = ref_model
         self._setup(model, args, train_dataset, eval_dataset, processing_class, callbacks)
@@ -291,13 +305,17 @@ class SFTTrainer(_Trainer):
     _fn = "dpo_sft_trainer_"
 
     def __init__(self, model, args=None, train_dataset=None, eval_dataset=None, processing_class=None,
-                 callbacks=None):
+                 callbacks=None, peft_config=None):
         args = SFTConfig() if args is None else args
         if not isinstance(args, SFTConfig):
             raise InvalidArgumentError("args must be a dpo.SFTConfig, got %r" % type(args).__name__)
         out = c_void_p()
         text = json.dumps(args.to_dict()).encode()
-        _lib.check(_lib.lib.dpo_sft_trainer_create_json(_model_handle(model, "model"), text, ctypes.byref(out)))
+        handle = _model_handle(model, "model")
+        if peft_config is None:
+            _lib.check(_lib.lib.dpo_sft_trainer_create_json(handle, text, ctypes.byref(out)))
+        else:
+            _lib.check(_lib.lib.dpo_sft_trainer_create_peft_json(handle, text, _peft_json(peft_config), ctypes.byref(out)))
         super().__init__(out.value)
         self._setup(model, args, train_dataset, eval_dataset, processing_class, callbacks)
 
