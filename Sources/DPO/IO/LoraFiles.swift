@@ -12,17 +12,7 @@ extension LoraAdapter {
     /// Writes the adapter directory, all-or-nothing as a model save is (StagedSave.swift); other
     /// files in an existing directory are left as they are.
     public func save(directory: String) throws {
-        let (path, lock) = try lockForSaving(directory, what: "a LoRA adapter")
-        defer { lock.release() }
-        removeTemporarySiblings(of: path)
-        if isDirectory(path) {
-            try recoverStagedSaves(in: path)
-            try replaceFiles(in: path) { try writeFiles(into: $0) }
-        } else if entryExists(path) {
-            throw DPOError.io("cannot save a LoRA adapter to '\(directory)': it exists and is not a directory")
-        } else {
-            try writeNewDirectory(path) { try writeFiles(into: $0) }
-        }
+        try saveDirectoryAllOrNothing(directory, what: "a LoRA adapter") { try writeFiles(into: $0) }
     }
 
     private func writeFiles(into directory: String) throws {

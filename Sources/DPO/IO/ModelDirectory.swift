@@ -69,17 +69,7 @@ extension LlamaModel {
     /// `mergeAndUnload()` first to save the merged model.
     public func save(directory: String) throws {
         if let adapter { return try adapter.save(directory: directory) }
-        let (path, lock) = try lockForSaving(directory, what: "a model")
-        defer { lock.release() }
-        removeTemporarySiblings(of: path)
-        if isDirectory(path) {
-            try recoverStagedSaves(in: path)
-            try replaceFiles(in: path) { try writeFiles(into: $0) }
-        } else if entryExists(path) {
-            throw DPOError.io("cannot save a model to '\(directory)': it exists and is not a directory")
-        } else {
-            try writeNewDirectory(path) { try writeFiles(into: $0) }
-        }
+        try saveDirectoryAllOrNothing(directory, what: "a model") { try writeFiles(into: $0) }
     }
 
     /// Writes `model.safetensors` and `config.json` into the existing directory `directory`.

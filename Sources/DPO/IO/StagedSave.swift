@@ -17,6 +17,24 @@
 let stagingPrefix = ".swift-dpo-save-"
 let commitMarker = "COMMITTED"
 
+/// Saves files into `directory` all-or-nothing (the whole protocol of this file): takes the
+/// parent's save lock, clears temporaries of a killed save, then either replaces the files `body`
+/// writes in an existing directory (other files are left as they are) or makes the directory
+/// whole by one rename. `what` names the thing saved in errors ("a model", "a LoRA adapter").
+func saveDirectoryAllOrNothing(_ directory: String, what: String, _ body: (String) throws -> Void) throws {
+    let (path, lock) = try lockForSaving(directory, what: what)
+    defer { lock.release() }
+    removeTemporarySiblings(of: path)
+    if isDirectory(path) {
+        try recoverStagedSaves(in: path)
+        try replaceFiles(in: path, body)
+    } else if entryExists(path) {
+        throw DPOError.io("cannot save \(what) to '\(directory)': it exists and is not a directory")
+    } else {
+        try writeNewDirectory(path, body)
+    }
+}
+
 /// Creates the directory `path`, which must not exist, all-or-nothing: `body` fills a temporary
 /// sibling `.<name>.tmp-<unique>`, which is fsync'ed and renamed to `path`. On failure the
 /// temporary directory is removed and nothing appears at `path`. The caller holds the lock of the
