@@ -6,7 +6,8 @@ public struct TensorSpec: Equatable, Sendable {
     public var count: Int { shape.reduce(1, *) }
 }
 
-/// Offsets of one decoder layer's tensors in the flat buffer (-1 where a bias is absent).
+/// Offsets of one decoder layer's tensors in the flat buffer (-1 where a bias is absent, and for
+/// the linear matrices of a layout that omits them).
 struct LayerOffsets {
     var inputNorm = 0, q = 0, qBias = -1, k = 0, kBias = -1, v = 0, vBias = -1, o = 0, oBias = -1
     var postNorm = 0, gate = 0, gateBias = -1, up = 0, upBias = -1, down = 0, downBias = -1
@@ -15,9 +16,16 @@ struct LayerOffsets {
 /// All parameters of a Llama model in one flat fp32 buffer (llm.c style), in checkpoint order,
 /// each tensor addressed by its Hugging Face name. Gradients and optimizer moments use the same
 /// layout, so every per-parameter loop is a loop over one buffer.
+///
+/// A layout may omit the seven linear matrices of every decoder layer (q/k/v/o_proj,
+/// gate/up/down_proj): a model whose frozen base keeps them quantized outside the buffer
+/// (`LlamaModel.load(ggufFile:keepBaseQuantized:)`). Then they are not in `tensors`, their
+/// offsets are -1, and the buffer holds the embedding, norms, biases and LM head only.
 public struct ParameterLayout: Sendable {
     public let tensors: [TensorSpec]
     public let count: Int
+    /// True when the decoder layers' linear matrices are not in the buffer (see above).
+    public let omitsLinearWeights: Bool
     let embed: Int
     let layers: [LayerOffsets]
     let finalNorm: Int
@@ -25,7 +33,7 @@ public struct ParameterLayout: Sendable {
     let lmHead: Int
     private let index: [String: Int]
 
-    public init(config c: LlamaConfig) {
+    public init(config c: LlamaConfig, omitLinearWeights: Bool = false) {
         var specs: [TensorSpec] = []
         var offset = 0
         func add(_ name: String, _ shape: [Int]) -> Int {
@@ -33,6 +41,8 @@ public struct ParameterLayout: Sendable {
             defer { offset += shape.reduce(1, *) }
             return offset
         }
+        /// A decoder layer's linear matrix: -1 and no tensor when the layout omits them.
+        func matrix(_ name: String, _ shape: [Int]) -> Int { omitLinearWeights ? -1 : add(name, shape) }
         let h = c.hiddenSize, hd = c.resolvedHeadDim
         let qDim = c.numAttentionHeads * hd, kvDim = c.numKeyValueHeads * hd
         embed = add("model.embed_tokens.weight", [c.vocabSize, h])
@@ -41,20 +51,20 @@ public struct ParameterLayout: Sendable {
             let p = "model.layers.\(l)."
             var o = LayerOffsets()
             o.inputNorm = add(p + "input_layernorm.weight", [h])
-            o.q = add(p + "self_attn.q_proj.weight", [qDim, h])
+            o.q = matrix(p + "self_attn.q_proj.weight", [qDim, h])
             if c.qkvBias { o.qBias = add(p + "self_attn.q_proj.bias", [qDim]) }
-            o.k = add(p + "self_attn.k_proj.weight", [kvDim, h])
+            o.k = matrix(p + "self_attn.k_proj.weight", [kvDim, h])
             if c.qkvBias { o.kBias = add(p + "self_attn.k_proj.bias", [kvDim]) }
-            o.v = add(p + "self_attn.v_proj.weight", [kvDim, h])
+            o.v = matrix(p + "self_attn.v_proj.weight", [kvDim, h])
             if c.qkvBias { o.vBias = add(p + "self_attn.v_proj.bias", [kvDim]) }
-            o.o = add(p + "self_attn.o_proj.weight", [h, qDim])
+            o.o = matrix(p + "self_attn.o_proj.weight", [h, qDim])
             if c.outputProjectionBias { o.oBias = add(p + "self_attn.o_proj.bias", [h]) }
             o.postNorm = add(p + "post_attention_layernorm.weight", [h])
-            o.gate = add(p + "mlp.gate_proj.weight", [c.intermediateSize, h])
+            o.gate = matrix(p + "mlp.gate_proj.weight", [c.intermediateSize, h])
             if c.mlpBias { o.gateBias = add(p + "mlp.gate_proj.bias", [c.intermediateSize]) }
-            o.up = add(p + "mlp.up_proj.weight", [c.intermediateSize, h])
+            o.up = matrix(p + "mlp.up_proj.weight", [c.intermediateSize, h])
             if c.mlpBias { o.upBias = add(p + "mlp.up_proj.bias", [c.intermediateSize]) }
-            o.down = add(p + "mlp.down_proj.weight", [h, c.intermediateSize])
+            o.down = matrix(p + "mlp.down_proj.weight", [h, c.intermediateSize])
             if c.mlpBias { o.downBias = add(p + "mlp.down_proj.bias", [h]) }
             layers.append(o)
         }
@@ -63,6 +73,7 @@ public struct ParameterLayout: Sendable {
         lmHead = c.tieWordEmbeddings ? embed : add("lm_head.weight", [c.vocabSize, h])
         tensors = specs
         count = offset
+        omitsLinearWeights = omitLinearWeights
         var index: [String: Int] = [:]
         for (i, s) in specs.enumerated() { index[s.name] = i }
         self.index = index
@@ -70,10 +81,10 @@ public struct ParameterLayout: Sendable {
 
     /// The parameter count a layout of `c` has (the sum `init` computes), in Double so that it can
     /// be checked against memory before any tensor list or buffer is built.
-    public static func parameterCount(_ c: LlamaConfig) -> Double {
+    public static func parameterCount(_ c: LlamaConfig, omitLinearWeights: Bool = false) -> Double {
         let h = Double(c.hiddenSize), hd = Double(c.resolvedHeadDim), i = Double(c.intermediateSize)
         let q = Double(c.numAttentionHeads) * hd, kv = Double(c.numKeyValueHeads) * hd
-        var layer = 2 * h + q * h + 2 * kv * h + h * q + 3 * i * h
+        var layer = 2 * h + (omitLinearWeights ? 0 : q * h + 2 * kv * h + h * q + 3 * i * h)
         if c.qkvBias { layer += q + 2 * kv }
         if c.outputProjectionBias { layer += h }
         if c.mlpBias { layer += 2 * i + h }
@@ -82,8 +93,8 @@ public struct ParameterLayout: Sendable {
     }
 
     /// The number of tensors a layout of `c` has (`tensors.count`), without building it.
-    public static func tensorCount(_ c: LlamaConfig) -> Int {
-        var perLayer = 9
+    public static func tensorCount(_ c: LlamaConfig, omitLinearWeights: Bool = false) -> Int {
+        var perLayer = omitLinearWeights ? 2 : 9
         if c.qkvBias { perLayer += 3 }
         if c.outputProjectionBias { perLayer += 1 }
         if c.mlpBias { perLayer += 3 }
