@@ -189,4 +189,65 @@ final class QuantizedBaseTests: XCTestCase {
                                      peftConfig: LoraConfig(r: 2))
         XCTAssertEqual(trainer.referenceKind, .adaptersDisabled)
     }
+
+    // MARK: SmolLM2-135M-Instruct Q4_1
+
+    /// The real model kept quantized: its 210 linear weights Q4_1 outside the buffer, resident
+    /// memory growing by about the quantized bytes plus the fp32 rest (the Q8_0 embedding as fp32,
+    /// norms), and a LoRA forward and backward bit-identical to the fp32 model's with the same tiles.
+    func testSmolLM2KeptQuantized() throws {
+        let path = try TestModels.smolLM2GGUF()
+        let before = try QuantizedMatrixTests.residentBytes()
+        let q = try LlamaModel.load(ggufFile: path, keepBaseQuantized: true)
+        let grown = try QuantizedMatrixTests.residentBytes() - before
+        let base = try XCTUnwrap(q.quantizedBase)
+        print("SmolLM2 kept quantized: fp32 buffer \(4 * q.parameterCount) bytes, quantized linear weights \(base.byteCount) bytes (\(base.fp32ByteCount) as fp32); resident memory grew by \(grown) bytes loading the model")
+        XCTAssertEqual(base.matrices.count, 30)
+        XCTAssertTrue(base.matrices.joined().allSatisfy { $0.type == .Q4_1 })
+        XCTAssertEqual(base.byteCount * 32 / 5, base.fp32ByteCount)  // 20 bytes per 32 weights vs 128
+        XCTAssertLessThan(grown, 4 * q.parameterCount + base.byteCount + (32 << 20))  // fp32: 538 MB
+
+        let f = try LlamaModel.load(ggufFile: path)
+        f.tiledFrozenProducts = true
+        XCTAssertEqual(4 * q.parameterCount + base.fp32ByteCount, 4 * f.parameterCount)
+        let lora = LoraConfig(r: 4, loraAlpha: 8, targetModules: LoraModule.allCases, initLoraWeights: .random)
+        for m in [q, f] { try m.addAdapter(lora, seed: 3) }
+        let (packed, head) = TestModels.batch(vocab: q.config.vocabSize)
+        let (qLogps, qGrads) = try logpsAndGradients(q, packed, head)
+        let (fLogps, fGrads) = try logpsAndGradients(f, packed, head)
+        XCTAssertEqual(qLogps.map(\.bitPattern), fLogps.map(\.bitPattern), "log-probs")
+        XCTAssertEqual(qGrads.map(\.bitPattern), fGrads.map(\.bitPattern), "LoRA gradients")
+        XCTAssertTrue(qLogps.allSatisfy(\.isFinite) && qGrads.contains { $0 != 0 })
+    }
+
+    /// With DPO_QBASE_BENCH=1 (run one case per process: peak memory is the process's): a LoRA
+    /// DPO step on SmolLM2-135M-Instruct Q4_1 as `dpo bench --lora` takes it (r 16, alpha 32, all
+    /// linear layers, 2 pairs of 128 prompt + 2 x 128 completion tokens, the reference = the base
+    /// with the adapter off), the base kept quantized, or fp32 with DPO_QBASE_FP32=1. Prints the
+    /// resident memory after loading, the peak (VmHWM) after the steps, and the median step time.
+    func testBenchmarkLoraStep() throws {
+        let env = ProcessInfo.processInfo.environment
+        guard env["DPO_QBASE_BENCH"] == "1" else { throw XCTSkip("set DPO_QBASE_BENCH=1 to run the benchmark") }
+        Threads.setCount(Threads.count)
+        let quantized = env["DPO_QBASE_FP32"] != "1"
+        let policy = try LlamaModel.load(ggufFile: try TestModels.smolLM2GGUF(), keepBaseQuantized: quantized)
+        let loaded = try QuantizedMatrixTests.residentBytes()
+        var c = DPOConfig()
+        c.maxLength = nil
+        c.optimizer.learningRate = 1e-7
+        let trainer = try DPOTrainer(policy: policy, config: c,
+                                     peftConfig: LoraConfig(r: 16, loraAlpha: 32, targetModules: LoraModule.allCases))
+        var rng = Xoshiro256(seed: 7)
+        func tokens(_ n: Int) -> [Int32] { (0..<n).map { _ in Int32(rng.next() % UInt64(policy.config.vocabSize)) } }
+        let batch = (0..<2).map { _ in PreferencePair(promptIds: tokens(128), chosenIds: tokens(128), rejectedIds: tokens(128)) }
+        var times: [Double] = []
+        for i in 0..<4 {
+            let t0 = Date()
+            _ = try trainer.step(batch)
+            if i > 0 { times.append(Date().timeIntervalSince(t0)) }
+        }
+        let status = try String(contentsOfFile: "/proc/self/status", encoding: .utf8)
+        let hwm = status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }.map(String.init) ?? "?"
+        print("LoRA DPO step, SmolLM2 Q4_1 base \(quantized ? "kept quantized" : "dequantized to fp32"): resident after load \(loaded >> 20) MiB, peak \(hwm), step \(times.sorted()[times.count / 2]) s (median of \(times.count)), threads \(Threads.count)")
+    }
 }
