@@ -60,6 +60,15 @@ final class QuantizedBaseTests: XCTestCase {
         let off = try q.withAdaptersDisabled { try q.forward(packed, head: head, keepActivations: false) }
         let offRef = try tiled.withAdaptersDisabled { try tiled.forward(packed, head: head, keepActivations: false) }
         XCTAssertEqual(off.logps.map(\.bitPattern), offRef.logps.map(\.bitPattern), "\(name): base log-probs")
+        // KV-cached generation (prefill and single-token steps) runs the quantized base too.
+        var g = GenerationConfig()
+        g.maxNewTokens = 8
+        g.eosTokenIds = []
+        let prompts: [[Int32]] = [[1, 2, 3], [4, 5]]
+        let tokens = try q.generate(prompts, config: g)
+        XCTAssertEqual(tokens, try tiled.generate(prompts, config: g), "\(name): greedy tokens")
+        XCTAssertEqual(try q.withAdaptersDisabled { try q.generate(prompts, config: g) },
+                       try tiled.withAdaptersDisabled { try tiled.generate(prompts, config: g) }, "\(name): base's greedy tokens")
     }
 
     func testLlamaQ8EqualsTheFP32Model() throws {
