@@ -193,6 +193,28 @@ final class QuantizedBaseTests: XCTestCase {
         try q.save(directory: dir + "/adapter")  // the adapter files only
         let loaded = try LoraAdapter.load(directory: dir + "/adapter", model: q.config)
         XCTAssertEqual(loaded.parameters.array, q.adapter!.parameters.array)
+        // Dequantized: the fp32 model load(ggufFile:) builds, with a copy of the adapter; it merges and saves.
+        let d = try q.dequantized()
+        XCTAssertNil(d.quantizedBase)
+        let fp32 = try LlamaModel.load(ggufFile: path)
+        XCTAssertEqual(d.parameters.array, fp32.parameters.array)
+        XCTAssertEqual(try XCTUnwrap(d.adapter).parameters.array, q.adapter!.parameters.array)
+        XCTAssertFalse(d.adapter === q.adapter)
+        d.tiledFrozenProducts = true
+        let adapted = try q.forward(packed, head: head, keepActivations: false).logps
+        XCTAssertEqual(try d.forward(packed, head: head, keepActivations: false).logps.map(\.bitPattern), adapted.map(\.bitPattern))
+        try d.mergeAndUnload()
+        let merged = try d.forward(packed, head: head, keepActivations: false).logps
+        for (a, b) in zip(merged, adapted) { XCTAssertEqual(a, b, accuracy: 1e-4 * max(1, abs(b)), "merged") }
+        try d.saveGGUF(path: dir + "/merged.gguf", type: .f32)
+        XCTAssertEqual(try LlamaModel.load(ggufFile: dir + "/merged.gguf").parameters.array, d.parameters.array)
+        // By path: a GGUF file or a directory of one; a Hugging Face directory is refused.
+        XCTAssertNotNil(try LlamaModel.load(path: path, keepBaseQuantized: true).quantizedBase)
+        XCTAssertNil(try LlamaModel.load(path: path, keepBaseQuantized: false).quantizedBase)
+        try fp32.save(directory: dir + "/hf")
+        expectDPOError(["keep_base_quantized", "Hugging Face model directory"]) {
+            _ = try LlamaModel.load(path: dir + "/hf", keepBaseQuantized: true)
+        }
         // A DPO trainer with a LoRA adapter takes the quantized base.
         let trainer = try DPOTrainer(policy: try LlamaModel.load(ggufFile: path, keepBaseQuantized: true), config: DPOConfig(),
                                      peftConfig: LoraConfig(r: 2))

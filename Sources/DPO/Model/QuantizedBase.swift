@@ -7,7 +7,8 @@
 ///
 /// Such a base cannot be trained as a whole (no fp32 W to update): `zeroGradients` and a
 /// backward without an adapter are refused, and so are `save(directory:)`, `saveGGUF` and
-/// `mergeAndUnload`, which need the fp32 weights (load the file without `keepBaseQuantized`).
+/// `mergeAndUnload`, which need the fp32 weights: `dequantized()` makes the fp32 model (with a
+/// copy of the adapter) on which they work.
 /// An adapter of it saves as usual (`saveAdapter`).
 
 /// The quantized linear weights of a model, by layer and module.
@@ -53,6 +54,54 @@ extension LlamaModel {
         try loadGGUF(path, keepBaseQuantized: keepBaseQuantized)
     }
 
+    /// A new fp32 model equal to this one: the quantized linear weights dequantized (exactly, as
+    /// `load(ggufFile:)` reads them), the rest of the parameters copied; the GGUF metadata, `bf16`
+    /// and a copy of the adapter (with its dropout stream) carried over. On it `mergeAndUnload`,
+    /// `save(directory:)` and `saveGGUF` work. A model that is not kept quantized is copied the
+    /// same way. Throws `DPOError.outOfMemory` when the fp32 model does not fit.
+    public func dequantized() throws -> LlamaModel {
+        let copy = try LlamaModel(config: config)
+        copy.ggufMetadata = ggufMetadata
+        copy.extraConfig = extraConfig
+        copy.bf16 = bf16
+        let src = UnsafePointer(parameters.pointer), dst = copy.parameters.pointer
+        for spec in layout.tensors {
+            guard let target = copy.layout.tensor(named: spec.name), target.count == spec.count else {
+                throw DPOError.internal("dequantized: tensor '\(spec.name)' has no place in the fp32 layout")
+            }
+            (dst + target.offset).update(from: src + spec.offset, count: spec.count)
+        }
+        if let base = quantizedBase {
+            for (l, row) in base.matrices.enumerated() {
+                for m in LoraModule.allCases {
+                    let q = row[m.rawValue]
+                    try q.dequantize(rows: 0..<q.outFeatures, into: UnsafeMutableBufferPointer(
+                        start: dst + copy.weightOffset(layer: l, m), count: q.outFeatures * q.inFeatures))
+                }
+            }
+        }
+        if let a = adapter {
+            let c = try a.copy()
+            c.dropoutCalls = a.dropoutCalls
+            try copy.attachAdapter(c)
+        }
+        return copy
+    }
+
+    /// `load(path:)`; with `keepBaseQuantized` the path must name a GGUF model (a `.gguf` file or
+    /// a directory holding exactly one and no config.json), loaded kept quantized.
+    public static func load(path: String, keepBaseQuantized: Bool) throws -> LlamaModel {
+        guard keepBaseQuantized else { return try load(path: path) }
+        if isDirectory(path) {
+            if fileExists(joinPath(path, "config.json")) {
+                throw DPOError.invalidArgument("keep_base_quantized needs a GGUF model, and '\(path)' is a Hugging Face model directory (its weights are not quantized)")
+            }
+            return try load(ggufFile: try ggufFile(inDirectory: path), keepBaseQuantized: true)
+        }
+        guard fileExists(path) else { throw DPOError.io("model path '\(path)' does not exist") }
+        return try load(ggufFile: path, keepBaseQuantized: true)
+    }
+
     /// Layer l's frozen weight of module m, wherever it lives.
     @inline(__always)
     func frozenWeight(_ l: Int, _ m: LoraModule) -> FrozenWeight {
@@ -65,6 +114,6 @@ extension LlamaModel {
     /// weights are not in the fp32 buffer).
     func checkFullWeights(_ what: String) throws {
         guard quantizedBase != nil else { return }
-        throw DPOError.wrongState("\(what) needs the fp32 weights, and this model keeps its GGUF base quantized (keep_base_quantized): train a LoRA adapter of it, or load the file with keep_base_quantized=false")
+        throw DPOError.wrongState("\(what) needs the fp32 weights, and this model keeps its GGUF base quantized (keep_base_quantized): train a LoRA adapter of it, dequantize it first (LlamaModel.dequantized()), or load the file with keep_base_quantized=false")
     }
 }
