@@ -24,16 +24,19 @@ final class QuantizedBaseTests: XCTestCase {
         let tiled = try LlamaModel.load(ggufFile: path), plain = try LlamaModel.load(ggufFile: path)
         tiled.tiledFrozenProducts = true
         let c = q.config
-        // The layout leaves the seven linear matrices of every layer out, and only them.
-        XCTAssertTrue(q.layout.omitsLinearWeights)
-        XCTAssertEqual(q.layout.tensors.count, tiled.layout.tensors.count - 7 * c.numHiddenLayers, name)
-        XCTAssertEqual(Double(q.parameterCount), ParameterLayout.parameterCount(c, omitLinearWeights: true))
-        XCTAssertEqual(q.layout.tensors.count, ParameterLayout.tensorCount(c, omitLinearWeights: true))
+        // The layout leaves the matrices out (seven per layer, the embedding, an untied head), and only them.
+        XCTAssertTrue(q.layout.omitsMatrices)
+        XCTAssertEqual(q.layout.tensors.count, tiled.layout.tensors.count - 7 * c.numHiddenLayers - (c.tieWordEmbeddings ? 1 : 2), name)
+        XCTAssertEqual([q.layout.embed, q.layout.lmHead], [-1, -1])
+        XCTAssertTrue(q.layout.tensors.allSatisfy { $0.shape.count == 1 })
+        XCTAssertEqual(Double(q.parameterCount), ParameterLayout.parameterCount(c, omitMatrices: true))
+        XCTAssertEqual(q.layout.tensors.count, ParameterLayout.tensorCount(c, omitMatrices: true))
         XCTAssertNil(q.parameter("model.layers.0.self_attn.q_proj.weight"))
         XCTAssertTrue(q.layout.layers.allSatisfy { [$0.q, $0.k, $0.v, $0.o, $0.gate, $0.up, $0.down].allSatisfy { $0 == -1 } })
         let base = try XCTUnwrap(q.quantizedBase)
-        let linear = tiled.layout.tensors.filter { $0.name.hasPrefix("model.layers.") && $0.shape.count == 2 }
-        XCTAssertEqual(base.fp32ByteCount, 4 * linear.reduce(0) { $0 + $1.count })
+        let matrices = tiled.layout.tensors.filter { $0.shape.count == 2 }
+        XCTAssertEqual(base.fp32ByteCount, 4 * matrices.reduce(0) { $0 + $1.count })
+        XCTAssertTrue(c.tieWordEmbeddings ? base.lmHead === base.embedding : base.lmHead !== base.embedding)
         XCTAssertEqual(4 * q.parameterCount + base.fp32ByteCount, 4 * tiled.parameterCount)
         if let t = quantizedType { XCTAssertTrue(base.matrices.joined().allSatisfy { $0.type == t }, name) }
         for spec in q.layout.tensors {  // the rest equals the fp32 model's
@@ -232,10 +235,13 @@ final class QuantizedBaseTests: XCTestCase {
         let q = try LlamaModel.load(ggufFile: path, keepBaseQuantized: true)
         let grown = try QuantizedMatrixTests.residentBytes() - before
         let base = try XCTUnwrap(q.quantizedBase)
-        print("SmolLM2 kept quantized: fp32 buffer \(4 * q.parameterCount) bytes, quantized linear weights \(base.byteCount) bytes (\(base.fp32ByteCount) as fp32); resident memory grew by \(grown) bytes loading the model")
+        let linear = base.matrices.joined().reduce(0) { $0 + $1.byteCount }
+        print("SmolLM2 kept quantized: fp32 buffer \(4 * q.parameterCount) bytes, quantized matrices \(base.byteCount) bytes (\(base.fp32ByteCount) as fp32; linear weights \(linear) bytes Q4_1, tied embedding \(base.embedding.byteCount) bytes \(base.embedding.type.name)); resident memory grew by \(grown) bytes loading the model")
         XCTAssertEqual(base.matrices.count, 30)
         XCTAssertTrue(base.matrices.joined().allSatisfy { $0.type == .Q4_1 })
-        XCTAssertEqual(base.byteCount * 32 / 5, base.fp32ByteCount)  // 20 bytes per 32 weights vs 128
+        XCTAssertEqual(linear * 32 / 5, base.matrices.joined().reduce(0) { $0 + $1.fp32ByteCount })  // 20 bytes per 32 weights vs 128
+        XCTAssertEqual(base.embedding.type, .Q8_0)
+        XCTAssertTrue(base.lmHead === base.embedding)
         XCTAssertLessThan(grown, 4 * q.parameterCount + base.byteCount + (32 << 20))  // fp32: 538 MB
 
         let f = try LlamaModel.load(ggufFile: path)

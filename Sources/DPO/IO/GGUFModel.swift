@@ -56,7 +56,7 @@ extension LlamaModel {
             throw fail("tensor '\(info.name)' is not part of the \(config.modelType) model the metadata describes")
         }
 
-        let model = try LlamaModel(config: config, omitLinearWeights: keepBaseQuantized)
+        let model = try LlamaModel(config: config, omitMatrices: keepBaseQuantized)
         model.ggufMetadata = file.metadata
         let permute = config.modelType == "llama"
         let hd = config.resolvedHeadDim

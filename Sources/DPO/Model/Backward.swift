@@ -44,7 +44,7 @@ extension LlamaModel {
             head.labels.withUnsafeBufferPointer { labels in
                 head.rows.withUnsafeBufferPointer { rows in
                     lmHeadBackward(dx: b.dHeadX, dWeight: g.map { $0 + lay.lmHead }, dlogp: dl.baseAddress!,
-                                   x: w.headX.pointer, weight: p + lay.lmHead, labels: labels.baseAddress!,
+                                   x: w.headX.pointer, weight: frozenHead(), labels: labels.baseAddress!,
                                    rows: R, hidden: H, vocab: c.vocabSize, logits: w.logits.pointer,
                                    logitsFromForward: true, bf16: bf16)  // untouched since this model's forward
                     let dRows = b.dHeadRows

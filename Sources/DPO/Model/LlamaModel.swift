@@ -57,20 +57,20 @@ public final class LlamaModel {
 
     /// A model with zeroed parameters (callers fill them: `randomlyInitialized` or a loader).
     public convenience init(config: LlamaConfig) throws {
-        try self.init(config: config, omitLinearWeights: false)
+        try self.init(config: config, omitMatrices: false)
     }
 
-    /// A model whose layout omits the linear matrices when `omitLinearWeights` (the caller sets
+    /// A model whose layout omits the linear matrices when `omitMatrices` (the caller sets
     /// `quantizedBase`).
-    init(config: LlamaConfig, omitLinearWeights: Bool) throws {
+    init(config: LlamaConfig, omitMatrices: Bool) throws {
         try config.validate()
         // Before the layout (whose tensor list, about 256 bytes a tensor, grows with the layer
         // count) and the buffer.
-        try MemoryLimit.check(ParameterLayout.parameterCount(config, omitLinearWeights: omitLinearWeights) * 4
-                                + Double(ParameterLayout.tensorCount(config, omitLinearWeights: omitLinearWeights)) * 256,
+        try MemoryLimit.check(ParameterLayout.parameterCount(config, omitMatrices: omitMatrices) * 4
+                                + Double(ParameterLayout.tensorCount(config, omitMatrices: omitMatrices)) * 256,
                               "the parameters of this model")
         self.config = config
-        layout = ParameterLayout(config: config, omitLinearWeights: omitLinearWeights)
+        layout = ParameterLayout(config: config, omitMatrices: omitMatrices)
         parameters = try FloatBuffer(checkedCount: layout.count, for: "the parameters of this model")
         invFreq = ropeInverseFrequencies(headDim: config.resolvedHeadDim, theta: config.ropeTheta,
                                          scaling: config.ropeScaling)

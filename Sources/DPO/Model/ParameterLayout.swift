@@ -17,15 +17,16 @@ struct LayerOffsets {
 /// each tensor addressed by its Hugging Face name. Gradients and optimizer moments use the same
 /// layout, so every per-parameter loop is a loop over one buffer.
 ///
-/// A layout may omit the seven linear matrices of every decoder layer (q/k/v/o_proj,
-/// gate/up/down_proj): a model whose frozen base keeps them quantized outside the buffer
-/// (`LlamaModel.load(ggufFile:keepBaseQuantized:)`). Then they are not in `tensors`, their
-/// offsets are -1, and the buffer holds the embedding, norms, biases and LM head only.
+/// A layout may omit the matrices: the seven linear matrices of every decoder layer (q/k/v/o_proj,
+/// gate/up/down_proj), the embedding and an untied LM head: a model whose frozen base keeps them
+/// quantized outside the buffer (`LlamaModel.load(ggufFile:keepBaseQuantized:)`). Then they are
+/// not in `tensors`, their offsets (and `embed`, `lmHead`) are -1, and the buffer holds the norms
+/// and biases only.
 public struct ParameterLayout: Sendable {
     public let tensors: [TensorSpec]
     public let count: Int
-    /// True when the decoder layers' linear matrices are not in the buffer (see above).
-    public let omitsLinearWeights: Bool
+    /// True when the matrices are not in the buffer (see above).
+    public let omitsMatrices: Bool
     let embed: Int
     let layers: [LayerOffsets]
     let finalNorm: Int
@@ -33,7 +34,7 @@ public struct ParameterLayout: Sendable {
     let lmHead: Int
     private let index: [String: Int]
 
-    public init(config c: LlamaConfig, omitLinearWeights: Bool = false) {
+    public init(config c: LlamaConfig, omitMatrices: Bool = false) {
         var specs: [TensorSpec] = []
         var offset = 0
         func add(_ name: String, _ shape: [Int]) -> Int {
@@ -41,11 +42,11 @@ public struct ParameterLayout: Sendable {
             defer { offset += shape.reduce(1, *) }
             return offset
         }
-        /// A decoder layer's linear matrix: -1 and no tensor when the layout omits them.
-        func matrix(_ name: String, _ shape: [Int]) -> Int { omitLinearWeights ? -1 : add(name, shape) }
+        /// A matrix: -1 and no tensor when the layout omits them.
+        func matrix(_ name: String, _ shape: [Int]) -> Int { omitMatrices ? -1 : add(name, shape) }
         let h = c.hiddenSize, hd = c.resolvedHeadDim
         let qDim = c.numAttentionHeads * hd, kvDim = c.numKeyValueHeads * hd
-        embed = add("model.embed_tokens.weight", [c.vocabSize, h])
+        embed = matrix("model.embed_tokens.weight", [c.vocabSize, h])
         var layers: [LayerOffsets] = []
         for l in 0..<c.numHiddenLayers {
             let p = "model.layers.\(l)."
@@ -70,10 +71,10 @@ public struct ParameterLayout: Sendable {
         }
         self.layers = layers
         finalNorm = add("model.norm.weight", [h])
-        lmHead = c.tieWordEmbeddings ? embed : add("lm_head.weight", [c.vocabSize, h])
+        lmHead = c.tieWordEmbeddings ? embed : matrix("lm_head.weight", [c.vocabSize, h])
         tensors = specs
         count = offset
-        omitsLinearWeights = omitLinearWeights
+        omitsMatrices = omitMatrices
         var index: [String: Int] = [:]
         for (i, s) in specs.enumerated() { index[s.name] = i }
         self.index = index
@@ -81,24 +82,24 @@ public struct ParameterLayout: Sendable {
 
     /// The parameter count a layout of `c` has (the sum `init` computes), in Double so that it can
     /// be checked against memory before any tensor list or buffer is built.
-    public static func parameterCount(_ c: LlamaConfig, omitLinearWeights: Bool = false) -> Double {
+    public static func parameterCount(_ c: LlamaConfig, omitMatrices: Bool = false) -> Double {
         let h = Double(c.hiddenSize), hd = Double(c.resolvedHeadDim), i = Double(c.intermediateSize)
         let q = Double(c.numAttentionHeads) * hd, kv = Double(c.numKeyValueHeads) * hd
-        var layer = 2 * h + (omitLinearWeights ? 0 : q * h + 2 * kv * h + h * q + 3 * i * h)
+        var layer = 2 * h + (omitMatrices ? 0 : q * h + 2 * kv * h + h * q + 3 * i * h)
         if c.qkvBias { layer += q + 2 * kv }
         if c.outputProjectionBias { layer += h }
         if c.mlpBias { layer += 2 * i + h }
-        let embed = Double(c.vocabSize) * h
+        let embed = omitMatrices ? 0 : Double(c.vocabSize) * h
         return embed * (c.tieWordEmbeddings ? 1 : 2) + Double(c.numHiddenLayers) * layer + h
     }
 
     /// The number of tensors a layout of `c` has (`tensors.count`), without building it.
-    public static func tensorCount(_ c: LlamaConfig, omitLinearWeights: Bool = false) -> Int {
-        var perLayer = omitLinearWeights ? 2 : 9
+    public static func tensorCount(_ c: LlamaConfig, omitMatrices: Bool = false) -> Int {
+        var perLayer = omitMatrices ? 2 : 9
         if c.qkvBias { perLayer += 3 }
         if c.outputProjectionBias { perLayer += 1 }
         if c.mlpBias { perLayer += 3 }
-        return 2 + (c.tieWordEmbeddings ? 0 : 1) + c.numHiddenLayers * perLayer
+        return (omitMatrices ? 1 : 2 + (c.tieWordEmbeddings ? 0 : 1)) + c.numHiddenLayers * perLayer
     }
 
     public func tensor(named name: String) -> TensorSpec? {

@@ -1,9 +1,10 @@
-/// LoRA on a quantized GGUF base (`keep_base_quantized`): the frozen linear weights of every
-/// decoder layer stay in their GGUF block form (`QuantizedMatrix`), outside the fp32 parameter
-/// buffer, whose layout omits them (ParameterLayout). Forwards and the input-gradient products of
-/// backwards dequantize them tile by tile (FrozenLinear.swift, `FrozenWeight.quantized`); the
-/// embedding, norms, biases and LM head stay fp32. For SmolLM2-135M Q4_1 the linear weights are
-/// 425 MB as fp32 and 66 MB quantized.
+/// LoRA on a quantized GGUF base (`keep_base_quantized`): the frozen matrices (the linear weights
+/// of every decoder layer, the embedding and the LM head) stay in their GGUF block form
+/// (`QuantizedMatrix`), outside the fp32 parameter buffer, whose layout omits them
+/// (ParameterLayout). Forwards and the input-gradient products of backwards dequantize them tile
+/// by tile (FrozenLinear.swift, `FrozenWeight.quantized`), the embedding lookup one row per token;
+/// norms and biases stay fp32. For SmolLM2-135M Q4_1 the linear weights are 425 MB as fp32 and
+/// 66 MB quantized (Q4_1), the tied embedding 113 MB and 30 MB (Q8_0).
 ///
 /// Such a base cannot be trained as a whole (no fp32 W to update): `zeroGradients` and a
 /// backward without an adapter are refused, and so are `save(directory:)`, `saveGGUF` and
@@ -11,17 +12,22 @@
 /// copy of the adapter) on which they work.
 /// An adapter of it saves as usual (`saveAdapter`).
 
-/// The quantized linear weights of a model, by layer and module.
+/// The quantized matrices of a model: linear weights by layer and module, embedding, LM head.
 public final class QuantizedBase {
     /// matrices[layer][module.rawValue].
     let matrices: [[QuantizedMatrix]]
+    /// The embedding [vocab, hidden].
+    public let embedding: QuantizedMatrix
+    /// The LM head [vocab, hidden]: the embedding when tied.
+    public let lmHead: QuantizedMatrix
 
-    /// Bytes the quantized weights take.
+    /// Bytes the quantized matrices take (the tied head counted once).
     public let byteCount: Int
     /// Bytes the same weights take as fp32.
     public let fp32ByteCount: Int
 
-    /// The linear weights of every decoder layer of `file` (see `QuantizedMatrix.linearWeights(of:)`).
+    /// The linear weights of every decoder layer of `file` (see `QuantizedMatrix.linearWeights(of:)`),
+    /// its embedding and LM head.
     init(file: GGUFFile, config: LlamaConfig) throws {
         var byName = try QuantizedMatrix.linearWeights(of: file)
         var matrices: [[QuantizedMatrix]] = []
@@ -37,8 +43,11 @@ public final class QuantizedBase {
             matrices.append(row)
         }
         self.matrices = matrices
-        byteCount = matrices.joined().reduce(0) { $0 + $1.byteCount }
-        fp32ByteCount = matrices.joined().reduce(0) { $0 + $1.fp32ByteCount }
+        embedding = try QuantizedMatrix.load("model.embed_tokens.weight", from: file)
+        lmHead = config.tieWordEmbeddings ? embedding : try QuantizedMatrix.load("lm_head.weight", from: file)
+        let all = Array(matrices.joined()) + [embedding] + (config.tieWordEmbeddings ? [] : [lmHead])
+        byteCount = all.reduce(0) { $0 + $1.byteCount }
+        fp32ByteCount = all.reduce(0) { $0 + $1.fp32ByteCount }
     }
 
     /// Layer l's weight of module m.
@@ -72,6 +81,11 @@ extension LlamaModel {
             (dst + target.offset).update(from: src + spec.offset, count: spec.count)
         }
         if let base = quantizedBase {
+            let (v, h) = (config.vocabSize, config.hiddenSize)
+            try base.embedding.dequantize(rows: 0..<v, into: UnsafeMutableBufferPointer(start: dst + copy.layout.embed, count: v * h))
+            if !config.tieWordEmbeddings {
+                try base.lmHead.dequantize(rows: 0..<v, into: UnsafeMutableBufferPointer(start: dst + copy.layout.lmHead, count: v * h))
+            }
             for (l, row) in base.matrices.enumerated() {
                 for m in LoraModule.allCases {
                     let q = row[m.rawValue]
@@ -108,6 +122,33 @@ extension LlamaModel {
         if let base = quantizedBase { return .quantized(base.matrices[l][m.rawValue]) }
         let w = UnsafePointer(parameters.pointer) + weightOffset(layer: l, m)
         return tiledFrozenProducts ? .fp32Tiled(w) : .fp32(w)
+    }
+
+    /// The LM head's frozen weight, wherever it lives.
+    func frozenHead() -> FrozenWeight {
+        if let base = quantizedBase { return .quantized(base.lmHead) }
+        let w = UnsafePointer(parameters.pointer) + layout.lmHead
+        return tiledFrozenProducts ? .fp32Tiled(w) : .fp32(w)
+    }
+
+    /// x[t] = the embedding row of tokens[t], for t < count (tokens already checked against the
+    /// vocabulary); a quantized embedding dequantizes each row.
+    func embed(_ tokens: UnsafePointer<Int32>, count T: Int, into x: UnsafeMutablePointer<Float>) {
+        let H = config.hiddenSize
+        if let e = quantizedBase?.embedding {
+            let blocks = 0..<H / e.type.blockSize
+            parallelFor(T, grain: 64) { range in
+                for t in range {
+                    let r = Int(tokens[t])
+                    e.dequantizeTile(rows: r..<r + 1, blocks: blocks, into: x + t * H, parallel: false)
+                }
+            }
+            return
+        }
+        let table = UnsafePointer(parameters.pointer) + layout.embed
+        parallelFor(T, grain: 64) { range in
+            for t in range { (x + t * H).update(from: table + Int(tokens[t]) * H, count: H) }
+        }
     }
 
     /// Throws `DPOError.wrongState` naming `what` when the base is kept quantized (its linear
