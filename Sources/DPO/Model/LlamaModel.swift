@@ -27,8 +27,9 @@ public final class LlamaModel {
     /// The metadata of the GGUF file the model was loaded from (tokenizer and other
     /// non-architecture keys are written back by `saveGGUF`); nil for other models.
     public internal(set) var ggufMetadata: GGUFMetadata?
-    /// The decoder layers' linear weights kept in their GGUF block form (QuantizedBase.swift),
-    /// when the model was loaded with `keepBaseQuantized`; then `layout` omits them.
+    /// The matrices (decoder layers' linear weights, embedding, LM head) kept in their GGUF block
+    /// form (QuantizedBase.swift), when the model was loaded with `keepBaseQuantized`; then
+    /// `layout` omits them.
     public internal(set) var quantizedBase: QuantizedBase?
     /// Test hook: fp32 frozen products use the tiles of the quantized ones (`FrozenWeight.fp32Tiled`),
     /// so that a model and its quantized-base twin compute the same bits.
@@ -60,7 +61,7 @@ public final class LlamaModel {
         try self.init(config: config, omitMatrices: false)
     }
 
-    /// A model whose layout omits the linear matrices when `omitMatrices` (the caller sets
+    /// A model whose layout omits the matrices when `omitMatrices` (the caller sets
     /// `quantizedBase`).
     init(config: LlamaConfig, omitMatrices: Bool) throws {
         try config.validate()

@@ -55,15 +55,16 @@ public final class QuantizedBase {
 }
 
 extension LlamaModel {
-    /// Loads a GGUF file as `load(ggufFile:)` does; with `keepBaseQuantized`, the linear weights
-    /// of the decoder layers stay quantized in `quantizedBase` and the fp32 buffer holds the rest.
+    /// Loads a GGUF file as `load(ggufFile:)` does; with `keepBaseQuantized`, the matrices (the
+    /// decoder layers' linear weights, the embedding, the LM head) stay quantized in
+    /// `quantizedBase` and the fp32 buffer holds the rest (norms, biases).
     /// Such a model runs forwards (and generation) and trains a LoRA adapter; see the file comment
     /// for what it refuses.
     public static func load(ggufFile path: String, keepBaseQuantized: Bool) throws -> LlamaModel {
         try loadGGUF(path, keepBaseQuantized: keepBaseQuantized)
     }
 
-    /// A new fp32 model equal to this one: the quantized linear weights dequantized (exactly, as
+    /// A new fp32 model equal to this one: the quantized matrices dequantized (exactly, as
     /// `load(ggufFile:)` reads them), the rest of the parameters copied; the GGUF metadata, `bf16`
     /// and a copy of the adapter (with its dropout stream) carried over. On it `mergeAndUnload`,
     /// `save(directory:)` and `saveGGUF` work. A model that is not kept quantized is copied the
