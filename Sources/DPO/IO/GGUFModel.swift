@@ -33,6 +33,11 @@ extension LlamaModel {
     /// the file. Tensors the config does not imply are refused by name. The file's metadata is
     /// kept in `ggufMetadata` for a later `saveGGUF`.
     public static func load(ggufFile path: String) throws -> LlamaModel {
+        try loadGGUF(path, keepBaseQuantized: false)
+    }
+
+    /// `load(ggufFile:)`, or `load(ggufFile:keepBaseQuantized:)` (QuantizedBase.swift).
+    static func loadGGUF(_ path: String, keepBaseQuantized: Bool) throws -> LlamaModel {
         let file = try GGUFFile.open(path: path)
         let config = try LlamaConfig(gguf: file)
         func fail(_ message: String) -> DPOError { .format("\(path): \(message)") }
@@ -51,7 +56,7 @@ extension LlamaModel {
             throw fail("tensor '\(info.name)' is not part of the \(config.modelType) model the metadata describes")
         }
 
-        let model = try LlamaModel(config: config)
+        let model = try LlamaModel(config: config, omitMatrices: keepBaseQuantized)
         model.ggufMetadata = file.metadata
         let permute = config.modelType == "llama"
         let hd = config.resolvedHeadDim
@@ -59,7 +64,8 @@ extension LlamaModel {
         let scratchCount = permute ? config.numAttentionHeads * hd * config.hiddenSize : 0
         let scratch = try FloatBuffer(checkedCount: scratchCount, for: "reading the q/k projections of '\(path)'")
         for (spec, info) in names {
-            let destination = model.parameter(spec.name)!
+            // Absent from the layout: a linear weight kept quantized (read below).
+            guard let destination = model.parameter(spec.name) else { continue }
             let (isQuery, permuted) = GGUFTensorNames.isPermuted(spec.name)
             guard permute && permuted else {
                 try file.readFloats(info.name, into: destination)
@@ -71,6 +77,7 @@ extension LlamaModel {
             ggufPermuteRows(scratch.pointer, destination.baseAddress!, heads: heads, headDim: hd,
                             columns: spec.shape.count == 2 ? spec.shape[1] : 1, toGGUF: false)
         }
+        if keepBaseQuantized { model.quantizedBase = try QuantizedBase(file: file, config: config) }
         return model
     }
 }

@@ -43,6 +43,7 @@ extension LlamaModel {
         if adapter != nil {
             throw DPOError.wrongState("save_gguf: the model has a LoRA adapter; merge_and_unload() it first (GGUF holds whole weights)")
         }
+        try checkFullWeights("save_gguf")
         let metadata = try ggufSaveMetadata(type: type, extra: extra, name: name)
         let plan = ggufTensorPlan(type: type)
         let alignment = 32

@@ -69,6 +69,7 @@ extension LlamaModel {
     /// `mergeAndUnload()` first to save the merged model.
     public func save(directory: String) throws {
         if let adapter { return try adapter.save(directory: directory) }
+        try checkFullWeights("saving the model")
         try saveDirectoryAllOrNothing(directory, what: "a model") { try writeFiles(into: $0) }
     }
 

@@ -16,6 +16,7 @@ extension LlamaModel {
         // With a LoRA adapter the base is frozen: no weight gradient of it is computed, only the
         // input gradients through it and the gradients of the adapter that ran the forward.
         let frozen = adapter != nil
+        if !frozen { try checkFullWeights("the backward of a model without a LoRA adapter (full fine-tuning)") }
         if frozen && pend.lora == nil { return }  // adapters were off: nothing trainable was used
         let g: UnsafeMutablePointer<Float>?
         if frozen {
@@ -43,7 +44,7 @@ extension LlamaModel {
             head.labels.withUnsafeBufferPointer { labels in
                 head.rows.withUnsafeBufferPointer { rows in
                     lmHeadBackward(dx: b.dHeadX, dWeight: g.map { $0 + lay.lmHead }, dlogp: dl.baseAddress!,
-                                   x: w.headX.pointer, weight: p + lay.lmHead, labels: labels.baseAddress!,
+                                   x: w.headX.pointer, weight: frozenHead(), labels: labels.baseAddress!,
                                    rows: R, hidden: H, vocab: c.vocabSize, logits: w.logits.pointer,
                                    logitsFromForward: true, bf16: bf16)  // untouched since this model's forward
                     let dRows = b.dHeadRows
@@ -85,7 +86,7 @@ extension LlamaModel {
             projectQKV(layer: o, index: l, xn: xn, q: w.q.pointer, k: w.k.pointer, v: w.v.pointer,
                        cos: w.ropeCos.pointer, sin: w.ropeSin.pointer, rows: T)
             // d attn = dMid W_o (+ the adapter's share)
-            frozenLinearInputGradient(b.dAttn, dMid, weight: p + o.o, rows: T, inFeatures: a.qWidth, outFeatures: H,
+            frozenLinearInputGradient(b.dAttn, dMid, weight: frozenWeight(l, .o), rows: T, inFeatures: a.qWidth, outFeatures: H,
                                       accumulate: false, bf16: bf16)
             loraLinear(l, .o)?.addInputGradient(b.dAttn, dy: dMid, rows: T)
             b.dk.update(repeating: 0, count: T * a.kvWidth)
@@ -140,7 +141,7 @@ extension LlamaModel {
                            dy: dy, x: x, weight: p + weight, rows: rows, inFeatures: inFeatures,
                            outFeatures: outFeatures, bf16: bf16)
         } else if let dx {
-            frozenLinearInputGradient(dx, dy, weight: p + weight, rows: rows, inFeatures: inFeatures,
+            frozenLinearInputGradient(dx, dy, weight: frozenWeight(l, m), rows: rows, inFeatures: inFeatures,
                                       outFeatures: outFeatures, accumulate: accumulate, bf16: bf16)
         }
         guard let ll = loraLinear(l, m), let pass = lora, let ag = pass.adapter.gradients,

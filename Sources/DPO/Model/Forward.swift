@@ -35,12 +35,7 @@ extension LlamaModel {
         }
         // Embedding lookup.
         let x0 = w.residual[0].pointer
-        packed.tokens.withUnsafeBufferPointer { tok in
-            let tok = tok.baseAddress!
-            parallelFor(T, grain: 64) { range in
-                for t in range { (x0 + t * H).update(from: p + lay.embed + Int(tok[t]) * H, count: H) }
-            }
-        }
+        packed.tokens.withUnsafeBufferPointer { embed($0.baseAddress!, count: T, into: x0) }
         for l in 0..<c.numHiddenLayers {
             let o = lay.layers[l], s = w.slot(l)
             let x = w.residual[w.residualSlot(l)].pointer
@@ -68,7 +63,7 @@ extension LlamaModel {
             head.labels.withUnsafeBufferPointer { labels in
                 rmsnormForward(w.headX.pointer, rstd: w.headRstd.pointer, last, weight: p + lay.finalNorm,
                                rows: R, dim: H, eps: eps, gather: rows.baseAddress!)
-                lmHeadForward(x: w.headX.pointer, weight: p + lay.lmHead, labels: labels.baseAddress!,
+                lmHeadForward(x: w.headX.pointer, weight: frozenHead(), labels: labels.baseAddress!,
                               rows: R, hidden: H, vocab: c.vocabSize, logits: w.logits.pointer, out: &result,
                               bf16: bf16)
             }

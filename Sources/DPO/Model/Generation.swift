@@ -142,7 +142,7 @@ extension LlamaModel {
         positions.withUnsafeBufferPointer {
             ropeTables(cos: cosT, sin: sinT, positions: $0.baseAddress!, tokens: T, invFreq: invFreq)
         }
-        for t in 0..<T { (x + t * H).update(from: p + lay.embed + Int(flat[t]) * H, count: H) }
+        flat.withUnsafeBufferPointer { embed($0.baseAddress!, count: T, into: x) }
         lora = try beginLoraPass(tokens: T, training: false)
         defer { lora = nil }
         for l in 0..<c.numHiddenLayers {
@@ -186,8 +186,8 @@ extension LlamaModel {
         last.withUnsafeBufferPointer {
             rmsnormForward(xn, rstd: rstd, x, weight: p + lay.finalNorm, rows: B, dim: H, eps: eps, gather: $0.baseAddress!)
         }
-        gemm(bf16: bf16, transB: true, m: B, n: c.vocabSize, k: H, a: xn, lda: H, b: p + lay.lmHead, ldb: H,
-             c: work.logits.pointer, ldc: c.vocabSize)
+        frozenLinearForward(work.logits.pointer, xn, weight: frozenHead(), rows: B, inFeatures: H, outFeatures: c.vocabSize,
+                            accumulate: false, bf16: bf16)
         return UnsafePointer(work.logits.pointer)
     }
 }

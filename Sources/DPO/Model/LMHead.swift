@@ -84,6 +84,15 @@ func lmHeadForward(x: UnsafePointer<Float>, weight w: UnsafePointer<Float>,
                    labels: UnsafePointer<Int32>, rows: Int, hidden: Int, vocab: Int,
                    logits: UnsafeMutablePointer<Float>, out: inout HeadOutputs,
                    chunkRows: Int? = nil, bf16: Bool = false) {
+    lmHeadForward(x: x, weight: .fp32(w), labels: labels, rows: rows, hidden: hidden, vocab: vocab, logits: logits,
+                  out: &out, chunkRows: chunkRows, bf16: bf16)
+}
+
+/// `lmHeadForward` with W wherever it lives (a head kept quantized: FrozenWeight).
+func lmHeadForward(x: UnsafePointer<Float>, weight w: FrozenWeight,
+                   labels: UnsafePointer<Int32>, rows: Int, hidden: Int, vocab: Int,
+                   logits: UnsafeMutablePointer<Float>, out: inout HeadOutputs,
+                   chunkRows: Int? = nil, bf16: Bool = false) {
     out = HeadOutputs(logps: .init(repeating: 0, count: rows), entropy: .init(repeating: 0, count: rows),
                       meanLogit: .init(repeating: 0, count: rows), argmaxHit: .init(repeating: 0, count: rows),
                       logSumP2: .init(repeating: 0, count: rows))
@@ -94,8 +103,8 @@ func lmHeadForward(x: UnsafePointer<Float>, weight w: UnsafePointer<Float>,
         var r0 = 0
         while r0 < rows {
             let n = min(chunk, rows - r0)
-            gemm(bf16: bf16, transB: true, m: n, n: vocab, k: hidden, a: x + r0 * hidden, lda: hidden,
-                  b: w, ldb: hidden, c: logits, ldc: vocab)
+            frozenLinearForward(logits, x + r0 * hidden, weight: w, rows: n, inFeatures: hidden, outFeatures: vocab,
+                                accumulate: false, bf16: bf16)
             parallelFor(n) { range in
                 for i in range {
                     st[r0 + i] = headRowStats(logits + i * vocab, vocab: vocab, label: Int(labels[r0 + i]))
@@ -119,14 +128,25 @@ func lmHeadBackward(dx: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePoint
                     labels: UnsafePointer<Int32>, rows: Int, hidden: Int, vocab: Int,
                     logits: UnsafeMutablePointer<Float>, chunkRows: Int? = nil, logitsFromForward: Bool = false,
                     bf16: Bool = false) {
+    lmHeadBackward(dx: dx, dWeight: dWeight, dlogp: dlogp, x: x, weight: .fp32(w), labels: labels, rows: rows,
+                   hidden: hidden, vocab: vocab, logits: logits, chunkRows: chunkRows,
+                   logitsFromForward: logitsFromForward, bf16: bf16)
+}
+
+/// `lmHeadBackward` with W wherever it lives (FrozenWeight; a quantized W has no `dWeight`).
+func lmHeadBackward(dx: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePointer<Float>?,
+                    dlogp: UnsafePointer<Float>, x: UnsafePointer<Float>, weight w: FrozenWeight,
+                    labels: UnsafePointer<Int32>, rows: Int, hidden: Int, vocab: Int,
+                    logits: UnsafeMutablePointer<Float>, chunkRows: Int? = nil, logitsFromForward: Bool = false,
+                    bf16: Bool = false) {
     let chunk = chunkRows ?? headChunkRows(vocab: vocab)
     let reuse = logitsFromForward && rows <= chunk
     var r0 = 0
     while r0 < rows {
         let n = min(chunk, rows - r0)
         if !reuse {
-            gemm(bf16: bf16, transB: true, m: n, n: vocab, k: hidden, a: x + r0 * hidden, lda: hidden,
-                  b: w, ldb: hidden, c: logits, ldc: vocab)
+            frozenLinearForward(logits, x + r0 * hidden, weight: w, rows: n, inFeatures: hidden, outFeatures: vocab,
+                                accumulate: false, bf16: bf16)
         }
         parallelFor(n) { range in
             for i in range {

@@ -7,9 +7,9 @@ extension LlamaModel {
                     k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>,
                     cos: UnsafePointer<Float>, sin: UnsafePointer<Float>, rows T: Int) {
         let p = UnsafePointer(parameters.pointer), a = attentionShape, H = config.hiddenSize
-        adaptedLinear(l, .q, q, xn, weight: p + o.q, bias: o.qBias >= 0 ? p + o.qBias : nil, rows: T, inFeatures: H, outFeatures: a.qWidth)
-        adaptedLinear(l, .k, k, xn, weight: p + o.k, bias: o.kBias >= 0 ? p + o.kBias : nil, rows: T, inFeatures: H, outFeatures: a.kvWidth)
-        adaptedLinear(l, .v, v, xn, weight: p + o.v, bias: o.vBias >= 0 ? p + o.vBias : nil, rows: T, inFeatures: H, outFeatures: a.kvWidth)
+        adaptedLinear(l, .q, q, xn, bias: o.qBias >= 0 ? p + o.qBias : nil, rows: T, inFeatures: H, outFeatures: a.qWidth)
+        adaptedLinear(l, .k, k, xn, bias: o.kBias >= 0 ? p + o.kBias : nil, rows: T, inFeatures: H, outFeatures: a.kvWidth)
+        adaptedLinear(l, .v, v, xn, bias: o.vBias >= 0 ? p + o.vBias : nil, rows: T, inFeatures: H, outFeatures: a.kvWidth)
         ropeApply(q, cos: cos, sin: sin, tokens: T, heads: a.heads, headDim: a.headDim)
         ropeApply(k, cos: cos, sin: sin, tokens: T, heads: a.kvHeads, headDim: a.headDim)
     }
@@ -18,7 +18,7 @@ extension LlamaModel {
     func addOutputProjection(layer o: LayerOffsets, index l: Int, attn: UnsafePointer<Float>,
                              residual: UnsafeMutablePointer<Float>, rows T: Int) {
         let p = UnsafePointer(parameters.pointer), a = attentionShape, H = config.hiddenSize
-        frozenLinearForward(residual, attn, weight: p + o.o, rows: T, inFeatures: a.qWidth, outFeatures: H,
+        frozenLinearForward(residual, attn, weight: frozenWeight(l, .o), rows: T, inFeatures: a.qWidth, outFeatures: H,
                             accumulate: true, bf16: bf16)
         loraLinear(l, .o)?.forward(residual, attn, rows: T)
         if o.oBias >= 0 { addBias(residual, p + o.oBias, rows: T, width: H) }
@@ -31,10 +31,10 @@ extension LlamaModel {
                 up: UnsafeMutablePointer<Float>, hidden: UnsafeMutablePointer<Float>,
                 residual: UnsafeMutablePointer<Float>, rows T: Int) {
         let p = UnsafePointer(parameters.pointer), H = config.hiddenSize, I = config.intermediateSize
-        adaptedLinear(l, .gate, gate, xn, weight: p + o.gate, bias: o.gateBias >= 0 ? p + o.gateBias : nil, rows: T, inFeatures: H, outFeatures: I)
-        adaptedLinear(l, .up, up, xn, weight: p + o.up, bias: o.upBias >= 0 ? p + o.upBias : nil, rows: T, inFeatures: H, outFeatures: I)
+        adaptedLinear(l, .gate, gate, xn, bias: o.gateBias >= 0 ? p + o.gateBias : nil, rows: T, inFeatures: H, outFeatures: I)
+        adaptedLinear(l, .up, up, xn, bias: o.upBias >= 0 ? p + o.upBias : nil, rows: T, inFeatures: H, outFeatures: I)
         swigluForward(hidden, gate: gate, up: up, count: T * I)
-        frozenLinearForward(residual, hidden, weight: p + o.down, rows: T, inFeatures: I, outFeatures: H, accumulate: true, bf16: bf16)
+        frozenLinearForward(residual, hidden, weight: frozenWeight(l, .down), rows: T, inFeatures: I, outFeatures: H, accumulate: true, bf16: bf16)
         loraLinear(l, .down)?.forward(residual, hidden, rows: T)
         if o.downBias >= 0 { addBias(residual, p + o.downBias, rows: T, width: H) }
     }
@@ -44,8 +44,8 @@ extension LlamaModel {
     /// includes it.)
     @inline(__always)
     func adaptedLinear(_ l: Int, _ m: LoraModule, _ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
-                       weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, rows: Int, inFeatures: Int, outFeatures: Int) {
-        frozenLinearForward(y, x, weight: weight, rows: rows, inFeatures: inFeatures, outFeatures: outFeatures,
+                       bias: UnsafePointer<Float>?, rows: Int, inFeatures: Int, outFeatures: Int) {
+        frozenLinearForward(y, x, weight: frozenWeight(l, m), rows: rows, inFeatures: inFeatures, outFeatures: outFeatures,
                             accumulate: false, bf16: bf16)
         if let bias { addBias(y, bias, rows: rows, width: outFeatures) }
         loraLinear(l, m)?.forward(y, x, rows: rows)

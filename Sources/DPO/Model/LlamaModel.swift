@@ -27,6 +27,13 @@ public final class LlamaModel {
     /// The metadata of the GGUF file the model was loaded from (tokenizer and other
     /// non-architecture keys are written back by `saveGGUF`); nil for other models.
     public internal(set) var ggufMetadata: GGUFMetadata?
+    /// The matrices (decoder layers' linear weights, embedding, LM head) kept in their GGUF block
+    /// form (QuantizedBase.swift), when the model was loaded with `keepBaseQuantized`; then
+    /// `layout` omits them.
+    public internal(set) var quantizedBase: QuantizedBase?
+    /// Test hook: fp32 frozen products use the tiles of the quantized ones (`FrozenWeight.fp32Tiled`),
+    /// so that a model and its quantized-base twin compute the same bits.
+    var tiledFrozenProducts = false
 
     /// bf16 mixed precision (TRL's `bf16=True`, PyTorch's CPU autocast to bfloat16): the matrix
     /// products of the forward and the backward (linear layers, attention, LM head) round their
@@ -50,14 +57,21 @@ public final class LlamaModel {
     }
 
     /// A model with zeroed parameters (callers fill them: `randomlyInitialized` or a loader).
-    public init(config: LlamaConfig) throws {
+    public convenience init(config: LlamaConfig) throws {
+        try self.init(config: config, omitMatrices: false)
+    }
+
+    /// A model whose layout omits the matrices when `omitMatrices` (the caller sets
+    /// `quantizedBase`).
+    init(config: LlamaConfig, omitMatrices: Bool) throws {
         try config.validate()
         // Before the layout (whose tensor list, about 256 bytes a tensor, grows with the layer
         // count) and the buffer.
-        try MemoryLimit.check(ParameterLayout.parameterCount(config) * 4 + Double(ParameterLayout.tensorCount(config)) * 256,
+        try MemoryLimit.check(ParameterLayout.parameterCount(config, omitMatrices: omitMatrices) * 4
+                                + Double(ParameterLayout.tensorCount(config, omitMatrices: omitMatrices)) * 256,
                               "the parameters of this model")
         self.config = config
-        layout = ParameterLayout(config: config)
+        layout = ParameterLayout(config: config, omitMatrices: omitMatrices)
         parameters = try FloatBuffer(checkedCount: layout.count, for: "the parameters of this model")
         invFreq = ropeInverseFrequencies(headDim: config.resolvedHeadDim, theta: config.ropeTheta,
                                          scaling: config.ropeScaling)
@@ -100,6 +114,7 @@ public final class LlamaModel {
     /// does not fit) and sets it to zero: the adapter's with a LoRA adapter, else the model's.
     public func zeroGradients() throws {
         if let a = adapter { return try a.zeroGradients() }
+        try checkFullWeights("full fine-tuning")
         if let g = gradients { g.zero() } else { gradients = try FloatBuffer(checkedCount: layout.count, for: "the gradients of this model") }
     }
 

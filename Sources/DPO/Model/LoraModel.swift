@@ -49,6 +49,7 @@ extension LlamaModel {
         if gradientHolder != nil {
             throw DPOError.wrongState("a trainer holds accumulated gradients of this model: step its optimizer first")
         }
+        try checkFullWeights("merge_and_unload")
         let p = parameters.pointer, ap = UnsafePointer(a.parameters.pointer)
         for (l, row) in a.slots.enumerated() {
             for m in LoraModule.allCases {

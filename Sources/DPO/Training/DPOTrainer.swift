@@ -71,7 +71,11 @@ public final class DPOTrainer {
         } else if policy.adapter != nil && config.syncRefModel {
             throw DPOError.invalidArgument("sync_ref_model cannot be used with a LoRA adapter")
         }
+        if peftConfig == nil && policy.adapter == nil {
+            try policy.checkFullWeights("DPO without a LoRA adapter (full fine-tuning)")
+        }
         if let reference {
+            if config.syncRefModel { try reference.checkFullWeights("sync_ref_model's reference") }
             if reference === policy {
                 throw DPOError.invalidArgument("reference: the reference must be a different model object than the policy (pass nil for a snapshot)")
             }
