@@ -29,7 +29,7 @@ final class QuantizedBaseTests: XCTestCase {
         XCTAssertEqual(q.layout.tensors.count, tiled.layout.tensors.count - 7 * c.numHiddenLayers - (c.tieWordEmbeddings ? 1 : 2), name)
         XCTAssertEqual([q.layout.embed, q.layout.lmHead], [-1, -1])
         XCTAssertTrue(q.layout.tensors.allSatisfy { $0.shape.count == 1 })
-        XCTAssertEqual(Double(q.parameterCount), ParameterLayout.parameterCount(c, omitMatrices: true))
+        XCTAssertEqual(Double(q.layout.count), ParameterLayout.parameterCount(c, omitMatrices: true))
         XCTAssertEqual(q.layout.tensors.count, ParameterLayout.tensorCount(c, omitMatrices: true))
         XCTAssertNil(q.parameter("model.layers.0.self_attn.q_proj.weight"))
         XCTAssertTrue(q.layout.layers.allSatisfy { [$0.q, $0.k, $0.v, $0.o, $0.gate, $0.up, $0.down].allSatisfy { $0 == -1 } })
@@ -37,7 +37,8 @@ final class QuantizedBaseTests: XCTestCase {
         let matrices = tiled.layout.tensors.filter { $0.shape.count == 2 }
         XCTAssertEqual(base.fp32ByteCount, 4 * matrices.reduce(0) { $0 + $1.count })
         XCTAssertTrue(c.tieWordEmbeddings ? base.lmHead === base.embedding : base.lmHead !== base.embedding)
-        XCTAssertEqual(4 * q.parameterCount + base.fp32ByteCount, 4 * tiled.parameterCount)
+        XCTAssertEqual(4 * q.layout.count + base.fp32ByteCount, 4 * tiled.parameterCount)
+        XCTAssertEqual(q.parameterCount, tiled.parameterCount)  // the model's count, matrices included
         if let t = quantizedType { XCTAssertTrue(base.matrices.joined().allSatisfy { $0.type == t }, name) }
         for spec in q.layout.tensors {  // the rest equals the fp32 model's
             XCTAssertEqual(Array(try XCTUnwrap(q.parameter(spec.name))), Array(try XCTUnwrap(tiled.parameter(spec.name))), spec.name)
@@ -187,6 +188,7 @@ final class QuantizedBaseTests: XCTestCase {
         expectDPOError(["full fine-tuning", "keep_base_quantized"]) { try q.backward(dlogp: [Float](repeating: 1, count: head.count)) }
         XCTAssertNil(q.gradients)
         expectDPOError(["DPO without a LoRA adapter", "keep_base_quantized"]) { _ = try DPOTrainer(policy: q, config: DPOConfig()) }
+        expectDPOError(["SFT without a LoRA adapter", "keep_base_quantized"]) { _ = try SFTTrainer(model: q, config: SFTConfig()) }
         let dir = try makeScratchDirectory()
         expectDPOError(["saving the model", "keep_base_quantized"]) { try q.save(directory: dir + "/model") }
         expectDPOError(["save_gguf", "keep_base_quantized"]) { try q.saveGGUF(path: dir + "/m.gguf", type: .f32) }
@@ -236,17 +238,17 @@ final class QuantizedBaseTests: XCTestCase {
         let grown = try QuantizedMatrixTests.residentBytes() - before
         let base = try XCTUnwrap(q.quantizedBase)
         let linear = base.matrices.joined().reduce(0) { $0 + $1.byteCount }
-        print("SmolLM2 kept quantized: fp32 buffer \(4 * q.parameterCount) bytes, quantized matrices \(base.byteCount) bytes (\(base.fp32ByteCount) as fp32; linear weights \(linear) bytes Q4_1, tied embedding \(base.embedding.byteCount) bytes \(base.embedding.type.name)); resident memory grew by \(grown) bytes loading the model")
+        print("SmolLM2 kept quantized: fp32 buffer \(4 * q.layout.count) bytes, quantized matrices \(base.byteCount) bytes (\(base.fp32ByteCount) as fp32; linear weights \(linear) bytes Q4_1, tied embedding \(base.embedding.byteCount) bytes \(base.embedding.type.name)); resident memory grew by \(grown) bytes loading the model")
         XCTAssertEqual(base.matrices.count, 30)
         XCTAssertTrue(base.matrices.joined().allSatisfy { $0.type == .Q4_1 })
         XCTAssertEqual(linear * 32 / 5, base.matrices.joined().reduce(0) { $0 + $1.fp32ByteCount })  // 20 bytes per 32 weights vs 128
         XCTAssertEqual(base.embedding.type, .Q8_0)
         XCTAssertTrue(base.lmHead === base.embedding)
-        XCTAssertLessThan(grown, 4 * q.parameterCount + base.byteCount + (32 << 20))  // fp32: 538 MB
+        XCTAssertLessThan(grown, 4 * q.layout.count + base.byteCount + (32 << 20))  // fp32: 538 MB
 
         let f = try LlamaModel.load(ggufFile: path)
         f.tiledFrozenProducts = true
-        XCTAssertEqual(4 * q.parameterCount + base.fp32ByteCount, 4 * f.parameterCount)
+        XCTAssertEqual(4 * q.layout.count + base.fp32ByteCount, 4 * f.parameterCount)
         let lora = LoraConfig(r: 4, loraAlpha: 8, targetModules: LoraModule.allCases, initLoraWeights: .random)
         for m in [q, f] { try m.addAdapter(lora, seed: 3) }
         let (packed, head) = TestModels.batch(vocab: q.config.vocabSize)

@@ -97,7 +97,11 @@ public final class LlamaModel {
         return model
     }
 
-    public var parameterCount: Int { layout.count }
+    /// The model's parameter count (a tied embedding counted once), the quantized matrices of a
+    /// base kept quantized included; `layout.count` is the size of the fp32 buffer.
+    public var parameterCount: Int {
+        quantizedBase == nil ? layout.count : Int(ParameterLayout.parameterCount(config))
+    }
 
     /// The named tensor's values as a buffer view into `parameters`.
     public func parameter(_ name: String) -> UnsafeMutableBufferPointer<Float>? {

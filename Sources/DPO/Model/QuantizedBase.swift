@@ -156,6 +156,6 @@ extension LlamaModel {
     /// weights are not in the fp32 buffer).
     func checkFullWeights(_ what: String) throws {
         guard quantizedBase != nil else { return }
-        throw DPOError.wrongState("\(what) needs the fp32 weights, and this model keeps its GGUF base quantized (keep_base_quantized): train a LoRA adapter of it, dequantize it first (LlamaModel.dequantized()), or load the file with keep_base_quantized=false")
+        throw DPOError.wrongState("\(what) needs the fp32 weights, and this model keeps its GGUF base quantized (keep_base_quantized): train a LoRA adapter of it, dequantize it first (Swift dequantized(), Python Model.dequantized(), C dpo_model_dequantize), or load the file with keep_base_quantized=false")
     }
 }

@@ -70,6 +70,8 @@ public final class SFTTrainer {
                 throw DPOError.invalidArgument("peft_config: the model already has a LoRA adapter; merge_and_unload it first, or train it without peft_config")
             }
             try model.addAdapter(peftConfig, seed: config.optimizer.seed)
+        } else if model.adapter == nil {
+            try model.checkFullWeights("SFT without a LoRA adapter (full fine-tuning)")
         }
         self.model = model
         self.config = config
