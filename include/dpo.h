@@ -281,7 +281,8 @@ dpo_status dpo_model_get_config(dpo_model *model, dpo_model_config *out_config);
    Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT; DPO_ERR_BUFFER_TOO_SMALL (nothing written). */
 dpo_status dpo_model_config_json(dpo_model *model, char *buffer, size_t capacity, size_t *out_needed);
 
-/* The number of parameters (tied embeddings counted once).
+/* The number of parameters (tied embeddings counted once; the matrices of a base kept quantized
+   included).
    Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT. */
 dpo_status dpo_model_num_parameters(dpo_model *model, int64_t *out_count);
 
@@ -785,6 +786,39 @@ dpo_status dpo_sft_trainer_create_peft(dpo_model *model, const dpo_sft_params *p
                                        const dpo_lora_params *peft_config, dpo_sft_trainer **out_trainer);
 dpo_status dpo_sft_trainer_create_peft_json(dpo_model *model, const char *config_json,
                                             const char *peft_config_json, dpo_sft_trainer **out_trainer);
+
+/* ------------------------------------------------------------------------------------------ */
+/* A GGUF base kept quantized (keep_base_quantized), for LoRA                                   */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Loads a GGUF model (path: a .gguf file, or a directory holding one and no config.json) as
+   dpo_model_load() does, but keeps its matrices (the linear weights of every decoder layer, the
+   embedding and the LM head) in their quantized GGUF form; only norms and biases are fp32.
+   Forwards and the input-gradient products of backwards dequantize the weights tile by tile, so
+   log-probs equal the fp32-loaded model's within 1e-6 relative. SmolLM2-135M-Instruct Q4_1 takes
+   96 MB of weights this way instead of 538 MB. Such a model computes log-probs, generates and
+   trains a LoRA adapter (dpo_trainer_create_peft, or an adapter added or loaded before
+   dpo_trainer_create; with no reference the reference is the base with the adapter off, so no
+   fp32 weights exist at all). What needs fp32 base weights is refused with DPO_ERR_WRONG_STATE:
+   a trainer of it without an adapter (full fine-tuning), sync_ref_model, dpo_model_save() without
+   an adapter (with one it writes the adapter files), dpo_model_save_gguf() and
+   dpo_model_merge_and_unload(); use dpo_model_dequantize() for those.
+   Returns: as dpo_model_load(); DPO_ERR_INVALID_ARGUMENT also for a Hugging Face model directory
+   (its weights are not quantized). */
+dpo_status dpo_model_load_quantized(const char *path, dpo_model **out_model);
+
+/* *out_quantized = 1 if model keeps its base quantized (dpo_model_load_quantized), else 0;
+   *out_bytes (out_bytes may be NULL) = the bytes its quantized matrices take (0 if none).
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT. */
+dpo_status dpo_model_is_quantized(dpo_model *model, int32_t *out_quantized, int64_t *out_bytes);
+
+/* A new fp32 model equal to model (*out_model, freed with dpo_model_free()): its quantized
+   matrices dequantized exactly as dpo_model_load() reads them, the other weights, the GGUF
+   metadata and a copy of its adapter (if any) carried over; model itself is unchanged. On the copy
+   dpo_model_merge_and_unload(), dpo_model_save() and dpo_model_save_gguf() work. A model that is
+   not quantized is copied the same way.
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT; DPO_ERR_OUT_OF_MEMORY. */
+dpo_status dpo_model_dequantize(dpo_model *model, dpo_model **out_model);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Datasets and the training loop                                                               */

@@ -756,6 +756,111 @@ static void test_lora(void) {
     OK(dpo_model_free(policy));
 }
 
+/* keep_base_quantized: a Q8_0 GGUF loaded quantized computes the fp32-loaded model's log-probs,
+   trains a LoRA adapter against its base (adapter off), refuses what needs fp32 weights, and
+   dequantizes into an fp32 model on which merge_and_unload and saving work. */
+static void close_logps(const double *a, const double *b, double tolerance, const char *what) {
+    int i;
+    for (i = 0; i < PAIRS; i++)
+        CHECK(fabs(a[i] - b[i]) <= tolerance * fmax(1, fabs(b[i])), "%s %d: %.9g vs %.9g", what, i, a[i], b[i]);
+}
+
+static void test_quantized_base(void) {
+    pairs_data d;
+    completion_data c;
+    dpo_model *src = NULL, *fp = NULL, *q = NULL, *deq = NULL, *none = NULL;
+    dpo_trainer *t = NULL;
+    dpo_trainer_params p = train_params();
+    dpo_lora_params lp;
+    dpo_metrics m, first;
+    double fp_logps[PAIRS], q_logps[PAIRS], trained[PAIRS], out[PAIRS];
+    int32_t flag = -1;
+    int64_t bytes = -1, n_fp = 0, n_q = 0;
+    int i;
+
+    printf("quantized base\n");
+    make_pairs(&d);
+    make_completions(&d, &c);
+    /* rows of 32 and 64 values: whole Q8_0 blocks */
+    OK(dpo_model_create_json("{\"vocab_size\": 32, \"hidden_size\": 32, \"intermediate_size\": 64, \"num_hidden_layers\": 2,"
+                             " \"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"max_position_embeddings\": 64}", 3, &src));
+    OK(dpo_model_save_gguf(src, path("q8.gguf"), "q8_0", NULL));
+    OK(dpo_model_load(path("q8.gguf"), &fp));
+    OK(dpo_model_load_quantized(path("q8.gguf"), &q));
+    OK(dpo_model_is_quantized(fp, &flag, &bytes));
+    CHECK(flag == 0 && bytes == 0, "an fp32 model is not quantized (%d, %lld)", flag, (long long)bytes);
+    OK(dpo_model_is_quantized(q, &flag, NULL));
+    CHECK(flag == 1, "loaded quantized");
+    OK(dpo_model_num_parameters(fp, &n_fp));
+    OK(dpo_model_num_parameters(q, &n_q));
+    CHECK(n_q == n_fp, "the same parameter count, quantized matrices included (%lld vs %lld)", (long long)n_q, (long long)n_fp);
+    OK(dpo_model_is_quantized(q, &flag, &bytes));
+    /* Q8_0: 34 bytes per 32 weights; the matrices are all but the norms (2 x 32 per layer, 32 final) */
+    CHECK(bytes == (n_fp - 2 * 2 * 32 - 32) / 32 * 34, "quantized bytes %lld", (long long)bytes);
+    logps(fp, &c, fp_logps);
+    logps(q, &c, q_logps);
+    close_logps(q_logps, fp_logps, 1e-6, "quantized vs fp32 logp");
+
+    /* what needs the fp32 base weights is refused, naming the option */
+    EXPECT(DPO_ERR_WRONG_STATE, dpo_trainer_create(q, NULL, &p, &t), "keep_base_quantized");
+    EXPECT(DPO_ERR_WRONG_STATE, dpo_model_save(q, path("q-saved")), "keep_base_quantized");
+    EXPECT(DPO_ERR_WRONG_STATE, dpo_model_save_gguf(q, path("q-saved.gguf"), "f32", NULL), "keep_base_quantized");
+
+    /* a LoRA adapter on it learns; the reference is the quantized base with the adapter off */
+    lp.struct_size = sizeof lp;
+    OK(dpo_lora_default_params(&lp));
+    lp.r = 4;
+    lp.lora_alpha = 16;
+    lp.target_modules = "all-linear";
+    OK(dpo_trainer_create_peft(q, NULL, &p, &lp, &t));
+    m.struct_size = sizeof m;
+    for (i = 0; i < 20; i++) {
+        OK(dpo_trainer_step(t, &d.batch, &m));
+        if (i == 0) first = m;
+    }
+    CHECK(fabs(first.loss - log(2.0)) < 1e-6, "fresh adapter: loss %f", first.loss);
+    CHECK(m.loss < first.loss && m.rewards_accuracies == 1.0, "LoRA DPO on a quantized base learns: loss %f -> %f", first.loss, m.loss);
+    OK(dpo_trainer_free(t));
+    logps(q, &c, trained);
+    EXPECT(DPO_ERR_WRONG_STATE, dpo_model_merge_and_unload(q), "keep_base_quantized", "dpo_model_dequantize");
+    OK(dpo_model_save(q, path("q-adapter")));  /* with an adapter: the adapter files */
+
+    /* the fp32 copy carries the adapter; merge_and_unload and a GGUF save work on it */
+    OK(dpo_model_dequantize(q, &deq));
+    OK(dpo_model_is_quantized(deq, &flag, &bytes));
+    CHECK(flag == 0 && bytes == 0, "the dequantized copy is fp32");
+    logps(deq, &c, out);
+    close_logps(out, trained, 1e-6, "dequantized copy with the adapter");
+    OK(dpo_model_merge_and_unload(deq));
+    logps(deq, &c, out);
+    close_logps(out, trained, 1e-4, "merged copy");
+    OK(dpo_model_save_gguf(deq, path("q-merged.gguf"), "f32", NULL));
+    OK(dpo_model_is_quantized(q, &flag, NULL));
+    CHECK(flag == 1, "dequantize left the model quantized");
+    /* the adapter files on the fp32-loaded base compute the same */
+    OK(dpo_model_load_adapter(fp, path("q-adapter")));
+    logps(fp, &c, out);
+    close_logps(out, trained, 1e-6, "the adapter on the fp32-loaded base");
+
+    /* bad input */
+    EXPECT(DPO_ERR_INVALID_ARGUMENT, dpo_model_load_quantized(NULL, &none), "path");
+    EXPECT(DPO_ERR_INVALID_ARGUMENT, dpo_model_load_quantized(path("q8.gguf"), NULL), "out_model");
+    OK(dpo_model_save(src, path("q-hf")));
+    EXPECT(DPO_ERR_INVALID_ARGUMENT, dpo_model_load_quantized(path("q-hf"), &none), "keep_base_quantized", "Hugging Face");
+    EXPECT(DPO_ERR_IO, dpo_model_load_quantized(path("no-such.gguf"), &none), "no-such.gguf");
+    write_file(path("q-bad.gguf"), "GGUF\x03\x00\x00\x00", 8);
+    EXPECT(DPO_ERR_FORMAT, dpo_model_load_quantized(path("q-bad.gguf"), &none), "q-bad.gguf");
+    CHECK(none == NULL, "no handle from refused loads");
+    EXPECT(DPO_ERR_INVALID_ARGUMENT, dpo_model_is_quantized(q, NULL, &bytes), "out_quantized");
+    EXPECT(DPO_ERR_INVALID_ARGUMENT, dpo_model_is_quantized(NULL, &flag, &bytes), "model");
+    EXPECT(DPO_ERR_INVALID_ARGUMENT, dpo_model_dequantize(q, NULL), "out_model");
+    EXPECT(DPO_ERR_INVALID_ARGUMENT, dpo_model_dequantize(NULL, &none), "model");
+    OK(dpo_model_free(deq));
+    OK(dpo_model_free(q));
+    OK(dpo_model_free(fp));
+    OK(dpo_model_free(src));
+}
+
 int main(int argc, char **argv) {
     if (argc > 1) scratch = argv[1];
     test_basics();
@@ -765,6 +870,7 @@ int main(int argc, char **argv) {
     test_sft_and_generation();
     test_bf16();
     test_lora();
+    test_quantized_base();
     test_bad_input();
     printf("all %d checks passed\n", checks);
     return 0;
