@@ -74,14 +74,50 @@ class Model(Handle):
     _free = _lib.lib.dpo_model_free
 
     @classmethod
-    def from_pretrained(cls, path):
+    def from_pretrained(cls, path, keep_base_quantized=False):
         """Loads a Hugging Face model directory (config.json + model.safetensors) or a GGUF file
         (llama / qwen2; F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K..Q6_K dequantized to fp32
-        exactly as ggml does). Local files only."""
+        exactly as ggml does). Local files only.
+
+        keep_base_quantized=True (GGUF only): the matrices stay in their quantized GGUF form and
+        are dequantized tile by tile inside the products (SmolLM2-135M Q4_1: 96 MB of weights
+        instead of 538 MB). Such a model computes log-probs, generates and trains a LoRA adapter
+        (a trainer with peft_config=); full fine-tuning, merge_and_unload and saving the base are
+        refused: dequantized() makes the fp32 model for those."""
+        if not isinstance(keep_base_quantized, bool):
+            raise InvalidArgumentError("keep_base_quantized must be True or False, got %r" % (keep_base_quantized,))
+        load = _lib.lib.dpo_model_load_quantized if keep_base_quantized else _lib.lib.dpo_model_load
         out = c_void_p()
-        _lib.check(_lib.lib.dpo_model_load(_lib.encode_path(path), ctypes.byref(out)))
+        _lib.check(load(_lib.encode_path(path), ctypes.byref(out)))
         model = cls(out.value)
         model._source = path  # where a trainer finds the model's own tokenizer
+        return model
+
+    @property
+    def is_quantized(self):
+        """True if the model keeps its GGUF base quantized (from_pretrained(keep_base_quantized=True))."""
+        flag, _ = self._quantized()
+        return flag
+
+    @property
+    def quantized_bytes(self):
+        """Bytes of the quantized matrices of a base kept quantized (0 otherwise)."""
+        _, size = self._quantized()
+        return size
+
+    def _quantized(self):
+        flag, size = c_int32(), c_int64()
+        _lib.check(_lib.lib.dpo_model_is_quantized(self._handle, ctypes.byref(flag), ctypes.byref(size)))
+        return bool(flag.value), size.value
+
+    def dequantized(self):
+        """A new fp32 Model equal to this one (quantized matrices dequantized exactly as
+        from_pretrained reads them, with a copy of the adapter, if any); this model is unchanged.
+        On it merge_and_unload() and save_pretrained() of the merged model work."""
+        out = c_void_p()
+        _lib.check(_lib.lib.dpo_model_dequantize(self._handle, ctypes.byref(out)))
+        model = type(self)(out.value)
+        model._source = getattr(self, "_source", None)
         return model
 
     @classmethod
