@@ -97,6 +97,10 @@ struct Bench: ParsableCommand {
     @Option(help: "lora_r with --lora.") var loraR: Int = 16
     @Option(help: "lora_target_modules with --lora (comma-separated or all-linear).") var loraTargetModules: String = "all-linear"
     @Flag(help: "With --lora: skip the full step's child process.") var noCompare = false
+    @Option(help: "A model (Hugging Face directory or GGUF file) whose weights and shape replace --shape's random ones.")
+    var model: String?
+    @Flag(help: "With --lora and a GGUF --model: keep the base quantized (keep_base_quantized); the full step's child loads it as fp32.")
+    var keepBaseQuantized = false
 
     func validate() throws {
         guard ["step", "model", "generate", "gemm"].contains(mode) else {
@@ -110,6 +114,8 @@ struct Bench: ParsableCommand {
         }
         if warmup < 0 { throw ValidationError("--warmup must be >= 0") }
         if lora && mode != "step" { throw ValidationError("--lora needs --mode step") }
+        if keepBaseQuantized && (!lora || model == nil) { throw ValidationError("--keep-base-quantized needs --lora and a GGUF --model") }
+        if model != nil && mode == "gemm" { throw ValidationError("--model does not apply to --mode gemm") }
     }
 
     func run() throws {
@@ -117,13 +123,14 @@ struct Bench: ParsableCommand {
         if mode == "gemm" { return runGemm() }
         GemmCounter.isEnabled = true  // the counters are opt-in; only benchmarks read them
         defer { GemmCounter.isEnabled = false }
-        let config = shape.config
+        let policy = try model.map { try LlamaModel.load(path: $0, keepBaseQuantized: keepBaseQuantized) }
+            ?? LlamaModel.randomlyInitialized(config: shape.config, seed: 1)
+        let config = policy.config
         var rng = Xoshiro256(seed: 7)
         func randomTokens(_ n: Int) -> [Int32] { (0..<n).map { _ in Int32(rng.next() % UInt64(config.vocabSize)) } }
         var result: [(String, Double)] = []
         var timesFB: [Double] = [], timesF: [Double] = []
         var flopsPerRun = 0.0, tokensPerRun = 0, gemmSeconds: [Double] = []
-        let policy = try LlamaModel.randomlyInitialized(config: config, seed: 1)
         policy.bf16 = bf16
 
         if mode == "generate" {
@@ -172,7 +179,8 @@ struct Bench: ParsableCommand {
             c.precomputeRefLogProbs = reference == "precomputed"
             c.bf16 = bf16  // the trainer sets LlamaModel.bf16 of policy and reference
             // LoRA holds no reference model: the reference is the policy with its adapter off.
-            let ref = reference == "model" && !lora ? try LlamaModel.randomlyInitialized(config: config, seed: 2) : nil
+            let ref = reference == "model" && !lora
+                ? try model.map { try LlamaModel.load(path: $0) } ?? LlamaModel.randomlyInitialized(config: config, seed: 2) : nil
             var peft: LoraConfig? = nil
             if lora {
                 peft = LoraConfig(r: loraR, loraAlpha: Double(2 * loraR),
@@ -204,8 +212,9 @@ struct Bench: ParsableCommand {
         let t = median(timesFB)
         let achieved = flopsPerRun / t / 1e9
         let sgemmRate = measureSgemm(m: 1024, n: 1536, k: 576)
+        let quantizedMiB: [(String, Double)] = policy.quantizedBase.map { [("quantized_base_mib", Double($0.byteCount) / 1048576)] } ?? []
         result = [("threads", Double(Threads.count)), ("parameters", Double(policy.parameterCount)),
-                  ("bf16", bf16 ? 1 : 0)] + result.filter { $0.0 == "lora_parameters" }
+                  ("bf16", bf16 ? 1 : 0)] + quantizedMiB + result.filter { $0.0 == "lora_parameters" }
             + (mode == "model" ? [("forward_seconds", median(timesF))] : [])
             + [("step_seconds", t), ("gemm_seconds", median(gemmSeconds)), ("tokens_per_step", Double(tokensPerRun)),
                ("tokens_per_second", Double(tokensPerRun) / t), ("gemm_flops_per_step", flopsPerRun),
@@ -219,12 +228,12 @@ struct Bench: ParsableCommand {
                        ("step_time_ratio", step / full.step), ("peak_rss_ratio", peak / full.peak)]
         }
         if json {
-            var o: [String] = ["\"shape\": \"\(shape.rawValue)\"", "\"mode\": \"\(mode)\"", "\"reference\": \"\(reference)\"",
+            var o: [String] = ["\"shape\": " + JSON.serialize(.string(model ?? shape.rawValue), pretty: false), "\"mode\": \"\(mode)\"", "\"reference\": \"\(reference)\"",
                                "\"packing\": \"\(packing)\"", "\"lora\": \(lora)"]
             o += result.map { "\"\($0.0)\": \($0.1)" }
             print("{" + o.joined(separator: ", ") + "}")
         } else {
-            print("shape \(shape.rawValue), mode \(mode)" + (mode == "step" ? ", \(pairs) pairs x (\(promptLength) prompt + 2 x \(completionLength) completion), reference \(lora ? "the base (adapter off)" : reference), packing \(packing)" : ", \(tokens) tokens in sequences of \(sequenceLength)")
+            print("\(model.map { "model \($0)" + (keepBaseQuantized ? " (base kept quantized)" : "") } ?? "shape \(shape.rawValue)"), mode \(mode)" + (mode == "step" ? ", \(pairs) pairs x (\(promptLength) prompt + 2 x \(completionLength) completion), reference \(lora ? "the base (adapter off)" : reference), packing \(packing)" : ", \(tokens) tokens in sequences of \(sequenceLength)")
                   + (lora ? ", LoRA r \(loraR) on \(loraTargetModules)" + (noCompare ? "" : "; full_* = the full fine-tuning step (held reference model) in a child process") : ""))
             for (k, v) in result { print(String(format: "  %-20@ %.4g", k as NSString, v)) }
         }
@@ -242,6 +251,7 @@ extension Bench {
                     "--reference", reference, "--packing", packing, "--steps", "\(steps)", "--warmup", "\(warmup)",
                     "--threads", "\(Threads.count)", "--json"]
         if bf16 { args.append("--bf16") }
+        if let model { args += ["--model", model] }
         p.arguments = args
         let pipe = Pipe()
         p.standardOutput = pipe

@@ -148,11 +148,12 @@ extension RowLocation {
 
 /// A model from an HF directory or a GGUF file, or a fresh one from a config.json (random init
 /// from `seed`).
-func loadOrCreateModel(model: String?, config: String?, seed: UInt64) throws -> LlamaModel {
+func loadOrCreateModel(model: String?, config: String?, seed: UInt64, keepBaseQuantized: Bool = false) throws -> LlamaModel {
     switch (model, config) {
     case (let path?, nil):
-        return try LlamaModel.load(path: path)
+        return try LlamaModel.load(path: path, keepBaseQuantized: keepBaseQuantized)
     case (nil, let file?):
+        if keepBaseQuantized { throw CLIError("--keep-base-quantized needs a GGUF --model, not --config") }
         guard fileExists(file) else { throw CLIError("\(file): no such file") }
         let config: LlamaConfig
         do { config = try LlamaConfig(json: try JSON.parse(try readFile(file))) } catch let e as DPOError {

@@ -14,8 +14,13 @@ struct LoraOptions: ParsableArguments {
     @Flag(help: "use_rslora: scale alpha / sqrt(r).") var useRslora = false
     @Option(help: "A PEFT adapter directory (adapter_config.json + adapter_model.safetensors) to load onto the model and train on; without --reference, the reference is a frozen copy of it.")
     var adapter: String?
+    @Flag(help: "keep_base_quantized: keep the GGUF --model's matrices in their quantized form (dequantized tile by tile inside the products; needs --use-peft or --adapter). A GGUF save then merges into an fp32 copy.")
+    var keepBaseQuantized = false
 
     func validate() throws {
+        if keepBaseQuantized && !usePeft && adapter == nil {
+            throw ValidationError("--keep-base-quantized needs --use-peft or --adapter: a quantized base trains only a LoRA adapter")
+        }
         if !usePeft && (loraR != nil || loraAlpha != nil || loraDropout != nil || loraTargetModules != nil || useRslora) {
             throw ValidationError("--lora-r, --lora-alpha, --lora-dropout, --lora-target-modules and --use-rslora need --use-peft")
         }

@@ -184,11 +184,13 @@ enum FinalSave {
 
     /// Writes `model` below `output`: <output>/model (a directory) or <output>/model.gguf. With a
     /// LoRA adapter: the adapter to <output>/adapter, and for gguf the model merged with it
-    /// (merge_and_unload; the run is over).
-    func write(_ model: LlamaModel, output: String) throws -> String {
+    /// (merge_and_unload; the run is over), into an fp32 copy when the base is kept quantized.
+    func write(_ trained: LlamaModel, output: String) throws -> String {
+        var model = trained
         if model.adapter != nil {
             try model.saveAdapter(directory: output + "/adapter")
             guard case .gguf = self else { return output + "/adapter" }
+            if model.quantizedBase != nil { model = try model.dequantized() }
             try model.mergeAndUnload()
         }
         switch self {

@@ -28,7 +28,8 @@ struct SFT: ParsableCommand {
 
     func run() throws {
         if let t = training.threads { Threads.setCount(t) }
-        let model = try loadOrCreateModel(model: source.model, config: source.config, seed: UInt64(training.seed))
+        let model = try loadOrCreateModel(model: source.model, config: source.config, seed: UInt64(training.seed),
+                                          keepBaseQuantized: lora.keepBaseQuantized)
         let codec = try source.codec(vocabSize: model.config.vocabSize)
         var c = SFTConfig()
         c.maxLength = maxLength == 0 ? nil : maxLength
@@ -83,7 +84,8 @@ struct Train: ParsableCommand {
 
     func run() throws {
         if let t = training.threads { Threads.setCount(t) }
-        let policy = try loadOrCreateModel(model: source.model, config: source.config, seed: UInt64(training.seed))
+        let policy = try loadOrCreateModel(model: source.model, config: source.config, seed: UInt64(training.seed),
+                                          keepBaseQuantized: lora.keepBaseQuantized)
         let ref = try reference.map { try LlamaModel.load(path: $0) }
         let codec = try source.codec(vocabSize: policy.config.vocabSize)
         var c = DPOConfig()
@@ -119,10 +121,12 @@ struct Train: ParsableCommand {
     }
 }
 
-/// ", LoRA r 16 on q_proj, v_proj (1.2M trained parameters)" for a model with an adapter, else "".
+/// ", LoRA r 16 on q_proj, v_proj (1.2M trained parameters)" for a model with an adapter (and the
+/// quantized base's size when kept quantized), else "".
 func loraNote(_ model: LlamaModel) -> String {
     guard let a = model.adapter else { return "" }
-    return ", LoRA r \(a.config.r) on \(a.config.modules.map(\.name).joined(separator: ", ")) (\(a.parameterCount) trained parameters)"
+    let base = model.quantizedBase.map { String(format: ", the base kept quantized (%.1f MB)", Double($0.byteCount) / 1e6) } ?? ""
+    return ", LoRA r \(a.config.r) on \(a.config.modules.map(\.name).joined(separator: ", ")) (\(a.parameterCount) trained parameters)\(base)"
 }
 
 /// Every pair with its reference log-probs, computed in batches of `batch` pairs. Data parallel,

@@ -290,6 +290,19 @@ J
        && grep -q 'policy:    "The capital' "$tmp/gen"; then
         ok "train from a GGUF: text tokenized by its tokenizer, saved as a q8_0 GGUF that answers"
     else fail "train from a GGUF and save a GGUF" "$tmp/log"; cat "$tmp/gen" 2>/dev/null | head -5; fi
+    # keep_base_quantized: LoRA on the Q4_1 matrices as they are; the gguf save merges into an fp32 copy.
+    if "$DPO" train --model "$GGUF" --data "$tmp/chat-pairs.jsonl" --max-steps 2 --per-device-train-batch-size 2 \
+           --learning-rate 1e-4 --use-peft --lora-r 4 --keep-base-quantized --output "$tmp/smol-q" >"$tmp/log" 2>&1 \
+       && grep -q "LoRA r 4 on q_proj, v_proj ([0-9]* trained parameters), the base kept quantized (9[0-9].[0-9] MB)" "$tmp/log" \
+       && [ -s "$tmp/smol-q/adapter/adapter_model.safetensors" ] && [ -s "$tmp/smol-q/model.gguf" ] \
+       && "$DPO" generate --model "$tmp/smol-q/model.gguf" --prompt "What is the capital of France?" --max-new-tokens 8 >"$tmp/gen" 2>&1 \
+       && grep -q 'policy:    "The capital' "$tmp/gen"; then
+        ok "train --use-peft --keep-base-quantized: LoRA on the quantized GGUF, adapter and merged GGUF written"
+    else fail "train --keep-base-quantized" "$tmp/log"; cat "$tmp/gen" 2>/dev/null | head -5; fi
+    expect_error "--keep-base-quantized without --use-peft is refused" "needs --use-peft or --adapter" -- \
+        "$DPO" train --model "$GGUF" --data "$tmp/chat-pairs.jsonl" --keep-base-quantized
+    expect_error "--keep-base-quantized of a Hugging Face directory is refused" "needs a GGUF model" -- \
+        "$DPO" train --model "$SFT_MODEL" --data "$tmp/pairs.jsonl" --use-peft --keep-base-quantized
     # TRL's formats through the data layer: conversations (chat template), and a text file.
     cat >"$tmp/chat-sft.jsonl" <<'J'
 {"messages": [{"role": "user", "content": "Name a fruit."}, {"role": "assistant", "content": "An apple."}]}
