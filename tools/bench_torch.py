@@ -28,7 +28,8 @@ tools/compare_bench.sh runs this and `dpo bench` alternately and prints the rati
 --lora: TRL + PEFT's LoRA step instead (`dpo bench --lora`'s counterpart): peft.get_peft_model with
 LoraConfig(r=--lora-r, lora_alpha=2r, target_modules="all-linear", lora_dropout=0), the reference
 forward under `model.disable_adapter()` as TRL does for a peft_config run (no reference copy), AdamW
-over the adapter parameters only (needs `pip install peft`).
+over the adapter parameters only (needs `pip install peft`). With --trl, TRL's DPOTrainer gets the
+plain model and `peft_config=` that LoraConfig, and no reference model, as a TRL + PEFT user runs it.
 """
 import argparse
 import copy
@@ -106,8 +107,9 @@ def bf16_mm_gflops(m=1024, n=1536, k=576, runs=5):
     return 2 * m * n * k / statistics.median(times) / 1e9
 
 
-def trl_step_times(a, config, policy, ref, prompt, chosen, rejected):
-    """Step times of TRL's DPOTrainer (its defaults, `bf16=a.bf16`) on the pairs, one batch per step."""
+def trl_step_times(a, config, policy, ref, prompt, chosen, rejected, peft_config=None):
+    """Step times of TRL's DPOTrainer (its defaults, `bf16=a.bf16`, `peft_config`) on the pairs, one
+    batch per step, and the number of parameters it trained."""
     import tempfile
     import warnings
 
@@ -147,12 +149,14 @@ def trl_step_times(a, config, policy, ref, prompt, chosen, rejected):
         args = DPOConfig(output_dir=tmp, per_device_train_batch_size=a.pairs, max_steps=total, learning_rate=1e-7,
                          bf16=a.bf16, use_cpu=True, max_length=None, report_to="none", save_strategy="no",
                          logging_steps=total, disable_tqdm=True, dataloader_num_workers=0,
-                         precompute_ref_log_probs=ref is None)
+                         precompute_ref_log_probs=ref is None and peft_config is None)
         trainer = PreTokenized(model=policy, ref_model=ref, args=args, processing_class=tok,
-                               train_dataset=Dataset.from_list(rows * total), callbacks=[timer])
+                               train_dataset=Dataset.from_list(rows * total), callbacks=[timer],
+                               peft_config=peft_config)
         trainer.remove_callback(PrinterCallback)  # disable_tqdm adds it; it prints the logs to stdout
         trainer.train()
-    return timer.times[a.warmup:]
+        trained = sum(x.numel() for x in trainer.model.parameters() if x.requires_grad)
+    return timer.times[a.warmup:], trained
 
 
 def main():
@@ -174,19 +178,20 @@ def main():
     a = p.parse_args()
     if min(a.pairs, a.prompt_length, a.completion_length, a.steps, a.threads) < 1 or a.warmup < 0:
         p.error("--pairs, --prompt-length, --completion-length, --steps, --threads must be >= 1, --warmup >= 0")
-    if a.trl and a.lora:
-        p.error("--trl and --lora: not both (--lora times the PEFT step in the plain loop)")
 
     torch.set_num_threads(a.threads)
     config = LlamaConfig(**SHAPES[a.shape], attn_implementation=a.attn)
     torch.manual_seed(1)
     policy = LlamaForCausalLM(config).float().train()
     ref = None
+    peft_config = None
     if a.lora:
         from peft import LoraConfig, get_peft_model
-        policy = get_peft_model(policy, LoraConfig(r=a.lora_r, lora_alpha=2 * a.lora_r, lora_dropout=0.0,
-                                                   target_modules="all-linear", task_type="CAUSAL_LM"))
-        policy.train()
+        peft_config = LoraConfig(r=a.lora_r, lora_alpha=2 * a.lora_r, lora_dropout=0.0,
+                                 target_modules="all-linear", task_type="CAUSAL_LM")
+        if not a.trl:  # TRL wraps the model itself
+            policy = get_peft_model(policy, peft_config)
+            policy.train()
     elif a.reference == "model":  # a frozen copy, as TRL's create_reference_model makes
         ref = copy.deepcopy(policy).eval().requires_grad_(False)
     trainable = [x for x in policy.parameters() if x.requires_grad]
@@ -228,8 +233,9 @@ def main():
         opt.step()
         opt.zero_grad()
 
+    trained = sum(x.numel() for x in trainable)
     if a.trl:
-        times = trl_step_times(a, config, policy, ref, prompt, chosen, rejected)
+        times, trained = trl_step_times(a, config, policy, ref, prompt, chosen, rejected, peft_config)
     else:
         times = []
         for i in range(a.warmup + a.steps):
@@ -249,7 +255,7 @@ def main():
         "threads": torch.get_num_threads(),
         "parameters": sum(x.numel() for x in policy.parameters()),  # tied head counted once
         "bf16": int(a.bf16),
-        **({"lora_parameters": sum(x.numel() for x in trainable)} if a.lora else {}),
+        **({"lora_parameters": trained} if a.lora else {}),
         "step_seconds": t, "tokens_per_step": tokens, "tokens_per_second": tokens / t,
         "gemm_flops_per_step": flops, "achieved_gflops": flops / t / 1e9,
         "sgemm_gflops": sgemm, "ratio_to_sgemm": flops / t / 1e9 / sgemm, "bf16_mm_gflops": bf16_mm_gflops(),
