@@ -122,6 +122,24 @@ final class TokenizerBehaviourTests: XCTestCase {
         expectDPOError(["neither"]) { _ = try Tokenizer.load(path: dir + "/x.bin") }
     }
 
+    /// hasTokenizer: a GGUF says so by its metadata (one written for a byte-tokenizer model carries
+    /// none, so the CLI falls back to the byte tokenizer); an unreadable one is left to `load`.
+    func testHasTokenizer() throws {
+        let dir = try makeScratchDirectory()
+        XCTAssertTrue(Tokenizer.hasTokenizer(path: Self.fixtures + "/spm.gguf"))
+        XCTAssertTrue(Tokenizer.hasTokenizer(path: Self.fixtures + "/llama3"))
+        XCTAssertFalse(Tokenizer.hasTokenizer(path: dir))
+        var config = TestModels.gqaTied
+        config.vocabSize = 259
+        let model = try LlamaModel.randomlyInitialized(config: config, seed: 1)
+        try model.saveGGUF(path: dir + "/bare.gguf", type: .f32)
+        XCTAssertFalse(Tokenizer.hasTokenizer(path: dir + "/bare.gguf"))
+        XCTAssertFalse(Tokenizer.hasTokenizer(path: dir), "a directory of one GGUF without a tokenizer")
+        try writeFileAtomically(dir + "/broken.gguf", bytes: Array("GGUF\u{3}\0\0\0".utf8))
+        XCTAssertTrue(Tokenizer.hasTokenizer(path: dir + "/broken.gguf"))
+        expectDPOError(["broken.gguf"]) { _ = try Tokenizer.load(path: dir + "/broken.gguf") }
+    }
+
     func testDecodeRejectsIDsOutsideTheVocabulary() throws {
         let t = try Tokenizer.load(path: Self.fixtures + "/qwen2")
         expectDPOError(["token id 99999", "position 1"]) { _ = try t.decode([5, 99999]) }

@@ -111,6 +111,10 @@ if "$DPO" train --model "$SFT_MODEL" --data "$tmp/pairs.jsonl" --max-steps 2 --p
    && [ -s "$tmp/lora2/adapter/adapter_model.safetensors" ] && [ -s "$tmp/lora2/model.gguf" ]; then
     ok "train --adapter continues a trained adapter; --save-format gguf writes the merged model"
 else fail "train --adapter" "$tmp/log"; fi
+# That GGUF carries no tokenizer (the byte tokenizer's model): text still reaches it through the byte tokenizer.
+if "$DPO" eval --model "$tmp/lora2/model.gguf" --data "$tmp/pairs.jsonl" --json >"$tmp/log" 2>&1 && grep -q '"eval_loss"' "$tmp/log"; then
+    ok "a GGUF without tokenizer metadata takes text through the byte tokenizer"
+else fail "text for a tokenizer-less GGUF" "$tmp/log"; fi
 if "$DPO" sft --model "$SFT_MODEL" --data "$tmp/sft.jsonl" --max-steps 2 --use-peft --output "$tmp/lora-sft" >"$tmp/log" 2>&1 \
    && [ -s "$tmp/lora-sft/adapter/adapter_config.json" ]; then ok "sft --use-peft"
 else fail "sft --use-peft" "$tmp/log"; fi

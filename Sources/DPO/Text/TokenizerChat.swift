@@ -22,12 +22,21 @@ extension Tokenizer {
         encode(try applyChatTemplate(messages, addGenerationPrompt: addGenerationPrompt), addSpecialTokens: false)
     }
 
-    /// True if `path` holds a tokenizer `load(path:)` would try: a GGUF file (its metadata), a
-    /// directory with tokenizer.json, or a directory with one GGUF file and no config.json.
+    /// True if `path` holds a tokenizer `load(path:)` would try: a GGUF file whose metadata has
+    /// one, a directory with tokenizer.json, or a directory with one such GGUF file and no
+    /// config.json. A GGUF that cannot be read counts as one, so that `load` reports why.
     public static func hasTokenizer(path: String) -> Bool {
-        if GGUFFile.isGGUF(path: path) { return true }
+        if GGUFFile.isGGUF(path: path) { return ggufCarriesTokenizer(path) }
         guard isDirectory(path) else { return false }
         if fileExists(joinPath(path, "tokenizer.json")) { return true }
-        return !fileExists(joinPath(path, "config.json")) && LlamaModel.ggufFileInDirectory(path) != nil
+        guard !fileExists(joinPath(path, "config.json")), let gguf = LlamaModel.ggufFileInDirectory(path) else { return false }
+        return ggufCarriesTokenizer(gguf)
+    }
+
+    /// False only for a readable GGUF without `tokenizer.ggml.model` (e.g. one swift-dpo wrote
+    /// for a byte-tokenizer model).
+    private static func ggufCarriesTokenizer(_ path: String) -> Bool {
+        guard let file = try? GGUFFile.open(path: path) else { return true }
+        return file.metadata["tokenizer.ggml.model"] != nil
     }
 }
