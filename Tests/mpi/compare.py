@@ -1,8 +1,8 @@
 """Compares two training runs for Tests/mpi/run.sh (no numpy needed):
 
-    compare.py weights A.safetensors B.safetensors [--exact]
-        every tensor of B in A with the same shape; max |a - b| / max |b| over all weights <= 1e-5
-        (or the same bits with --exact)
+    compare.py weights A.safetensors B.safetensors [--exact] [--tolerance T]
+        every tensor of B in A with the same shape; max |a - b| / max |b| over all weights <= T
+        (default 1e-5; or the same bits with --exact)
     compare.py metrics A.jsonl B.jsonl [--exact] [--skip PREFIX]...
         the same records (one JSON object a line) with the same keys, each value (but those whose name
         starts with a PREFIX) equal to a relative
@@ -36,7 +36,7 @@ def read_safetensors(path):
     return tensors
 
 
-def weights(a_path, b_path, exact):
+def weights(a_path, b_path, exact, tolerance=1e-5):
     a, b = read_safetensors(a_path), read_safetensors(b_path)
     if set(a) != set(b):
         sys.exit("weights differ in tensor names: %s" % sorted(set(a) ^ set(b)))
@@ -50,8 +50,8 @@ def weights(a_path, b_path, exact):
             diff, scale = max(diff, abs(x - y)), max(scale, abs(y))
     rel = diff / scale if scale > 0 else diff
     print("weights: %d tensors, max |a - b| / max |b| = %.3g%s" % (len(b), rel, " (bit-identical)" if exact else ""))
-    if rel > 1e-5:
-        sys.exit("weights differ by more than 1e-5")
+    if rel > tolerance:
+        sys.exit("weights differ by more than %g" % tolerance)
 
 
 TIMES = {"train_runtime", "train_samples_per_second", "train_steps_per_second"}
@@ -90,7 +90,8 @@ if __name__ == "__main__":
     rest = sys.argv[4:]
     exact = "--exact" in rest
     skip = [rest[i + 1] for i, a in enumerate(rest[:-1]) if a == "--skip"]
+    tolerance = [float(rest[i + 1]) for i, a in enumerate(rest[:-1]) if a == "--tolerance"]
     if kind == "weights":
-        weights(a_path, b_path, exact)
+        weights(a_path, b_path, exact, *tolerance[-1:])
     else:
         metrics(a_path, b_path, exact, skip)
