@@ -659,6 +659,20 @@ static void test_bad_input(void) {
 #undef UNCHANGED
 }
 
+/* Steps a fresh-adapter LoRA trainer 20 times on the learnable pairs and checks that it starts at
+   the reference (loss log 2: the adapter changes nothing yet) and learns the task. */
+static void check_lora_learns(dpo_trainer *t, const pairs_data *d, const char *what) {
+    dpo_metrics m, first;
+    int i;
+    m.struct_size = sizeof m;
+    for (i = 0; i < 20; i++) {
+        OK(dpo_trainer_step(t, &d->batch, &m));
+        if (i == 0) first = m;
+    }
+    CHECK(fabs(first.loss - log(2.0)) < 1e-6, "%s: a fresh adapter starts at the reference, loss %f", what, first.loss);
+    CHECK(m.loss < first.loss && m.rewards_accuracies == 1.0, "%s learns: loss %f -> %f", what, first.loss, m.loss);
+}
+
 /* LoRA: a trainer with a peft_config trains the adapter only (the base's log-probs with the
    adapter merged away are unchanged until the merge), the adapter files round-trip, a loaded
    adapter trains against its frozen copy, merge_and_unload folds it in; bad params are refused. */
@@ -670,7 +684,7 @@ static void test_lora(void) {
     dpo_sft_trainer *st = NULL;
     dpo_trainer_params p = train_params();
     dpo_lora_params lp;
-    dpo_metrics m, first;
+    dpo_metrics m;
     double before[PAIRS], after[PAIRS], again[PAIRS], merged[PAIRS];
     int64_t count = -1;
     char json[4096];
@@ -692,13 +706,7 @@ static void test_lora(void) {
     OK(dpo_model_adapter_num_parameters(policy, &count));
     /* per layer: 4 x (16 + 16) for q and o, 4 x (16 + 8) for k and v, 4 x (16 + 32) for gate, up, down */
     CHECK(count == 2 * (2 * 128 + 2 * 96 + 3 * 192), "adapter parameters %lld", (long long)count);
-    m.struct_size = sizeof m;
-    for (i = 0; i < 20; i++) {
-        OK(dpo_trainer_step(t, &d.batch, &m));
-        if (i == 0) first = m;
-    }
-    CHECK(fabs(first.loss - log(2.0)) < 1e-6, "fresh adapter: the policy is the reference, loss %f", first.loss);
-    CHECK(m.loss < first.loss && m.rewards_accuracies == 1.0, "LoRA DPO learns: loss %f -> %f", first.loss, m.loss);
+    check_lora_learns(t, &d, "LoRA DPO");
     logps(policy, &c, after);
     CHECK(after[0] != before[0], "the adapter changed the policy");
     OK(dpo_model_adapter_config_json(policy, json, sizeof json, &needed));
@@ -714,6 +722,7 @@ static void test_lora(void) {
     {
         dpo_trainer *t2 = NULL;
         OK(dpo_trainer_create(loaded, NULL, &p, &t2));
+        m.struct_size = sizeof m;
         OK(dpo_trainer_step(t2, &d.batch, &m));
         CHECK(fabs(m.rewards_margins) < 1e-9, "the reference is the loaded adapter's copy, margins %g", m.rewards_margins);
         OK(dpo_trainer_free(t2));
@@ -771,12 +780,9 @@ static void test_quantized_base(void) {
     dpo_model *src = NULL, *fp = NULL, *q = NULL, *deq = NULL, *none = NULL;
     dpo_trainer *t = NULL;
     dpo_trainer_params p = train_params();
-    dpo_lora_params lp;
-    dpo_metrics m, first;
     double fp_logps[PAIRS], q_logps[PAIRS], trained[PAIRS], out[PAIRS];
     int32_t flag = -1;
     int64_t bytes = -1, n_fp = 0, n_q = 0;
-    int i;
 
     printf("quantized base\n");
     make_pairs(&d);
@@ -807,19 +813,9 @@ static void test_quantized_base(void) {
     EXPECT(DPO_ERR_WRONG_STATE, dpo_model_save_gguf(q, path("q-saved.gguf"), "f32", NULL), "keep_base_quantized");
 
     /* a LoRA adapter on it learns; the reference is the quantized base with the adapter off */
-    lp.struct_size = sizeof lp;
-    OK(dpo_lora_default_params(&lp));
-    lp.r = 4;
-    lp.lora_alpha = 16;
-    lp.target_modules = "all-linear";
-    OK(dpo_trainer_create_peft(q, NULL, &p, &lp, &t));
-    m.struct_size = sizeof m;
-    for (i = 0; i < 20; i++) {
-        OK(dpo_trainer_step(t, &d.batch, &m));
-        if (i == 0) first = m;
-    }
-    CHECK(fabs(first.loss - log(2.0)) < 1e-6, "fresh adapter: loss %f", first.loss);
-    CHECK(m.loss < first.loss && m.rewards_accuracies == 1.0, "LoRA DPO on a quantized base learns: loss %f -> %f", first.loss, m.loss);
+    OK(dpo_trainer_create_peft_json(q, NULL, "{\"learning_rate\": 0.01, \"lr_scheduler_type\": \"constant\"}",
+                                    "{\"r\": 4, \"lora_alpha\": 16, \"target_modules\": \"all-linear\"}", &t));
+    check_lora_learns(t, &d, "LoRA DPO on a quantized base");
     OK(dpo_trainer_free(t));
     logps(q, &c, trained);
     EXPECT(DPO_ERR_WRONG_STATE, dpo_model_merge_and_unload(q), "keep_base_quantized", "dpo_model_dequantize");
