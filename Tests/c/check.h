@@ -1,6 +1,6 @@
 /* The checking harness the C tests share (smoke.c, loop.c, paths.c): a failed check prints where and why,
  * with the library's last message, and exits 1; OK(call) requires DPO_OK; path() names a file in
- * the test's scratch directory (set `scratch` from argv). */
+ * the test's scratch directory (set `scratch` from argv); tiny_model() makes a small random model. */
 #ifndef DPO_TEST_CHECK_H
 #define DPO_TEST_CHECK_H
 
@@ -34,6 +34,23 @@ static char *path(const char *name) {
     char *p = buf[next++ % 4];
     snprintf(p, sizeof buf[0], "%s/%s", scratch, name);
     return p;
+}
+
+/* A tiny random model (hidden 16, 2 layers, 4 heads over 2 kv heads), deterministic for a seed. */
+static inline dpo_model *tiny_model(int64_t vocab, uint64_t seed) {
+    dpo_model_config cfg;
+    dpo_model *m = NULL;
+    cfg.struct_size = sizeof cfg;
+    OK(dpo_model_default_config(&cfg));
+    cfg.vocab_size = vocab;
+    cfg.hidden_size = 16;
+    cfg.intermediate_size = 32;
+    cfg.num_hidden_layers = 2;
+    cfg.num_attention_heads = 4;
+    cfg.num_key_value_heads = 2;
+    cfg.max_position_embeddings = 64;
+    OK(dpo_model_create(&cfg, seed, &m));
+    return m;
 }
 
 #endif

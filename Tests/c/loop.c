@@ -22,22 +22,6 @@
 /* Adds JSON text to a dataset. */
 static dpo_status add(dpo_dataset *d, const char *json) { return dpo_dataset_add_rows(d, json, strlen(json)); }
 
-static dpo_model *tiny_model(int64_t vocab, uint64_t seed) {
-    dpo_model_config cfg;
-    dpo_model *m = NULL;
-    cfg.struct_size = sizeof cfg;
-    OK(dpo_model_default_config(&cfg));
-    cfg.vocab_size = vocab;
-    cfg.hidden_size = 16;
-    cfg.intermediate_size = 32;
-    cfg.num_hidden_layers = 2;
-    cfg.num_attention_heads = 4;
-    cfg.num_key_value_heads = 2;
-    cfg.max_position_embeddings = 64;
-    OK(dpo_model_create(&cfg, seed, &m));
-    return m;
-}
-
 /* Eight learnable pairs as one JSON array: chosen starts with 5, rejected with 6. */
 static const char *ROWS =
     "[{\"prompt_ids\":[1,10,11],\"chosen_ids\":[5,20],\"rejected_ids\":[6,20]},"

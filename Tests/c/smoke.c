@@ -96,22 +96,6 @@ static void make_completions(const pairs_data *d, completion_data *c) {
     c->batch.completions = d->batch.chosen;
 }
 
-static dpo_model *tiny_model(uint64_t seed) {
-    dpo_model_config cfg;
-    dpo_model *m = NULL;
-    cfg.struct_size = sizeof cfg;
-    OK(dpo_model_default_config(&cfg));
-    cfg.vocab_size = VOCAB;
-    cfg.hidden_size = 16;
-    cfg.intermediate_size = 32;
-    cfg.num_hidden_layers = 2;
-    cfg.num_attention_heads = 4;
-    cfg.num_key_value_heads = 2;
-    cfg.max_position_embeddings = 64;
-    OK(dpo_model_create(&cfg, seed, &m));
-    return m;
-}
-
 static void logps(dpo_model *m, const completion_data *c, double out[PAIRS]) {
     OK(dpo_model_sequence_logps(m, &c->batch, out, PAIRS));
 }
@@ -147,7 +131,7 @@ static void test_basics(void) {
 static void test_training(void) {
     pairs_data d;
     completion_data c;
-    dpo_model *policy = tiny_model(1), *loaded = NULL;
+    dpo_model *policy = tiny_model(VOCAB, 1), *loaded = NULL;
     dpo_trainer *t = NULL;
     dpo_trainer_params p = train_params();
     dpo_metrics m, first;
@@ -214,7 +198,7 @@ static void test_training(void) {
    AVX-512) this runs the portable fallback: bf16-rounded copies and sgemm. */
 static void test_bf16(void) {
     pairs_data d;
-    dpo_model *a = tiny_model(1), *b = tiny_model(1);
+    dpo_model *a = tiny_model(VOCAB, 1), *b = tiny_model(VOCAB, 1);
     dpo_trainer *fp32 = NULL, *bf16 = NULL, *none = NULL;
     dpo_sft_trainer *sft = NULL;
     dpo_metrics m32, m16;
@@ -254,7 +238,7 @@ static void test_bf16(void) {
 static void test_distributed_grain(void) {
     pairs_data d;
     completion_data c;
-    dpo_model *a = tiny_model(7), *b = tiny_model(7);
+    dpo_model *a = tiny_model(VOCAB, 7), *b = tiny_model(VOCAB, 7);
     dpo_trainer *ta = NULL, *tb = NULL;
     dpo_trainer_params p = train_params();
     dpo_metrics ma, mb;
@@ -307,7 +291,7 @@ static void test_distributed_grain(void) {
 static void test_checkpoint(void) {
     pairs_data d;
     completion_data c;
-    dpo_model *a = tiny_model(3), *b = tiny_model(99), *ref = tiny_model(4);
+    dpo_model *a = tiny_model(VOCAB, 3), *b = tiny_model(VOCAB, 99), *ref = tiny_model(VOCAB, 4);
     dpo_trainer *ta = NULL, *tb = NULL;
     dpo_trainer_params p = train_params();
     dpo_metrics m;
@@ -355,7 +339,7 @@ static void test_checkpoint(void) {
 static void test_sft_and_generation(void) {
     pairs_data d;
     completion_data c;
-    dpo_model *m = tiny_model(5);
+    dpo_model *m = tiny_model(VOCAB, 5);
     dpo_sft_trainer *t = NULL;
     dpo_sft_params p;
     dpo_sft_metrics sm, first;
@@ -421,7 +405,7 @@ static void same_metrics(const dpo_metrics *a, const dpo_metrics *b, const char 
 static void test_bad_input(void) {
     pairs_data d, bad;
     completion_data c;
-    dpo_model *m = tiny_model(11), *freed = tiny_model(12);
+    dpo_model *m = tiny_model(VOCAB, 11), *freed = tiny_model(VOCAB, 12);
     dpo_trainer *t = NULL;
     dpo_trainer_params p = train_params(), bp;
     dpo_metrics base, now;
@@ -679,7 +663,7 @@ static void check_lora_learns(dpo_trainer *t, const pairs_data *d, const char *w
 static void test_lora(void) {
     pairs_data d;
     completion_data c;
-    dpo_model *policy = tiny_model(5), *base = tiny_model(5), *loaded = tiny_model(5);
+    dpo_model *policy = tiny_model(VOCAB, 5), *base = tiny_model(VOCAB, 5), *loaded = tiny_model(VOCAB, 5);
     dpo_trainer *t = NULL;
     dpo_sft_trainer *st = NULL;
     dpo_trainer_params p = train_params();
@@ -744,7 +728,7 @@ static void test_lora(void) {
     CHECK(count == 2 * (64 + 48), "sft adapter parameters %lld", (long long)count);
     OK(dpo_sft_trainer_free(st));
     OK(dpo_model_free(base));
-    base = tiny_model(5);
+    base = tiny_model(VOCAB, 5);
     EXPECT(DPO_ERR_INVALID_ARGUMENT, dpo_trainer_create_peft_json(base, NULL, NULL, "{\"modules_to_save\": [\"lm_head\"]}", &t),
            "modules_to_save");
     EXPECT(DPO_ERR_INVALID_ARGUMENT, dpo_trainer_create_peft_json(base, NULL, NULL, NULL, &t), "peft_config_json");
