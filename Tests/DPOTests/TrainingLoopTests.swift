@@ -367,6 +367,31 @@ final class TrainingLoopTests: XCTestCase {
         XCTAssertEqual(fresh.policy.parameters.array, before)
     }
 
+    /// A checkpoint whose position (1 step and 1 pending micro-batch of 3) has no place in the
+    /// epoch of another dataset (4 micro-batches: steps of 3 and 1) is refused before it loads.
+    func testResumeAtAPositionOutsideTheEpochIsRefusedAndChangesNothing() throws {
+        let dir = try makeScratchDirectory()
+        func args() -> TrainingArguments {
+            arguments(dir) { $0.perDeviceTrainBatchSize = 2; $0.gradientAccumulationSteps = 3; $0.maxSteps = 4 }
+        }
+        final class StopAfter: TrainerCallback {
+            var asked = 0
+            func shouldStop(state: TrainerState) -> Bool { asked += 1; return asked > 4 }
+        }
+        let first = try dpoTrainer(accumulation: 3, maxSteps: 4)
+        let stopped = try TrainingLoop(trainer: first, args: args(), trainDataset: PreferenceTask.pairs(9, seed: 2),
+                                       callbacks: [StopAfter()]).train()
+        XCTAssertEqual([first.globalStep, first.pendingMicroBatches], [1, 1])
+        let fresh = try dpoTrainer(accumulation: 3, maxSteps: 4)
+        let before = fresh.policy.parameters.array
+        expectDPOError(["the checkpoint", "1 steps and 1 pending micro-batches do not fit an epoch of 4 micro-batches"]) {
+            _ = try TrainingLoop(trainer: fresh, args: args(), trainDataset: PreferenceTask.pairs(7, seed: 2))
+                .train(resumeFromCheckpoint: stopped.interruptedCheckpoint)
+        }
+        XCTAssertEqual([fresh.globalStep, fresh.pendingMicroBatches], [0, 0])
+        XCTAssertEqual(fresh.policy.parameters.array, before)
+    }
+
     /// The data layer's prepared rows go in as they are.
     func testPreparedRows() throws {
         let pairs = PreferenceTask.pairs(4, seed: 21)

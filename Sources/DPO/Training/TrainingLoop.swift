@@ -115,7 +115,7 @@ public final class TrainingLoop<T: Trainer> {
         // output_dir cannot be made (data parallel: rank 0, which writes them).
         if args.saveStrategy != .no && rank == 0 { try makeDirectories(args.outputDir) }
         if let resume {
-            let loaded = try resumeTrainer(from: resume)
+            let loaded = try resumeTrainer(from: resume, shape: shape, accumulation: k)
             next.logHistory = loaded?.logHistory ?? []
             next.window = loaded?.window ?? []
         } else if trainer.globalStep == 0 && trainer.pendingMicroBatches == 0 {
@@ -128,11 +128,9 @@ public final class TrainingLoop<T: Trainer> {
 
         // Where the run stands: transformers' epochs_trained and steps_trained_in_current_epoch,
         // plus the micro-batches accumulated towards the next step.
+        try checkPosition(steps: trainer.globalStep, pending: trainer.pendingMicroBatches, shape: shape, accumulation: k, "the trainer's")
         var epoch = trainer.globalStep / shape.updateSteps
         var micro = (trainer.globalStep % shape.updateSteps) * k + trainer.pendingMicroBatches
-        if micro >= shape.microBatches {
-            throw DPOError.invalidArgument("the trainer's \(trainer.globalStep) steps and \(trainer.pendingMicroBatches) pending micro-batches do not fit an epoch of \(shape.microBatches) micro-batches")
-        }
         next.globalStep = trainer.globalStep
         next.epoch = Double(epoch) + Double(micro) / Double(shape.microBatches)
         state = next
@@ -223,11 +221,23 @@ public final class TrainingLoop<T: Trainer> {
         }
     }
 
+    /// Refuses a position (optimizer steps taken, micro-batches accumulated) that no point of an
+    /// epoch of `shape` has, e.g. a checkpoint of another dataset size.
+    private func checkPosition(steps: Int, pending: Int, shape: (microBatches: Int, updateSteps: Int), accumulation k: Int, _ whose: String) throws {
+        if (steps % shape.updateSteps) * k + pending >= shape.microBatches {
+            throw DPOError.invalidArgument("\(whose) \(steps) steps and \(pending) pending micro-batches do not fit an epoch of \(shape.microBatches) micro-batches")
+        }
+    }
+
     /// Loads the checkpoint into the trainer and returns the loop state it holds (nil for a
-    /// checkpoint written outside the loop). The loop's fields are checked before the trainer
-    /// changes, so a refused resume leaves the trainer as it was.
-    private func resumeTrainer(from directory: String) throws -> TrainerState? {
+    /// checkpoint written outside the loop). The loop's fields and the checkpoint's position in
+    /// an epoch are checked before the trainer changes, so a refused resume leaves the trainer as
+    /// it was.
+    private func resumeTrainer(from directory: String, shape: (microBatches: Int, updateSteps: Int), accumulation k: Int) throws -> TrainerState? {
         if let bytes = try? readFile(joinPath(directory, "trainer_state.json")), let s = try? JSON.parse(bytes).object {
+            if let steps = s["global_step"]?.int, let pending = s["pending_micro_batches"]?.int {
+                try checkPosition(steps: steps, pending: pending, shape: shape, accumulation: k, "the checkpoint '\(directory)':")
+            }
             let pre = try TrainerState.fromCheckpoint(s, directory: directory)
             if let pre, pre.trainBatchSize * pre.worldSize != args.perDeviceTrainBatchSize * worldSize {
                 func on(_ ranks: Int) -> String { ranks == 1 ? "" : " on \(ranks) ranks" }
