@@ -1,4 +1,5 @@
 """DPOConfig / DPOTrainer and SFTConfig / SFTTrainer with TRL's names, over libdpo."""
+import copy
 import ctypes
 import json
 import threading
@@ -120,6 +121,7 @@ class _Trainer(Handle):
         """The datasets prepared as TRL's trainer prepares them (trainer.train_dataset[i] is a
         processed row), the tokenizer they use, the callbacks; the loop is made on first use."""
         self.model, self.args = model, args
+        self._args_given = copy.deepcopy(args.to_dict())  # what the engine was configured with
         self.processing_class = resolve_tokenizer(processing_class, model)
         create = getattr(_lib.lib, self._fn + "dataset_create")
         self.train_dataset = prepare(create, self._handle, self.processing_class, train_dataset, "train_dataset")
@@ -133,14 +135,30 @@ class _Trainer(Handle):
         _lib.check(getattr(_lib.lib, self._fn + name)(self._handle, *args))
 
     def _run(self, name, batch, prefix=""):
+        self._check_args()
         b = self._batch_type(batch)
         m = _lib.new(self._metrics_type)
         self._call(name, ctypes.byref(b.struct), ctypes.byref(m))
         return _metrics(m, self._metric_names, prefix)
 
+    def _check_args(self):
+        """The engine trainer and the datasets were made with the args given to the constructor:
+        trainer.args changed since is refused, not silently ignored."""
+        now = self.args.to_dict() if isinstance(self.args, _Config) else None
+        if now == self._args_given:
+            return
+        if now is None:
+            changed = ["args replaced by %s" % type(self.args).__name__]
+        else:
+            changed = sorted(k for k in set(self._args_given) | set(now) if now.get(k) != self._args_given.get(k))
+        raise InvalidArgumentError(
+            "trainer.args changed after the trainer was made (%s): the engine and the datasets were "
+            "configured with the args given to the constructor; make a new trainer with the new args"
+            % ", ".join(changed))
+
     def _driver(self):
-        """The engine loop, made on first use with the args as they are then (later changes of
-        trainer.args do not reach it, as the datasets were prepared with the args given)."""
+        """The engine loop, made on first use."""
+        self._check_args()
         with self._loop_lock:
             if self._loop is None:
                 self._loop = Loop(self, getattr(_lib.lib, self._fn + "loop_create"))

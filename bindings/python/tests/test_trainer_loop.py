@@ -257,6 +257,28 @@ def test_train_needs_a_dataset(trainer):
         trainer.evaluate()
 
 
+def test_args_changed_after_the_trainer_was_made_are_refused(tmp_path):
+    """The engine was configured with the constructor's args: a later change is an error, not
+    silently ignored; restoring the args makes the trainer usable again."""
+    pairs = make_pairs()
+    with dpo.Model.from_config(TINY, seed=1) as m:
+        with dpo.DPOTrainer(m, args=_loop_args(tmp_path / "a"), train_dataset=pairs) as t:
+            epochs = t.args.num_train_epochs
+            t.args.beta = 0.5
+            t.args.num_train_epochs = epochs + 2
+            with pytest.raises(dpo.InvalidArgumentError, match=r"trainer.args changed .*\(beta, num_train_epochs\)"):
+                t.train()
+            with pytest.raises(dpo.InvalidArgumentError, match="beta"):
+                t.step(pairs)
+            assert t.global_step == 0
+            t.args.beta = 0.1
+            t.args.num_train_epochs = epochs
+            t.step(pairs)
+            t.args = None
+            with pytest.raises(dpo.InvalidArgumentError, match="args replaced by NoneType"):
+                t.evaluate(pairs)
+
+
 def test_ctrl_c_stops_after_a_checkpoint_and_raises(tmp_path):
     """SIGINT during train(): the run stops after a checkpoint and KeyboardInterrupt is raised
     (ctypes would swallow one raised inside the callback); training then resumes and continues."""
