@@ -755,6 +755,12 @@ dpo_status dpo_model_load_adapter(dpo_model *model, const char *directory);
    Returns: DPO_OK; DPO_ERR_WRONG_STATE (no adapter, or a trainer holds accumulated gradients). */
 dpo_status dpo_model_merge_and_unload(dpo_model *model);
 
+/* PEFT's unload(): removes the adapter without merging it; the model computes its base again.
+   A trainer created while the adapter was attached refuses further steps.
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT; DPO_ERR_WRONG_STATE (no adapter, or a trainer holds
+   accumulated gradients). */
+dpo_status dpo_model_unload(dpo_model *model);
+
 /* The number of adapter parameters (all A and B entries), 0 when the model has no adapter.
    Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT. */
 dpo_status dpo_model_adapter_num_parameters(dpo_model *model, int64_t *out_count);
@@ -802,7 +808,9 @@ dpo_status dpo_sft_trainer_create_peft_json(dpo_model *model, const char *config
    fp32 weights exist at all). What needs fp32 base weights is refused with DPO_ERR_WRONG_STATE:
    a trainer of it without an adapter (full fine-tuning), sync_ref_model, dpo_model_save() without
    an adapter (with one it writes the adapter files), dpo_model_save_gguf() and
-   dpo_model_merge_and_unload(); use dpo_model_dequantize() for those.
+   dpo_model_merge_and_unload(); use dpo_model_dequantize() for those. As a trainer's reference it
+   works too; checkpoints then do not hold the reference (it cannot change), and loading one keeps
+   the trainer's own.
    Returns: as dpo_model_load(); DPO_ERR_INVALID_ARGUMENT also for a Hugging Face model directory
    (its weights are not quantized). */
 dpo_status dpo_model_load_quantized(const char *path, dpo_model **out_model);

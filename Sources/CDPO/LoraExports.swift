@@ -93,6 +93,15 @@ public func dpo_model_merge_and_unload(_ model: OpaquePointer?) -> dpo_status {
     }
 }
 
+@_cdecl("dpo_model_unload")
+public func dpo_model_unload(_ model: OpaquePointer?) -> dpo_status {
+    exportCall("dpo_model_unload") { ctx in
+        let m = try ctx.use(model, ModelObject.self, "model")
+        guard m.model.adapter != nil else { throw APIError.wrongState("unload: the model has no LoRA adapter") }
+        try m.model.detachAdapter()
+    }
+}
+
 @_cdecl("dpo_model_adapter_num_parameters")
 public func dpo_model_adapter_num_parameters(_ model: OpaquePointer?, _ outCount: UnsafeMutablePointer<Int64>?) -> dpo_status {
     exportCall("dpo_model_adapter_num_parameters") { ctx in

@@ -11,7 +11,7 @@ func createSFTTrainer(_ ctx: CallContext, _ model: OpaquePointer?, _ out: Unsafe
     let out = try required(out, "out_trainer")
     let m = try ctx.use(model, ModelObject.self, "model")
     let config = try makeConfig()
-    if peftConfig == nil && m.model.adapter == nil { try checkTrainerMemory(m.model.config, copies: 4) }
+    if peftConfig == nil && m.model.adapter == nil && m.model.quantizedBase == nil { try checkTrainerMemory(m.model.config, copies: 4) }
     let trainer = try SFTTrainer(model: m.model, config: config.trainer, peftConfig: peftConfig)
     out.pointee = try Registry.register(SFTTrainerObject(trainer, models: [m], args: config.args, data: config.data))
 }

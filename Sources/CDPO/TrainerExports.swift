@@ -19,7 +19,8 @@ func createTrainer(_ ctx: CallContext, _ policy: OpaquePointer?, _ reference: Op
     let lora = peftConfig != nil || p.model.adapter != nil
     let snapshot: Double = (r == nil && !config.trainer.precomputeRefLogProbs && !lora) ? 1 : 0
     // LoRA: no gradient, moments or snapshot of the base (the adapter's are small).
-    if !lora { try checkTrainerMemory(p.model.config, copies: 4 + snapshot) }
+    // A base kept quantized trains no full model: the engine refuses that by name.
+    if !lora && p.model.quantizedBase == nil { try checkTrainerMemory(p.model.config, copies: 4 + snapshot) }
     let trainer = try DPOTrainer(policy: p.model, reference: r?.model, config: config.trainer, peftConfig: peftConfig)
     out.pointee = try Registry.register(DPOTrainerObject(trainer, models: [p] + (r.map { [$0] } ?? []),
                                                          args: config.args, data: config.data))

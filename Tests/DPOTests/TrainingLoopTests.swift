@@ -390,6 +390,17 @@ final class TrainingLoopTests: XCTestCase {
         }
         XCTAssertEqual([fresh.globalStep, fresh.pendingMicroBatches], [0, 0])
         XCTAssertEqual(fresh.policy.parameters.array, before)
+        // Counters out of range in the file are format errors, never arithmetic on them.
+        let path = try XCTUnwrap(stopped.interruptedCheckpoint) + "/trainer_state.json"
+        var state = try XCTUnwrap(try JSON.parse(try readFile(path)).object)
+        state["global_step"] = .number(-1)
+        state["pending_micro_batches"] = .number(-9.223372036854776e18)
+        try writeFileAtomically(path, bytes: Array(JSON.serialize(.object(state)).utf8))
+        expectDPOError(["global_step"]) {
+            _ = try TrainingLoop(trainer: fresh, args: args(), trainDataset: PreferenceTask.pairs(9, seed: 2))
+                .train(resumeFromCheckpoint: stopped.interruptedCheckpoint)
+        }
+        XCTAssertEqual(fresh.policy.parameters.array, before)
     }
 
     /// The data layer's prepared rows go in as they are.

@@ -712,6 +712,12 @@ static void test_lora(void) {
         OK(dpo_trainer_free(t2));
     }
     EXPECT(DPO_ERR_WRONG_STATE, dpo_model_load_adapter(loaded, path("lora-adapter")), "already has a LoRA adapter");
+    /* unload: the base again (the log-probs before training), nothing merged */
+    OK(dpo_model_unload(loaded));
+    logps(loaded, &c, again);
+    for (i = 0; i < PAIRS; i++) CHECK(again[i] == before[i], "unloaded logp %d: %g vs %g", i, again[i], before[i]);
+    EXPECT(DPO_ERR_WRONG_STATE, dpo_model_unload(loaded), "no LoRA adapter");
+    EXPECT(DPO_ERR_INVALID_ARGUMENT, dpo_model_unload(NULL), "model");
 
     /* merge_and_unload: plain weights computing what the adapter did */
     OK(dpo_trainer_free(t));

@@ -40,10 +40,10 @@ extension LlamaModel {
     /// model was loaded from, updated by `extra`, and `general.quantization_version`.
     /// Architecture keys and alignment are always the writer's own.
     public func saveGGUF(path: String, type: GGUFSaveType, metadata extra: GGUFMetadata? = nil, name: String? = nil) throws {
+        try checkFullWeights("save_gguf")  // first: a quantized base cannot merge, its advice is dequantize
         if adapter != nil {
             throw DPOError.wrongState("save_gguf: the model has a LoRA adapter; merge_and_unload() it first (GGUF holds whole weights)")
         }
-        try checkFullWeights("save_gguf")
         let metadata = try ggufSaveMetadata(type: type, extra: extra, name: name)
         let plan = ggufTensorPlan(type: type)
         let alignment = 32

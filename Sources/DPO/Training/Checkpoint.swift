@@ -60,9 +60,11 @@ extension OptimizationState {
         var dropout: (calls: UInt64, seed: UInt64)? = nil
         if let adapter {
             let loaded = try LoraAdapter.load(directory: joinPath(dir, "adapter"), model: model.config)
-            var a = loaded.config, b = adapter.config
-            a.baseModelNameOrPath = nil; b.baseModelNameOrPath = nil
-            guard a == b else {
+            // What the training depends on; the initialisation and the base's name do not matter
+            // (nil target_modules is PEFT's default, the files name the modules).
+            let a = loaded.config, b = adapter.config
+            guard a.r == b.r, a.loraAlpha == b.loraAlpha, a.loraDropout == b.loraDropout, a.modules == b.modules,
+                  a.useRslora == b.useRslora else {
                 throw DPOError.invalidArgument("checkpoint '\(dir)': its LoRA config differs from the trainer's adapter")
             }
             guard let calls = state["lora_dropout_calls"]?.string.flatMap({ UInt64($0, radix: 16) }),
@@ -228,7 +230,9 @@ extension DPOTrainer {
             state["config"] = .object(config.jsonObject)
             state["reference_kind"] = .string(referenceKind.rawValue)
             state["pending_metrics"] = .array(pendingMetrics.map { .object($0.jsonObject) })
-            if let reference { try reference.save(directory: joinPath(dir, "reference")) }
+            // A reference kept quantized is not written: it cannot change (sync_ref_model is
+            // refused for it), and loading the checkpoint keeps the trainer's own.
+            if let reference, reference.quantizedBase == nil { try reference.save(directory: joinPath(dir, "reference")) }
             if case .adapter(let a)? = loraReference { try a.save(directory: joinPath(dir, "reference_adapter")) }
             try merge(extraState, into: &state)
             try writeFileAtomically(joinPath(dir, "trainer_state.json"), bytes: Array((JSON.serialize(.object(state)) + "\n").utf8))
@@ -271,7 +275,8 @@ extension DPOTrainer {
         self.state.config = restoredConfig.optimizer
         pendingMetrics = (state["pending_metrics"]?.array ?? []).compactMap { $0.object.map(DPOMetrics.init(json:)) }
         if let r = restoredReference {
-            if let existing = reference, existing.config.normalized == r.config.normalized {
+            if let existing = reference, existing.config.normalized == r.config.normalized,
+               existing.quantizedBase == nil, existing.parameters.count == r.parameters.count {
                 existing.parameters.copy(from: r.parameters)
             } else {
                 reference = r

@@ -235,7 +235,9 @@ public final class TrainingLoop<T: Trainer> {
     /// it was.
     private func resumeTrainer(from directory: String, shape: (microBatches: Int, updateSteps: Int), accumulation k: Int) throws -> TrainerState? {
         if let bytes = try? readFile(joinPath(directory, "trainer_state.json")), let s = try? JSON.parse(bytes).object {
-            if let steps = s["global_step"]?.int, let pending = s["pending_micro_batches"]?.int {
+            // Values out of range are left for the checkpoint's own checks to report.
+            if let steps = s["global_step"]?.int, let pending = s["pending_micro_batches"]?.int,
+               (0...(1 << 50)).contains(steps), (0...(1 << 30)).contains(pending) {
                 try checkPosition(steps: steps, pending: pending, shape: shape, accumulation: k, "the checkpoint '\(directory)':")
             }
             let pre = try TrainerState.fromCheckpoint(s, directory: directory)

@@ -142,6 +142,7 @@ _PROTOTYPES = {
     "dpo_model_add_adapter_json": (_status, [_h, c_char_p, c_uint64]),
     "dpo_model_load_adapter": (_status, [_h, c_char_p]),
     "dpo_model_merge_and_unload": (_status, [_h]),
+    "dpo_model_unload": (_status, [_h]),
     "dpo_model_adapter_num_parameters": (_status, [_h, POINTER(c_int64)]),
     "dpo_model_adapter_config_json": (_status, [_h, POINTER(c_char), c_size_t, POINTER(c_size_t)]),
     "dpo_trainer_create_peft_json": (_status, [_h, _h, c_char_p, c_char_p, _ph]),

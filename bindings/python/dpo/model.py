@@ -188,6 +188,12 @@ class Model(Handle):
         _lib.check(_lib.lib.dpo_model_merge_and_unload(self._handle))
         return self
 
+    def unload(self):
+        """PEFT's unload(): the adapter removed without merging (the model computes its base
+        again). Returns self."""
+        _lib.check(_lib.lib.dpo_model_unload(self._handle))
+        return self
+
     @property
     def peft_config(self):
         """The adapter's adapter_config.json fields (a dict), or None without an adapter."""

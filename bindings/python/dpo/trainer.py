@@ -131,7 +131,20 @@ class _Trainer(Handle):
         self._loop = None
         self._loop_lock = threading.Lock()
 
+    def _setup_or_undo(self, model, args, train_dataset, eval_dataset, processing_class, callbacks, peft_config):
+        """_setup; if it fails (e.g. a dataset row), the trainer is freed and an adapter it attached
+        (peft_config) removed, so a failed constructor leaves the model as it was."""
+        try:
+            self._setup(model, args, train_dataset, eval_dataset, processing_class, callbacks)
+        except BaseException:
+            Handle.close(self)
+            if peft_config is not None:
+                model.unload()
+            raise
+
     def _call(self, name, *args):
+        if name != "global_step":  # a counter read changes nothing
+            self._check_args()
         _lib.check(getattr(_lib.lib, self._fn + name)(self._handle, *args))
 
     def _run(self, name, batch, prefix=""):
@@ -297,7 +310,7 @@ class DPOTrainer(_Trainer):
                                                              ctypes.byref(out)))
         super().__init__(out.value)
         self.ref_model = ref_model
-        self._setup(model, args, train_dataset, eval_dataset, processing_class, callbacks)
+        self._setup_or_undo(model, args, train_dataset, eval_dataset, processing_class, callbacks, peft_config)
 
     def precompute_ref_log_probs(self, batch):
         """The batch with "ref_chosen_logps" and "ref_rejected_logps" added to (copies of) its items,
@@ -335,6 +348,6 @@ class SFTTrainer(_Trainer):
         else:
             _lib.check(_lib.lib.dpo_sft_trainer_create_peft_json(handle, text, _peft_json(peft_config), ctypes.byref(out)))
         super().__init__(out.value)
-        self._setup(model, args, train_dataset, eval_dataset, processing_class, callbacks)
+        self._setup_or_undo(model, args, train_dataset, eval_dataset, processing_class, callbacks, peft_config)
 
 

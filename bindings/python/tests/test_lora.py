@@ -44,6 +44,18 @@ def test_dpo_with_peft_config_trains_only_the_adapter(tmp_path):
     assert os.path.exists(tmp_path / "merged" / "model.safetensors")
 
 
+def test_unload_removes_the_adapter_without_merging():
+    items = completions(make_pairs())
+    model = dpo.Model.from_config(TINY, seed=2)
+    base = model.sequence_logps(items)
+    model.add_adapter(dpo.LoraConfig(r=2, init_lora_weights=False), seed=3)
+    assert model.sequence_logps(items) != base
+    assert model.unload() is model and model.num_adapter_parameters() == 0
+    assert model.sequence_logps(items) == base
+    with pytest.raises(dpo.WrongStateError, match="no LoRA adapter"):
+        model.unload()
+
+
 def test_loaded_adapter_trains_against_its_copy(tmp_path):
     pairs = make_pairs()
     model = dpo.Model.from_config(TINY, seed=2).add_adapter(dpo.LoraConfig(r=2, init_lora_weights=False), seed=3)

@@ -78,6 +78,44 @@ def test_lora_checkpoint_on_a_quantized_base_resumes_bit_identically(q8_file, tm
     assert b.sequence_logps(completions(pairs)) == a.sequence_logps(completions(pairs))
 
 
+def test_checkpoints_with_a_reference_kept_quantized(q8_file, tmp_path):
+    """A quantized ref_model is not written to checkpoints (it cannot change) and loading keeps the
+    trainer's own; a checkpoint with an fp32 reference loads into a trainer whose reference is
+    quantized (the reference is replaced); LoRA with PEFT's default target_modules resumes."""
+    pairs = make_pairs()
+    args = dpo.DPOConfig(learning_rate=1e-2, lr_scheduler_type="constant")
+    Q = lambda: dpo.Model.from_pretrained(q8_file, keep_base_quantized=True)
+    F = lambda: dpo.Model.from_pretrained(q8_file)
+    a = dpo.DPOTrainer(Q(), ref_model=Q(), args=args, peft_config=dpo.LoraConfig(r=4))
+    a.step(pairs)
+    a.save_checkpoint(tmp_path / "q-ref")
+    assert not os.path.exists(tmp_path / "q-ref" / "reference")
+    straight = a.step(pairs)
+    b = dpo.DPOTrainer(Q(), ref_model=Q(), args=args, peft_config=dpo.LoraConfig(r=4))
+    b.load_checkpoint(tmp_path / "q-ref")
+    assert b.step(pairs) == straight
+
+    c = dpo.DPOTrainer(Q(), ref_model=F(), args=args, peft_config=dpo.LoraConfig(r=4))
+    c.step(pairs)
+    c.save_checkpoint(tmp_path / "f-ref")
+    straight = c.step(pairs)
+    d = dpo.DPOTrainer(Q(), ref_model=Q(), args=args, peft_config=dpo.LoraConfig(r=4))
+    d.load_checkpoint(tmp_path / "f-ref")
+    assert d.step(pairs) == straight
+
+
+def test_a_failed_constructor_leaves_no_adapter(q8_file):
+    q = dpo.Model.from_pretrained(q8_file, keep_base_quantized=True)
+    with pytest.raises(dpo.DPOError):
+        dpo.DPOTrainer(q, args=dpo.DPOConfig(), train_dataset=[{"prompt": "a", "chosen": "b", "rejected": "c"}],
+                       peft_config=dpo.LoraConfig(r=2))  # text rows, and the model has no tokenizer
+    assert q.num_adapter_parameters() == 0
+    with pytest.raises(dpo.DPOError):
+        dpo.SFTTrainer(q, args=dpo.SFTConfig(), train_dataset=[{"text": "a"}], peft_config=dpo.LoraConfig(r=2))
+    assert q.num_adapter_parameters() == 0
+    dpo.DPOTrainer(q, args=dpo.DPOConfig(), peft_config=dpo.LoraConfig(r=2))  # the model takes an adapter again
+
+
 def test_what_needs_fp32_weights_is_refused(q8_file, tmp_path):
     q = dpo.Model.from_pretrained(q8_file, keep_base_quantized=True)
     with pytest.raises(dpo.WrongStateError, match="keep_base_quantized"):
@@ -92,6 +130,9 @@ def test_what_needs_fp32_weights_is_refused(q8_file, tmp_path):
         dpo.DPOTrainer(dpo.Model.from_pretrained(q8_file), ref_model=q, args=dpo.DPOConfig(sync_ref_model=True))
     with pytest.raises(dpo.InvalidArgumentError, match="sync_ref_model cannot be used with LoRA"):
         dpo.DPOTrainer(q, args=dpo.DPOConfig(sync_ref_model=True), peft_config=dpo.LoraConfig())
+    q.add_adapter(dpo.LoraConfig(r=2))
+    with pytest.raises(dpo.WrongStateError, match="keep_base_quantized.*dequantize"):
+        q.save_pretrained(tmp_path / "adapted.gguf")  # the advice that works: dequantize, not merge
 
 
 def test_bad_keep_base_quantized_arguments(tmp_path):

@@ -270,6 +270,10 @@ def test_args_changed_after_the_trainer_was_made_are_refused(tmp_path):
                 t.train()
             with pytest.raises(dpo.InvalidArgumentError, match="beta"):
                 t.step(pairs)
+            with pytest.raises(dpo.InvalidArgumentError, match="beta"):
+                t.apply_optimizer()
+            with pytest.raises(dpo.InvalidArgumentError, match="beta"):
+                t.save_checkpoint(tmp_path / "ckpt")
             assert t.global_step == 0
             t.args.beta = 0.1
             t.args.num_train_epochs = epochs
