@@ -106,6 +106,13 @@ if [ ! -e "$tmp/lora-part/checkpoint-2/model" ] && [ -s "$tmp/lora-part/checkpoi
    && cmp -s "$tmp/lora/adapter/adapter_model.safetensors" "$tmp/lora-resumed/adapter/adapter_model.safetensors"; then
     ok "a LoRA checkpoint holds the adapter only and resumes bit-identically"
 else fail "LoRA resume" "$tmp/log"; fi
+# PEFT's default target_modules (none given): the checkpoint's adapter names q_proj and v_proj, the same.
+lora_default=(--model "$SFT_MODEL" --data "$tmp/pairs.jsonl" --max-steps 3 --learning-rate 1e-3 --per-device-train-batch-size 2 --use-peft)
+if "$DPO" train "${lora_default[@]}" --save-steps 2 --output "$tmp/lora-d" >"$tmp/log" 2>&1 \
+   && "$DPO" train "${lora_default[@]}" --resume "$tmp/lora-d/checkpoint-2" --output "$tmp/lora-d2" >>"$tmp/log" 2>&1 \
+   && cmp -s "$tmp/lora-d/adapter/adapter_model.safetensors" "$tmp/lora-d2/adapter/adapter_model.safetensors"; then
+    ok "a LoRA run with the default target modules resumes bit-identically"
+else fail "LoRA resume with the default target modules" "$tmp/log"; fi
 if "$DPO" train --model "$SFT_MODEL" --data "$tmp/pairs.jsonl" --max-steps 2 --per-device-train-batch-size 2 --learning-rate 1e-3 \
       --adapter "$tmp/lora/adapter" --save-format gguf --output "$tmp/lora2" >"$tmp/log" 2>&1 && grep -q "reference reference_adapter" "$tmp/log" \
    && [ -s "$tmp/lora2/adapter/adapter_model.safetensors" ] && [ -s "$tmp/lora2/model.gguf" ]; then
