@@ -2,7 +2,9 @@ import XCTest
 @testable import DPO
 
 /// Tokenizers written as Hugging Face files (TokenizerExport.swift) and read back: the same ids,
-/// decodes and chat template as the source on the whole corpus.
+/// decodes and chat template as the source on the whole corpus; a model saved from the SmolLM2
+/// GGUF carries its tokenizer; transformers reads the written files as the source
+/// (Fixtures/tokenizer/export-parity.json, tools/make_tokenizer_export_fixtures.py).
 ///
 /// With DPO_TOKENIZER_EXPORT_DIR set, the written directories are kept there by name (the
 /// oracle script reads them); otherwise they go to scratch directories.
@@ -145,5 +147,54 @@ final class TokenizerExportTests: XCTestCase {
         XCTAssertEqual(copy.encode(text), original.encode(text))
         XCTAssertEqual(copy.encode(text).contains(4), true)
         XCTAssertEqual(try copy.decode(copy.encode(text)), text)
+    }
+
+    // MARK: - SmolLM2
+
+    /// The SmolLM2 GGUF loaded as a model and saved as a Hugging Face directory: the directory
+    /// has the tokenizer files, and its tokenizer is the GGUF's on the corpus. Saved again into
+    /// the same directory, the files are replaced (no staging folder is left).
+    func testSavedSmolLM2DirectoryCarriesTheTokenizer() throws {
+        let path = try TestModels.smolLM2GGUF()
+        let model = try LlamaModel.load(ggufFile: path)
+        let dir = try exportDirectory("smollm2-model")
+        try model.save(directory: dir)
+        for file in ["config.json", "model.safetensors"] + Tokenizer.huggingFaceFileNames {
+            XCTAssertTrue(fileExists(dir + "/" + file), file)
+        }
+        let original = try Tokenizer.load(path: path)
+        let saved = try Tokenizer.load(path: dir)
+        XCTAssertEqual(saved.vocabSize, 49152)
+        try assertSameTokenizer(saved, original, "smollm2")
+
+        try writeFileAtomically(dir + "/tokenizer.json", bytes: Array("{}".utf8))
+        try model.save(directory: dir)
+        XCTAssertEqual(try Tokenizer.load(path: dir).encode("Hello, 2024!"), original.encode("Hello, 2024!"))
+        XCTAssertEqual(listDirectory(dir).filter { $0.hasPrefix(".") }, [])
+    }
+
+    /// A model without GGUF tokenizer metadata writes no tokenizer files, as before.
+    func testModelWithoutTokenizerWritesNone() throws {
+        let model = try TestModels.model(TestModels.gqaTied)
+        let dir = try makeScratchDirectory() + "/model"
+        try model.save(directory: dir)
+        XCTAssertEqual(listDirectory(dir).sorted(), ["config.json", "model.safetensors"])
+    }
+
+    /// A model whose GGUF metadata carries a tokenizer the engine cannot read (an unknown
+    /// pre-tokenizer) still saves, without tokenizer files.
+    func testUnreadableGGUFTokenizerIsLeftOut() throws {
+        let model = try TestModels.model(TestModels.gqaTied)
+        var g = try Self.byteLevelGGUF(pre: "qwen2")
+        g["tokenizer.ggml.pre"] = .string("no-such-pre")
+        model.ggufMetadata = g
+        let dir = try makeScratchDirectory() + "/model"
+        try model.save(directory: dir)
+        XCTAssertEqual(listDirectory(dir).sorted(), ["config.json", "model.safetensors"])
+        g["tokenizer.ggml.pre"] = .string("qwen2")
+        model.ggufMetadata = g
+        try model.save(directory: dir)
+        XCTAssertEqual(listDirectory(dir).sorted(), ["config.json", "model.safetensors", "special_tokens_map.json",
+                                                     "tokenizer.json", "tokenizer_config.json"])
     }
 }
