@@ -149,6 +149,36 @@ final class TokenizerExportTests: XCTestCase {
         XCTAssertEqual(try copy.decode(copy.encode(text)), text)
     }
 
+    // MARK: - transformers
+
+    /// transformers reads the written files as their source (tools/make_tokenizer_export_fixtures.py
+    /// checks that on the whole corpus, and records what transformers gives from the written files
+    /// for 40 strings): the engine's tokenizer reloaded from the same files gives those ids,
+    /// decodes and chat-template ids.
+    func testTransformersReadsTheWrittenFilesAsTheEngine() throws {
+        let o = try JSON.parse(try readFile(Self.fixtures + "/export-parity.json", limit: 1 << 20)).object!
+        let strings = o["strings"]!.array!.map { $0.string! }
+        var sources = Dictionary(uniqueKeysWithValues: try Self.sources())
+        sources["smollm2"] = try Tokenizer.load(path: try TestModels.smolLM2GGUF())
+        let expected = o["tokenizers"]!.object!
+        XCTAssertEqual(expected.keys, ["llama3", "qwen2", "spm", "spm-gguf", "smollm2"])
+        func ids(_ v: JSONValue?) -> [[Int32]] { v?.array?.map { $0.array!.map { Int32($0.int!) } } ?? [] }
+        for (name, e) in expected.entries {
+            let dir = try exportDirectory(name + "-parity")
+            try XCTUnwrap(sources[name], name).writeHuggingFaceFiles(into: dir)
+            let t = try Tokenizer.load(path: dir)
+            let e = e.object!
+            XCTAssertEqual(strings.map { t.encode($0, addSpecialTokens: false) }, ids(e["ids"]), name)
+            XCTAssertEqual(strings.map { t.encode($0) }, ids(e["with_special"]), name)
+            XCTAssertEqual(try ids(e["ids"]).map { try t.decode($0) }, e["decoded"]!.array!.map { $0.string! }, name)
+            if t.chatTemplate != nil {
+                XCTAssertEqual(try [false, true].map { try t.chatTemplateIDs(Self.messages, addGenerationPrompt: $0) }, ids(e["chat_ids"]), name)
+            } else {
+                XCTAssertEqual(e["chat_ids"], .null, name)
+            }
+        }
+    }
+
     // MARK: - SmolLM2
 
     /// The SmolLM2 GGUF loaded as a model and saved as a Hugging Face directory: the directory
