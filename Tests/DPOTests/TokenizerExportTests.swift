@@ -33,7 +33,7 @@ final class TokenizerExportTests: XCTestCase {
     static func sources() throws -> [(String, Tokenizer)] {
         var list: [(String, Tokenizer)] = []
         for name in ["llama3", "qwen2", "spm"] { list.append((name, try Tokenizer.load(path: fixtures + "/" + name))) }
-        list.append(("spm-gguf", try Tokenizer.load(path: fixtures + "/spm.gguf")))
+        for name in ["spm", "llama3", "qwen2"] { list.append(("\(name)-gguf", try Tokenizer.load(path: fixtures + "/\(name).gguf"))) }
         for pre in ["gpt2", "smollm", "llama-bpe", "qwen2"] {
             list.append(("gguf-\(pre)", try Tokenizer(ggufMetadata: try byteLevelGGUF(pre: pre))))
         }
@@ -161,7 +161,7 @@ final class TokenizerExportTests: XCTestCase {
         var sources = Dictionary(uniqueKeysWithValues: try Self.sources())
         sources["smollm2"] = try Tokenizer.load(path: try TestModels.smolLM2GGUF())
         let expected = o["tokenizers"]!.object!
-        XCTAssertEqual(expected.keys, ["llama3", "qwen2", "spm", "spm-gguf", "smollm2"])
+        XCTAssertEqual(expected.keys, ["llama3", "qwen2", "spm", "spm-gguf", "llama3-gguf", "qwen2-gguf", "smollm2"])
         func ids(_ v: JSONValue?) -> [[Int32]] { v?.array?.map { $0.array!.map { Int32($0.int!) } } ?? [] }
         for (name, e) in expected.entries {
             let dir = try exportDirectory(name + "-parity")
