@@ -64,6 +64,8 @@ import gguf
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import AutoTokenizer
 
+from make_tokenizer_fixtures import vocab_only_gguf_writer
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "Tests", "DPOTests", "Fixtures", "tokenizer")
 SMOLLM2_GGUF = os.environ.get("DPO_TEST_GGUF") or os.path.join(ROOT, ".cache", "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -85,13 +87,7 @@ def write_byte_level_gguf(name, pre):
         tokens[i] = t
     special = {a["id"]: a for a in data["added_tokens"]}
     types = [(3 if special[i]["special"] else 4) if i in special else 1 for i in range(len(tokens))]
-    w = gguf.GGUFWriter(os.path.join(FIXTURES, name + ".gguf"), "llama")
-    w.add_block_count(1)
-    w.add_context_length(64)
-    w.add_embedding_length(8)
-    w.add_feed_forward_length(16)
-    w.add_head_count(2)
-    w.add_layer_norm_rms_eps(1e-5)
+    w = vocab_only_gguf_writer(os.path.join(FIXTURES, name + ".gguf"))
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre(pre)
     w.add_token_list(tokens)
