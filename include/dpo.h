@@ -234,9 +234,12 @@ dpo_status dpo_model_create_json(const char *config_json, uint64_t seed, dpo_mod
 dpo_status dpo_model_load(const char *path, dpo_model **out_model);
 
 /* Writes config.json and model.safetensors (F32) into directory (created if needed), loadable by
-   dpo_model_load() and transformers. All-or-nothing, even if the process is killed: a new
-   directory appears whole; in an existing one (other files in it are kept) both files are
-   replaced together or not at all (an interrupted save is completed or removed by the next
+   dpo_model_load() and transformers. A model loaded from a GGUF file whose tokenizer the engine
+   reads also gets that tokenizer as tokenizer.json, tokenizer_config.json (chat template, special
+   tokens) and special_tokens_map.json, which dpo_tokenizer_load() and transformers' AutoTokenizer
+   read; other models write no tokenizer files. All-or-nothing, even if the process is killed: a
+   new directory appears whole; in an existing one (other files in it are kept) the written files
+   are replaced together or not at all (an interrupted save is completed or removed by the next
    dpo_model_load() or dpo_model_save() of the directory). Saves into one parent directory are
    serialised (a lock on it), so two saves to one path at once never mix. The path is used as the
    bytes given (it need not be UTF-8).

@@ -246,6 +246,19 @@ def transformers_smollm2_check(oracle, corpus):
           f"{len(corpus)} strings (e.g. {bad[:2]!r})")
 
 
+def vocab_only_gguf_writer(path):
+    """A gguf-py writer for a vocab-only file: the tiny llama hyperparameters loaders ask for,
+    no tensors; the caller adds the tokenizer keys."""
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_block_count(1)
+    w.add_context_length(64)
+    w.add_embedding_length(8)
+    w.add_feed_forward_length(16)
+    w.add_head_count(2)
+    w.add_layer_norm_rms_eps(1e-5)
+    return w
+
+
 def write_spm_gguf(tok, path):
     data = json.loads(tok.to_str())
     vocab = data["model"]["vocab"]
@@ -268,13 +281,7 @@ def write_spm_gguf(tok, path):
         else:
             types.append(1)
             scores.append(-float(i))  # the merge order: pieces created earlier score higher
-    w = gguf.GGUFWriter(path, "llama")
-    w.add_block_count(1)
-    w.add_context_length(64)
-    w.add_embedding_length(8)
-    w.add_feed_forward_length(16)
-    w.add_head_count(2)
-    w.add_layer_norm_rms_eps(1e-5)
+    w = vocab_only_gguf_writer(path)
     w.add_tokenizer_model("llama")
     w.add_token_list(tokens)
     w.add_token_scores(scores)

@@ -324,9 +324,12 @@ J
 {"chosen": [{"role": "user", "content": "Sky color?"}, {"role": "assistant", "content": "Blue."}], "rejected": [{"role": "user", "content": "Sky color?"}, {"role": "assistant", "content": "Green."}]}
 J
     if "$DPO" sft --model "$GGUF" --data "$tmp/chat-sft.jsonl" --max-steps 1 --per-device-train-batch-size 1 --save-format safetensors \
-           --output "$tmp/smol-sft" >"$tmp/log" 2>&1 && [ -s "$tmp/smol-sft/model/model.safetensors" ]; then
-        ok "sft of conversations from a GGUF saved as safetensors (--save-format)"
-    else fail "sft from a GGUF with --save-format safetensors" "$tmp/log"; fi
+           --output "$tmp/smol-sft" >"$tmp/log" 2>&1 && [ -s "$tmp/smol-sft/model/model.safetensors" ] \
+       && [ -s "$tmp/smol-sft/model/tokenizer.json" ] && [ -s "$tmp/smol-sft/model/tokenizer_config.json" ] \
+       && "$DPO" generate --model "$tmp/smol-sft/model" --prompt "What is the capital of France?" --max-new-tokens 8 >"$tmp/gen" 2>&1 \
+       && grep -q 'prompt:    "<|im_start|>system' "$tmp/gen"; then
+        ok "sft of conversations from a GGUF saved as safetensors (--save-format), with the GGUF's tokenizer files"
+    else fail "sft from a GGUF with --save-format safetensors" "$tmp/log"; cat "$tmp/gen" 2>/dev/null | head -5; fi
     expect_error "a row of another format is named" "conv-pairs.jsonl:2): .prompt. is missing (the row is conversational implicit prompt preference, the dataset conversational preference" -- \
         "$DPO" eval --model "$GGUF" --data "$tmp/conv-pairs.jsonl"
     head -1 "$tmp/conv-pairs.jsonl" > "$tmp/conv1.jsonl"
@@ -339,6 +342,7 @@ J
     # A model without a tokenizer and a vocabulary that is not the byte tokenizer's: text is refused.
     mkdir -p "$tmp/notok"
     "$DPO" sft --model "$GGUF" --data "$tmp/chat-sft.jsonl" --max-steps 1 --per-device-train-batch-size 1 --save-format safetensors --output "$tmp/notok" >/dev/null 2>&1
+    rm -f "$tmp/notok/model/tokenizer.json" "$tmp/notok/model/tokenizer_config.json" "$tmp/notok/model/special_tokens_map.json"
     expect_error "text for a model without a tokenizer is refused" "has no tokenizer" -- "$DPO" generate --model "$tmp/notok/model" --prompt hi
     if "$DPO" generate --model "$tmp/notok/model" --tokenizer "$GGUF" --prompt "Hi" --max-new-tokens 2 >"$tmp/gen" 2>&1; then
         ok "--tokenizer gives a tokenizer-less model its text"

@@ -57,12 +57,15 @@ extension LlamaModel {
         return model
     }
 
-    /// Writes `config.json` and `model.safetensors` (F32) into `directory`, all-or-nothing even if
-    /// the process is killed: a new directory appears whole by one rename; in an existing one
-    /// (which may hold other files, e.g. a tokenizer, left as they are) both files are replaced
-    /// together or not at all (StagedSave.swift). Saves into one parent directory are serialised
-    /// by a lock on it, so two saves to one path never mix their files. A tied model stores no
-    /// `lm_head.weight`, as transformers does.
+    /// Writes `config.json` and `model.safetensors` (F32) into `directory`, and for a model loaded
+    /// from a GGUF file whose metadata carries a tokenizer the engine reads, that tokenizer as
+    /// `tokenizer.json`, `tokenizer_config.json` and `special_tokens_map.json`
+    /// (TokenizerExport.swift). All-or-nothing even if the process is killed: a new directory
+    /// appears whole by one rename; in an existing one (which may hold other files, left as they
+    /// are) the written files are replaced together or not at all (StagedSave.swift). Saves into
+    /// one parent directory are serialised by a lock on it, so two saves to one path never mix
+    /// their files. A tied model stores no `lm_head.weight`, as transformers does. A model without
+    /// a GGUF tokenizer (or with one the engine cannot read) writes no tokenizer files.
     ///
     /// A model with a LoRA adapter writes the adapter files only (`adapter_config.json` and
     /// `adapter_model.safetensors`, as transformers' and PEFT's `save_pretrained` do); call
@@ -70,7 +73,11 @@ extension LlamaModel {
     public func save(directory: String) throws {
         if let adapter { return try adapter.save(directory: directory) }
         try checkFullWeights("saving the model")
-        try saveDirectoryAllOrNothing(directory, what: "a model") { try writeFiles(into: $0) }
+        let tokenizer = ggufMetadata.flatMap { try? Tokenizer(ggufMetadata: $0) }
+        try saveDirectoryAllOrNothing(directory, what: "a model") { staging in
+            try writeFiles(into: staging)
+            try tokenizer?.writeHuggingFaceFiles(into: staging)
+        }
     }
 
     /// Writes `model.safetensors` and `config.json` into the existing directory `directory`.

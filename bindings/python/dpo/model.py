@@ -136,7 +136,8 @@ class Model(Handle):
 
     def save_pretrained(self, path, format=None, dtype="f32", tokenizer=None):
         """Writes the model. format "safetensors": config.json and model.safetensors (F32) into the
-        directory path (created if needed); a model with a LoRA adapter writes the adapter files
+        directory path (created if needed), and for a model loaded from a GGUF file its tokenizer
+        (tokenizer.json, tokenizer_config.json, special_tokens_map.json); a model with a LoRA adapter writes the adapter files
         instead (adapter_config.json + adapter_model.safetensors, as PEFT's save_pretrained). format "gguf": one GGUF file at path (llama.cpp /
         Ollama), dtype "f32", "f16", "bf16" or "q8_0", with the tokenizer's metadata (tokenizer: a
         dpo.Tokenizer; default: the tokenizer of the GGUF the model was loaded from). format None:
@@ -146,8 +147,8 @@ class Model(Handle):
             format = "gguf" if encoded.lower().endswith(b".gguf") else "safetensors"
         if format == "safetensors":
             if dtype != "f32" or tokenizer is not None:
-                raise InvalidArgumentError("format 'safetensors' writes F32 weights only and no tokenizer; "
-                                           "dtype and tokenizer apply to format 'gguf'")
+                raise InvalidArgumentError("format 'safetensors' writes F32 weights (and the tokenizer of the GGUF the model "
+                                           "came from); dtype and tokenizer apply to format 'gguf'")
             _lib.check(_lib.lib.dpo_model_save(self._handle, encoded))
         elif format == "gguf":
             if dtype not in ("f32", "f16", "bf16", "q8_0"):

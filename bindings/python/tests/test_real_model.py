@@ -225,6 +225,24 @@ def test_smollm2_gguf_save_keeps_tokenizer(smollm2, tok, tmp_path):
         assert math.isclose(got, pair["logp"], rel_tol=0.05, abs_tol=0.1)
 
 
+def test_smollm2_hugging_face_save_writes_the_tokenizer(smollm2, tok, tmp_path):
+    """save_pretrained(dir) of the GGUF model writes its tokenizer files, which load back as the
+    GGUF's tokenizer (transformers reads them alike: tools/make_tokenizer_export_fixtures.py)."""
+    path = str(tmp_path / "smollm2")
+    smollm2.save_pretrained(path)
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        assert os.path.isfile(os.path.join(path, name)), name
+    with open(os.path.join(path, "tokenizer_config.json")) as f:
+        assert json.load(f)["chat_template"] == tok.chat_template
+    with dpo.Tokenizer.from_pretrained(path) as t2:
+        assert (len(t2), t2.bos_token_id, t2.eos_token_id, t2.pad_token_id) == (len(tok), 1, 2, 2)
+        for text in ("Hello world", "Prices rose 3.5% in Q3 2024.", " <|im_start|>user\nHi!<|im_end|>\n", "café 我们 🙂"):
+            assert t2.encode(text) == tok.encode(text) and t2.encode(text, add_special_tokens=False) == tok.encode(text, add_special_tokens=False)
+            assert t2.decode(tok.encode(text)) == tok.decode(tok.encode(text))
+        messages = [{"role": "user", "content": "What is 2+2?"}]
+        assert t2.apply_chat_template(messages, add_generation_prompt=True) == tok.apply_chat_template(messages, add_generation_prompt=True)
+
+
 def test_decode_takes_one_numpy_integer(tok):
     np = pytest.importorskip("numpy")
     ids = tok.encode("Hello world")
