@@ -351,6 +351,13 @@ dpo_status dpo_model_generate(dpo_model *model, const dpo_generate_params *param
    file); DPO_ERR_FORMAT (malformed or unsupported tokenizer; the message names what). */
 dpo_status dpo_tokenizer_load(const char *path, dpo_tokenizer **out_tokenizer);
 
+/* transformers' tokenizer.save_pretrained: writes tokenizer.json, tokenizer_config.json (chat
+   template, special tokens) and special_tokens_map.json into directory (created if needed; other
+   files in it are left as they are; each file replaced atomically). dpo_tokenizer_load() and
+   transformers' AutoTokenizer read them back as this tokenizer.
+   Returns: DPO_OK; DPO_ERR_INVALID_ARGUMENT (NULL); DPO_ERR_IO (also: the path is a file). */
+dpo_status dpo_tokenizer_save_pretrained(dpo_tokenizer *tokenizer, const char *directory);
+
 /* Releases the handle. Returns: DPO_OK (also for NULL); DPO_ERR_INVALID_ARGUMENT;
    DPO_ERR_WRONG_STATE (inside a call on another thread). */
 dpo_status dpo_tokenizer_free(dpo_tokenizer *tokenizer);

@@ -51,6 +51,14 @@ public func dpo_tokenizer_load(_ path: UnsafePointer<CChar>?, _ outTokenizer: Un
     }
 }
 
+@_cdecl("dpo_tokenizer_save_pretrained")
+public func dpo_tokenizer_save_pretrained(_ tokenizer: OpaquePointer?, _ directory: UnsafePointer<CChar>?) -> dpo_status {
+    exportCall("dpo_tokenizer_save_pretrained") { ctx in
+        let t = try ctx.use(tokenizer, TokenizerObject.self, "tokenizer")
+        try t.tokenizer.savePretrained(directory: try readPath(directory, "directory"))
+    }
+}
+
 @_cdecl("dpo_tokenizer_free")
 public func dpo_tokenizer_free(_ tokenizer: OpaquePointer?) -> dpo_status {
     exportCall("dpo_tokenizer_free") { _ in try Registry.remove(tokenizer, TokenizerObject.self, "tokenizer") }

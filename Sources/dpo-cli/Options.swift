@@ -108,12 +108,12 @@ struct TrainingOptions: ParsableArguments {
     /// How the final model is written: GGUF by default for a model that came from a GGUF file.
     func finalSave(modelPath: String?, codec: TextCodec) throws -> FinalSave {
         let gguf = saveFormat.map { $0 == "gguf" } ?? (modelPath.map(isGGUFModelPath) ?? false)
-        guard gguf else {
-            if saveDtype != "f32" { throw CLIError("--save-dtype \(saveDtype) needs --save-format gguf (safetensors saves are f32)") }
-            return .safetensors
-        }
         var tokenizer: Tokenizer? = nil
         if case .tokenizer(let t) = codec { tokenizer = t }
+        guard gguf else {
+            if saveDtype != "f32" { throw CLIError("--save-dtype \(saveDtype) needs --save-format gguf (safetensors saves are f32)") }
+            return .safetensors(tokenizer: tokenizer)
+        }
         return .gguf(GGUFSaveType(name: saveDtype) ?? .f32, tokenizer: tokenizer)
     }
 
@@ -171,9 +171,16 @@ func isGGUFModelPath(_ path: String) -> Bool {
 }
 
 /// The final model's format.
+/// The final save; `tokenizer` is the run's (as TRL's save_model writes the processing class).
 enum FinalSave {
-    case safetensors
+    case safetensors(tokenizer: Tokenizer?)
     case gguf(GGUFSaveType, tokenizer: Tokenizer?)
+
+    var tokenizer: Tokenizer? {
+        switch self {
+        case .safetensors(let t), .gguf(_, let t): return t
+        }
+    }
 
     /// Where `write` puts the model: <output>/model (a directory) or <output>/model.gguf; a LoRA
     /// run's adapter goes to <output>/adapter (PEFT's files), and a gguf save is then the merged model.
@@ -182,20 +189,22 @@ enum FinalSave {
         return output + (lora ? "/adapter" : "/model")
     }
 
-    /// Writes `model` below `output`: <output>/model (a directory) or <output>/model.gguf. With a
-    /// LoRA adapter: the adapter to <output>/adapter, and for gguf the model merged with it
+    /// Writes `model` below `output`: <output>/model (a directory, with the run's tokenizer files)
+    /// or <output>/model.gguf (the tokenizer in its metadata). With a LoRA adapter: the adapter and
+    /// the tokenizer files to <output>/adapter, and for gguf the model merged with it
     /// (merge_and_unload; the run is over), into an fp32 copy when the base is kept quantized.
     func write(_ trained: LlamaModel, output: String) throws -> String {
         var model = trained
         if model.adapter != nil {
             try model.saveAdapter(directory: output + "/adapter")
+            try tokenizer?.savePretrained(directory: output + "/adapter")
             guard case .gguf = self else { return output + "/adapter" }
             if model.quantizedBase != nil { model = try model.dequantized() }
             try model.mergeAndUnload()
         }
         switch self {
-        case .safetensors:
-            try model.save(directory: output + "/model")
+        case .safetensors(let tokenizer):
+            try model.save(directory: output + "/model", tokenizer: tokenizer)
             return output + "/model"
         case .gguf(let type, let tokenizer):
             try model.saveGGUF(path: output + "/model.gguf", type: type, metadata: tokenizer?.ggufMetadata())

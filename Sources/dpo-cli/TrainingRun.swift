@@ -10,7 +10,7 @@ nonisolated(unsafe) var interrupted: sig_atomic_t = 0
 struct RunOptions {
     var title: String
     /// How the final model is written.
-    var finalSave = FinalSave.safetensors
+    var finalSave = FinalSave.safetensors(tokenizer: nil)
     /// Metrics drawn in metrics.svg.
     var plotMetrics: [String] = ["loss"]
     /// Log-line metrics (besides loss).

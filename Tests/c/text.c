@@ -114,6 +114,20 @@ static void tiny_tokenizers(void) {
         OK(dpo_tokenizer_apply_chat_template(a, msgs, 2, 1, out, sizeof out, &needed));
         CHECK(strstr(out, "Hi there") != NULL && strstr(out, "Hello!") != NULL, "chat: %s", out);
     }
+    /* save_pretrained: the written files load back as the same tokenizer */
+    {
+        dpo_tokenizer *c = NULL;
+        int64_t nc = 0;
+        int32_t ic[128];
+        OK(dpo_tokenizer_save_pretrained(b, join(scratch, "saved-tokenizer/sub")));
+        OK(dpo_tokenizer_load(join(scratch, "saved-tokenizer/sub"), &c));
+        OK(dpo_tokenizer_encode(c, text, strlen(text), 1, ic, 128, &nc));
+        CHECK(nc == nb && memcmp(ic, ib, (size_t)nb * sizeof ib[0]) == 0, "the saved tokenizer encodes differently");
+        OK(dpo_tokenizer_free(c));
+        FAILS(dpo_tokenizer_save_pretrained(b, NULL), DPO_ERR_INVALID_ARGUMENT);
+        FAILS(dpo_tokenizer_save_pretrained(NULL, join(scratch, "x")), DPO_ERR_INVALID_ARGUMENT);
+        FAILS(dpo_tokenizer_save_pretrained(b, join(scratch, "saved-tokenizer/sub/tokenizer.json")), DPO_ERR_IO);
+    }
     tokenizer_bad_input(a);
     OK(dpo_tokenizer_free(a));
     OK(dpo_tokenizer_free(b));

@@ -330,6 +330,12 @@ J
        && grep -q 'prompt:    "<|im_start|>system' "$tmp/gen"; then
         ok "sft of conversations from a GGUF saved as safetensors (--save-format), with the GGUF's tokenizer files"
     else fail "sft from a GGUF with --save-format safetensors" "$tmp/log"; cat "$tmp/gen" 2>/dev/null | head -5; fi
+    # A Hugging Face source with a tokenizer: the run's tokenizer files go with its model (TRL's save_model).
+    if "$DPO" sft --model "$tmp/smol-sft/model" --data "$tmp/chat-sft.jsonl" --max-steps 1 --per-device-train-batch-size 1 \
+           --output "$tmp/smol-sft2" >"$tmp/log" 2>&1 && [ -s "$tmp/smol-sft2/model/tokenizer.json" ] \
+       && cmp -s "$tmp/smol-sft/model/tokenizer.json" "$tmp/smol-sft2/model/tokenizer.json"; then
+        ok "sft from a Hugging Face directory writes the tokenizer it used with the model"
+    else fail "sft from a Hugging Face directory: tokenizer files" "$tmp/log"; fi
     expect_error "a row of another format is named" "conv-pairs.jsonl:2): .prompt. is missing (the row is conversational implicit prompt preference, the dataset conversational preference" -- \
         "$DPO" eval --model "$GGUF" --data "$tmp/conv-pairs.jsonl"
     head -1 "$tmp/conv-pairs.jsonl" > "$tmp/conv1.jsonl"

@@ -70,10 +70,13 @@ extension LlamaModel {
     /// A model with a LoRA adapter writes the adapter files only (`adapter_config.json` and
     /// `adapter_model.safetensors`, as transformers' and PEFT's `save_pretrained` do); call
     /// `mergeAndUnload()` first to save the merged model.
-    public func save(directory: String) throws {
+    ///
+    /// `tokenizer`, when given, is written instead of the GGUF's (as TRL's `save_model` writes the
+    /// trainer's processing class): the tokenizer a run used goes with its model.
+    public func save(directory: String, tokenizer given: Tokenizer? = nil) throws {
         if let adapter { return try adapter.save(directory: directory) }
         try checkFullWeights("saving the model")
-        let tokenizer = ggufMetadata.flatMap { try? Tokenizer(ggufMetadata: $0) }
+        let tokenizer = given ?? ggufMetadata.flatMap { try? Tokenizer(ggufMetadata: $0) }
         try saveDirectoryAllOrNothing(directory, what: "a model") { staging in
             try writeFiles(into: staging)
             try tokenizer?.writeHuggingFaceFiles(into: staging)

@@ -22,6 +22,16 @@ extension Tokenizer {
         }
     }
 
+    /// transformers' `tokenizer.save_pretrained(directory)`: the directory (and its parents) made
+    /// if missing, then `writeHuggingFaceFiles`.
+    public func savePretrained(directory: String) throws {
+        if !isDirectory(directory) {
+            if entryExists(directory) { throw DPOError.io("cannot save a tokenizer to '\(directory)': it exists and is not a directory") }
+            try makeDirectories(directory)
+        }
+        try writeHuggingFaceFiles(into: directory)
+    }
+
     /// The contents of the files of `huggingFaceFileNames`.
     func huggingFaceFiles() -> [JSONValue] {
         [tokenizerJSON(), tokenizerConfigJSON(), specialTokensMapJSON()]

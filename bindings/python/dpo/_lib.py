@@ -152,6 +152,7 @@ _PROTOTYPES = {
                                      POINTER(c_int32), c_int64, POINTER(c_int64), POINTER(c_int64)]),
     "dpo_tokenizer_load": (_status, [c_char_p, _ph]),
     "dpo_tokenizer_free": (_status, [_h]),
+    "dpo_tokenizer_save_pretrained": (_status, [_h, c_char_p]),
     "dpo_tokenizer_last_error": (c_char_p, [_h]),
     "dpo_tokenizer_get_info": (_status, [_h, POINTER(TokenizerInfo)]),
     "dpo_tokenizer_encode": (_status, [_h, c_char_p, c_size_t, c_int32, POINTER(c_int32), c_int64, POINTER(c_int64)]),

@@ -57,6 +57,12 @@ class Tokenizer(Handle):
         _lib.check(_lib.lib.dpo_tokenizer_load(_lib.encode_path(path), ctypes.byref(out)))
         return cls(out.value)
 
+    def save_pretrained(self, save_directory):
+        """Writes tokenizer.json, tokenizer_config.json and special_tokens_map.json into
+        save_directory (created if needed), which this package and transformers' AutoTokenizer
+        read back as this tokenizer."""
+        _lib.check(_lib.lib.dpo_tokenizer_save_pretrained(self._handle, _lib.encode_path(save_directory)))
+
     def _info(self):
         info = _lib.new(_lib.TokenizerInfo)
         _lib.check(_lib.lib.dpo_tokenizer_get_info(self._handle, ctypes.byref(info)))

@@ -222,8 +222,13 @@ class _Trainer(Handle):
         self._driver().log(logs)
 
     def save_model(self, output_dir=None):
-        """Saves the trained model (config.json + model.safetensors) to output_dir (default args.output_dir)."""
+        """Saves the trained model (config.json + model.safetensors, or a LoRA model's adapter
+        files) and, as TRL does, the tokenizer (processing_class) to output_dir (default
+        args.output_dir)."""
         self._driver().save_model(output_dir)
+        save = getattr(self.processing_class, "save_pretrained", None)
+        if callable(save):
+            save(str(output_dir if output_dir is not None else self.args.output_dir))
 
     @property
     def state(self):

@@ -248,6 +248,12 @@ def test_sft_train_on_text(tok, tmp_path):
             assert out.global_step == 3
             assert t.evaluate(rows)["eval_loss"] < first
             assert "completion_mask" in t.train_dataset[0]
+            # save_model writes the tokenizer with the model, as TRL's does.
+            t.save_model(tmp_path / "saved")
+            assert {"model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= set(os.listdir(tmp_path / "saved"))
+            with dpo.Tokenizer.from_pretrained(tmp_path / "saved") as again:
+                assert again.encode("Say hi 3") == tok.encode("Say hi 3")
+                assert again.chat_template == tok.chat_template
 
 
 def test_train_needs_a_dataset(trainer):
