@@ -214,7 +214,7 @@ struct Bench: ParsableCommand {
         let sgemmRate = measureSgemm(m: 1024, n: 1536, k: 576)
         let quantizedMiB: [(String, Double)] = policy.quantizedBase.map { [("quantized_base_mib", Double($0.byteCount) / 1048576)] } ?? []
         result = [("threads", Double(Threads.count)), ("parameters", Double(policy.parameterCount)),
-                  ("bf16", bf16 ? 1 : 0)] + quantizedMiB + result.filter { $0.0 == "lora_parameters" }
+                  ("bf16", bf16 ? 1 : 0)] + quantizedMiB + result.filter { $0.0 == "lora_parameters" || $0.0 == "forward_flops" }
             + (mode == "model" ? [("forward_seconds", median(timesF))] : [])
             + [("step_seconds", t), ("gemm_seconds", median(gemmSeconds)), ("tokens_per_step", Double(tokensPerRun)),
                ("tokens_per_second", Double(tokensPerRun) / t), ("gemm_flops_per_step", flopsPerRun),

@@ -181,6 +181,11 @@ else echo "     exit $rc"; fail "Ctrl-C" "$tmp/log"; fi
 if "$DPO" bench --shape tiny --steps 1 --warmup 0 --pairs 1 --prompt-length 8 --completion-length 8 --json >"$tmp/log" 2>&1 \
    && python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['tokens_per_second'] > 0 and d['peak_rss_mib'] > 0" "$tmp/log"; then ok "bench --json"
 else fail "bench" "$tmp/log"; fi
+# model mode: forward FLOPs are part of forward+backward's (the backward does about twice the forward's work).
+if "$DPO" bench --shape tiny --mode model --steps 1 --warmup 0 --tokens 64 --sequence-length 32 --json >"$tmp/log" 2>&1 \
+   && python3 -c "import json,sys; d=json.load(open(sys.argv[1])); f=d['forward_flops']; assert 0 < f and 2.5 * f < d['gemm_flops_per_step'] < 4 * f and d['forward_seconds'] > 0, d" "$tmp/log"; then
+    ok "bench --mode model reports the forward's FLOPs and time"
+else fail "bench --mode model" "$tmp/log"; fi
 
 # 6. The README's Swift example prints what its Python twin prints (which the C tests compare with C).
 BIN=$(dirname "$DPO"); ROOT=$(cd "$(dirname "$0")/../.." && pwd)
