@@ -24,11 +24,13 @@ struct Demo: ParsableCommand {
     @Option(help: "RPO: weight of an added NLL term on the chosen completions (0 = plain DPO; default 1; with --model the real demo's).") var rpoAlpha: Double?
     @Option(help: "Sampling temperature of the generations (with --model also of the sampled training answers).") var temperature: Double = 0.7
     @Flag(help: "bf16 mixed precision in every phase (TRL's bf16=True: matrix products with bf16 inputs, fp32 accumulation).") var bf16 = false
-    @Flag(help: "DPO with a LoRA adapter (all linear layers) on the frozen SFT model, which is also the reference (adapter off): no copy of the weights.")
+    @Flag(help: "DPO with a LoRA adapter (all linear layers) on the frozen model (the SFT model; with --model the GGUF's), which is also the reference (adapter off): no copy of the weights.")
     var usePeft = false
     @Option(help: "lora_r with --use-peft.") var loraR: Int = 16
     @Option(help: "lora_alpha with --use-peft.") var loraAlpha: Double = 32
-    @Option(help: "DPO learning rate with --use-peft.") var loraLearningRate: Double = 2e-3
+    @Option(help: "DPO learning rate with --use-peft (default 2e-3; with --model the real demo's, 1.5e-4, 2e-4 with --quick).") var loraLearningRate: Double?
+    @Flag(help: "With --model and --use-peft: keep the GGUF's matrices quantized (LoRA on the quantized base).")
+    var keepBaseQuantized = false
 
     struct Outcome {
         var heldOutAccuracy = 0.0, heldOutMargin = 0.0
@@ -40,6 +42,7 @@ struct Demo: ParsableCommand {
     func run() throws {
         if let threads { Threads.setCount(threads) }
         if let model { return try runReal(model: model) }
+        if keepBaseQuantized { throw ValidationError("--keep-base-quantized needs --model (a GGUF file) and --use-peft") }
         let output = self.output ?? "runs/demo", beta = self.beta ?? 2.0, learningRate = self.learningRate ?? 1e-4
         let rpoAlpha = self.rpoAlpha ?? 1.0
         let start = now()
@@ -88,7 +91,7 @@ struct Demo: ParsableCommand {
             dc.lossType.append(.sft)
             dc.lossWeights = [Double](repeating: 1, count: dc.lossType.count - 1) + [rpoAlpha]
         }
-        dc.optimizer.learningRate = usePeft ? loraLearningRate : learningRate
+        dc.optimizer.learningRate = usePeft ? loraLearningRate ?? 2e-3 : learningRate
         dc.optimizer.lrSchedulerType = .linear
         dc.optimizer.warmupSteps = 5
         dc.optimizer.maxSteps = dpoSteps

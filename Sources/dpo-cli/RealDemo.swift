@@ -34,11 +34,19 @@ struct RealDemo {
         var rpoAlpha = 0.0
         /// bf16 mixed precision (TRL's bf16=True) for sampling, training and evaluation.
         var bf16 = false
+        /// LoRA instead of full fine-tuning: the reference is the model with the adapter off (no
+        /// copy); with `keepBaseQuantized` the GGUF's matrices stay quantized.
+        var lora: LoraConfig? = nil
+        var keepBaseQuantized = false
+        /// The learning rate of a LoRA run (--use-peft): the adapter starts at zero and needs
+        /// larger steps than the full model's.
+        var loraLearningRate = 1.5e-4
         /// Targets: the rule's rate on held-out prompts rises by `minRise` and reaches `minRate`;
         /// the policy's answers' mean log-prob per token under the reference stays within
         /// `fluencyBound` nats of the reference's own answers'; the run ends within `maxSeconds`.
         var minRise = 0.30, minRate = 0.80, fluencyBound = 0.5
         var maxSeconds: Double? = 15 * 60
+
 
         static func full() -> Plan { Plan() }
 
@@ -49,6 +57,7 @@ struct RealDemo {
             p.heldOutInstructions = 16; p.samplesPerHeldOut = 4
             p.steps = 12; p.batchSize = 4; p.warmupSteps = 2
             p.learningRate = 1e-5
+            p.loraLearningRate = 2e-4
             p.minRise = 0.15; p.minRate = 0.5
             p.maxSeconds = nil
             return p
@@ -63,16 +72,21 @@ struct RealDemo {
     func run() throws {
         let start = now()
         let p = plan
-        let policy = try LlamaModel.load(path: modelPath)
+        let policy = try LlamaModel.load(path: modelPath, keepBaseQuantized: p.keepBaseQuantized)
         let tokenizer = try Tokenizer.load(path: modelPath)
         guard tokenizer.chatTemplate != nil else { throw CLIError("\(modelPath): the tokenizer has no chat template (the real demo needs a chat model)") }
         guard let eos = tokenizer.eosTokenID else { throw CLIError("\(modelPath): the tokenizer has no EOS token") }
         if tokenizer.idCount > policy.config.vocabSize {
             throw CLIError("the tokenizer of \(modelPath) has token ids up to \(tokenizer.idCount - 1), beyond the model's vocab_size \(policy.config.vocabSize)")
         }
-        let reference = try LlamaModel(config: policy.config)
-        reference.parameters.copy(from: policy.parameters)
-        policy.bf16 = p.bf16; reference.bf16 = p.bf16
+        // The reference: a frozen copy, or with LoRA the policy with its adapter off.
+        let copy: LlamaModel? = p.lora == nil ? try LlamaModel(config: policy.config) : nil
+        copy?.parameters.copy(from: policy.parameters)
+        policy.bf16 = p.bf16; copy?.bf16 = p.bf16
+        func withReference<T>(_ body: (LlamaModel) throws -> T) throws -> T {
+            if let copy { return try body(copy) }
+            return try policy.withAdaptersDisabled { try body(policy) }
+        }
         let rule = ConcisenessRule(limit: p.limit, eos: eos, tokenizer: tokenizer)
         func chat(_ text: String) throws -> [Int32] {
             try tokenizer.chatTemplateIDs([ChatMessage(role: "user", content: text)], addGenerationPrompt: true)
@@ -86,7 +100,7 @@ struct RealDemo {
           such an answer over one cut off at \(p.limit) tokens. No reward model.
           Data: \(trainText.count) training instructions x \(p.samplesPerInstruction) sampled answers; \(heldText.count) held-out
           instructions x \(p.samplesPerHeldOut) for the evaluation (written for this project, Sources/dpo-cli/RealDemoInstructions.swift).
-          Model: \(policy.parameterCount) parameters, reference = a frozen copy; \(Threads.count) threads\(p.bf16 ? ", bf16 mixed precision" : "").
+          Model: \(policy.parameterCount) parameters\(p.lora.map { ", LoRA r \($0.r) on all linear layers, reference = the model with the adapter off" } ?? ", reference = a frozen copy")\(policy.quantizedBase.map { String(format: ", the base kept quantized (%.1f MB)", Double($0.byteCount) / 1e6) } ?? ""); \(Threads.count) threads\(p.bf16 ? ", bf16 mixed precision" : "").
 
         """)
 
@@ -95,8 +109,8 @@ struct RealDemo {
         g.maxNewTokens = p.limit; g.temperature = p.temperature; g.eosTokenIds = [eos]
         var sampler = AnswerSampler(generation: g, chunk: 256)
         print("Phase 1: sampling the model's answers (temperature \(p.temperature), at most \(p.limit) tokens)")
-        let trainAnswers = try sampler.sample(reference, prompts: trainPrompts, perPrompt: p.samplesPerInstruction, seed: seed &+ 100, label: "training instructions")
-        let refHeld = try sampler.sample(reference, prompts: heldPrompts, perPrompt: p.samplesPerHeldOut, seed: seed &+ 200, label: "held-out instructions")
+        let trainAnswers = try withReference { try sampler.sample($0, prompts: trainPrompts, perPrompt: p.samplesPerInstruction, seed: seed &+ 100, label: "training instructions") }
+        let refHeld = try withReference { try sampler.sample($0, prompts: heldPrompts, perPrompt: p.samplesPerHeldOut, seed: seed &+ 200, label: "held-out instructions") }
         let trainPairs = zip(trainPrompts, trainAnswers).flatMap { rule.pairs(prompt: $0.0, answers: $0.1, maxPairs: p.maxPairsPerInstruction) }
         let heldPairs = zip(heldPrompts, refHeld).flatMap { rule.pairs(prompt: $0.0, answers: $0.1, maxPairs: p.maxPairsPerInstruction) }
         let trainRate = Double(trainAnswers.joined().filter(rule.accepts).count) / Double(max(trainAnswers.joined().count, 1))
@@ -121,15 +135,16 @@ struct RealDemo {
         dc.optimizer.warmupSteps = p.warmupSteps
         dc.optimizer.maxSteps = p.steps
         dc.optimizer.seed = seed
-        let dpo = try DPOTrainer(policy: policy, reference: reference, config: dc)
+        let dpo = try DPOTrainer(policy: policy, reference: copy, config: dc, peftConfig: p.lora)
         var args = Demo.arguments(output: output, batchSize: p.batchSize, maxSteps: p.steps, seed: seed,
                                   loggingSteps: max(1, p.steps / 10), evalSteps: p.steps)
         args.perDeviceEvalBatchSize = 16
         var runOptions = RunOptions(title: "dpo")
+        runOptions.finalSave = .safetensors(tokenizer: tokenizer)
         runOptions.plotMetrics = ["loss", "rewards/margins", "rewards/accuracies"]
         runOptions.logMetrics = ["rewards/accuracies", "rewards/margins"]
         let trainStart = now()
-        print("\nPhase 2: DPO (beta \(p.beta), \(dc.lossType.map(\.rawValue).joined(separator: "+")) loss, learning rate \(p.learningRate)), \(p.steps) steps of \(p.batchSize) pairs, reference = the initial model")
+        print("\nPhase 2: DPO (beta \(p.beta), \(dc.lossType.map(\.rawValue).joined(separator: "+")) loss, learning rate \(p.learningRate)), \(p.steps) steps of \(p.batchSize) pairs, reference = the initial model\(p.lora == nil ? "" : " (the adapter off)")")
         let training = try TrainingRun(trainer: dpo, args: args, train: trainPairs, eval: heldPairs, options: runOptions)
         // Before training the policy is the reference: its rewards are 0 (measured all the same).
         let before = try training.loop.evaluate()
@@ -146,8 +161,8 @@ struct RealDemo {
         let polHeld = try sampler.sample(policy, prompts: heldPrompts, perPrompt: p.samplesPerHeldOut, seed: seed &+ 200, label: "policy, held-out instructions")
         let refAnswers = Array(refHeld.joined()), polAnswers = Array(polHeld.joined())
         // Each model's answers scored by the reference (fluency), the policy's also by the policy (KL).
-        let refByRef = try answerTokenLogProbs(reference, prompts: heldPrompts, answers: refHeld).flatMap { $0 }
-        let polByRef = try answerTokenLogProbs(reference, prompts: heldPrompts, answers: polHeld).flatMap { $0 }
+        let refByRef = try withReference { try answerTokenLogProbs($0, prompts: heldPrompts, answers: refHeld).flatMap { $0 } }
+        let polByRef = try withReference { try answerTokenLogProbs($0, prompts: heldPrompts, answers: polHeld).flatMap { $0 } }
         let polByPol = try answerTokenLogProbs(policy, prompts: heldPrompts, answers: polHeld).flatMap { $0 }
         let refStats = AnswerStats(answers: refAnswers, rule: rule, referenceLogProbs: refByRef)
         let polStats = AnswerStats(answers: polAnswers, rule: rule, referenceLogProbs: polByRef)
@@ -157,7 +172,10 @@ struct RealDemo {
         let kl = logRatio / Double(max(polAnswers.count, 1))
         let evalSeconds = now() - evalStart
 
-        try policy.saveGGUF(path: output + "/model.gguf", type: .f16)
+        // GGUF holds whole weights: with LoRA, an fp32 copy with the adapter merged.
+        let whole = policy.adapter == nil ? policy : try policy.dequantized()
+        if whole.adapter != nil { try whole.mergeAndUnload() }
+        try whole.saveGGUF(path: output + "/model.gguf", type: .f16)
         let seconds = now() - start
 
         let report = RealDemoReport(
@@ -172,7 +190,7 @@ struct RealDemo {
                                rule: rule, tokenizer: tokenizer)
         try writeAnswers(prompts: heldText, perPrompt: p.samplesPerHeldOut, reference: refAnswers, policy: polAnswers,
                          rule: rule, tokenizer: tokenizer)
-        print("Run directory \(output): summary.json, answers.jsonl (every held-out answer), metrics.jsonl, metrics.svg, model/ (Hugging Face format), model.gguf (f16).")
+        print("Run directory \(output): summary.json, answers.jsonl (every held-out answer), metrics.jsonl, metrics.svg, \(p.lora == nil ? "model/ (Hugging Face format)" : "adapter/ (PEFT's files)"), model.gguf (f16\(p.lora == nil ? "" : ", the adapter merged")).")
         print(report.verdictLine)
         try writeFileAtomically(output + "/summary.json", bytes: Array(JSON.serialize(.object(report.summary), pretty: true).utf8) + [10])
         if !report.passed { throw ExitCode(1) }
@@ -211,7 +229,13 @@ extension Demo {
         plan.temperature = temperature
         plan.bf16 = bf16
         if sftSteps != nil { throw ValidationError("--sft-steps: the real demo (--model) has no SFT phase") }
-        if usePeft { throw ValidationError("--use-peft: the real demo (--model) trains the full model; LoRA runs with dpo train --use-peft") }
+        if usePeft {
+            plan.lora = LoraConfig(r: loraR, loraAlpha: loraAlpha, targetModules: LoraModule.allCases)
+            plan.learningRate = loraLearningRate ?? learningRate ?? plan.loraLearningRate
+            plan.keepBaseQuantized = keepBaseQuantized
+        } else if keepBaseQuantized {
+            throw ValidationError("--keep-base-quantized needs --use-peft (a quantized base trains only a LoRA adapter)")
+        }
         plan.lossType = try lossType.split(separator: ",").map { name in
             guard let t = DPOLossType(rawValue: name.trimmingCharacters(in: .whitespaces)) else {
                 throw ValidationError("--loss-type: unknown loss type '\(name)'")

@@ -105,6 +105,9 @@ struct RealDemoReport {
         c["heldout_instructions"] = .number(Double(plan.heldOutInstructions)); c["samples_per_heldout"] = .number(Double(plan.samplesPerHeldOut))
         c["steps"] = .number(Double(plan.steps)); c["batch_size"] = .number(Double(plan.batchSize))
         c["beta"] = .number(plan.beta); c["learning_rate"] = .number(plan.learningRate)
+        c["bf16"] = .bool(plan.bf16)
+        c["lora_r"] = plan.lora.map { .number(Double($0.r)) } ?? .null
+        c["keep_base_quantized"] = .bool(plan.keepBaseQuantized)
         s["config"] = .object(c)
         s["pass"] = .bool(passed)
         return s
